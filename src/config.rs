@@ -1,0 +1,178 @@
+//! Command-line options. Parsing is pure: it takes the arguments and
+//! returns what to do, or a usage error naming the bad argument.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use syslog::Facility;
+
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The protocol's two-minute timer.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(7200);
+pub const DEFAULT_MAX_CHILDREN: usize = 256;
+/// Timeouts above a day are surely mistakes.
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
+/// Everything one exchange needs to know.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// `None`: no idle limit.
+    pub idle_timeout: Option<Duration>,
+    pub socks4a: bool,
+    pub log_stderr: bool,
+    pub log_facility: Facility,
+    /// `--listen` addresses; empty in inetd and socket-unit modes.
+    pub listen: Vec<SocketAddr>,
+    pub max_children: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            socks4a: true,
+            log_stderr: false,
+            log_facility: Facility::LOG_DAEMON,
+            listen: Vec::new(),
+            max_children: DEFAULT_MAX_CHILDREN,
+        }
+    }
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Action {
+    Serve(Config),
+    Help,
+    Version,
+}
+
+pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--request-timeout SECS]
+               [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
+               [--log-stderr] [--log-facility NAME]";
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
+    let mut cfg = Config::default();
+    let mut max_children_given = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        // Accept both `--opt value` and `--opt=value`.
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<String, String> {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or_else(|| format!("{name} needs {what}"))
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Action::Help),
+            "-V" | "--version" => return Ok(Action::Version),
+            "--listen" => {
+                let v = value("an ADDR:PORT")?;
+                let addr = SocketAddr::from_str(&v).map_err(|_| {
+                    format!("--listen {v}: not an address and port (e.g. 127.0.0.1:1080 or [::1]:1080)")
+                })?;
+                cfg.listen.push(addr);
+            }
+            "--max-children" => {
+                let v = value("a number")?;
+                cfg.max_children = parse_number(&name, &v, 1, 1_000_000)? as usize;
+                max_children_given = true;
+            }
+            "--request-timeout" => cfg.request_timeout = parse_secs(&name, &value("seconds")?, 1)?,
+            "--connect-timeout" => cfg.connect_timeout = parse_secs(&name, &value("seconds")?, 1)?,
+            "--idle-timeout" => {
+                let d = parse_secs(&name, &value("seconds")?, 0)?;
+                cfg.idle_timeout = (!d.is_zero()).then_some(d);
+            }
+            "--no-socks4a" => cfg.socks4a = false,
+            "--log-stderr" => cfg.log_stderr = true,
+            "--log-facility" => {
+                let v = value("a facility name")?;
+                cfg.log_facility = Facility::from_str(&v)
+                    .map_err(|_| format!("--log-facility {v}: unknown facility (e.g. daemon, local0)"))?;
+            }
+            _ if inline.is_some() => return Err(format!("{name}: unknown option")),
+            _ => return Err(format!("{arg}: unknown option")),
+        }
+    }
+    if max_children_given && cfg.listen.is_empty() {
+        return Err("--max-children only makes sense with --listen".into());
+    }
+    Ok(Action::Serve(cfg))
+}
+
+fn parse_number(name: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("{name} {v}: expected a whole number from {min} to {max}")),
+    }
+}
+
+fn parse_secs(name: &str, v: &str, min: u64) -> Result<Duration, String> {
+    parse_number(name, v, min, MAX_TIMEOUT_SECS).map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn serve(s: &str) -> Config {
+        match parse_args(args(s)) {
+            Ok(Action::Serve(c)) => c,
+            other => panic!("{s}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = serve("");
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.connect_timeout, Duration::from_secs(120));
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(7200)));
+        assert!(c.socks4a);
+        assert!(c.listen.is_empty());
+        assert_eq!(c.max_children, 256);
+    }
+
+    #[test]
+    fn options() {
+        let c = serve("--listen 127.0.0.1:1080 --listen=[::1]:1081 --max-children 3 --idle-timeout 0 --no-socks4a --connect-timeout=5 --log-facility local3");
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.max_children, 3);
+        assert_eq!(c.idle_timeout, None);
+        assert!(!c.socks4a);
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert!(matches!(c.log_facility, Facility::LOG_LOCAL3));
+    }
+
+    #[test]
+    fn errors_name_the_argument() {
+        for (a, want) in [
+            ("--listen nowhere", "--listen nowhere"),
+            ("--request-timeout 0", "--request-timeout 0"),
+            ("--connect-timeout 99999999", "--connect-timeout"),
+            ("--bogus", "--bogus"),
+            ("--listen", "needs"),
+            ("--max-children 5", "--listen"),
+            ("--log-facility nope", "nope"),
+        ] {
+            let err = parse_args(args(a)).unwrap_err();
+            assert!(err.contains(want), "{a}: {err}");
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! socks4d: a SOCKS4/4a server that inetd or a systemd socket unit starts
+//! once per client connection.
+
+pub mod audit;
+pub mod config;
+pub mod intake;
+pub mod listen;
+pub mod net;
+pub mod outcome;
+pub mod relay;
+pub mod request;
+pub mod session;

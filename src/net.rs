@@ -1,0 +1,214 @@
+//! Socket plumbing shared by the phases: deadlines, waiting with `poll`,
+//! non-blocking connect, and name resolution bounded in time.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, SockaddrStorage};
+
+/// The end of one phase. Every wait in that phase computes its timeout from
+/// it, so the phase as a whole cannot take longer.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(Instant);
+
+impl Deadline {
+    pub fn after(d: Duration) -> Deadline {
+        Deadline(Instant::now() + d)
+    }
+
+    /// Time left, or `None` once the deadline has passed.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+    }
+
+    /// The remaining time as a `poll` timeout, rounded up to whole
+    /// milliseconds so a wait never ends just before the deadline.
+    fn poll_timeout(&self) -> Option<PollTimeout> {
+        let left = self.remaining()?;
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        Some(PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
+    }
+}
+
+pub fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
+}
+
+/// Waits until `fd` reports any of `events` (or an error or hang-up), or
+/// until `deadline`. Retries on EINTR. Returns the reported events, or a
+/// `TimedOut` error.
+pub fn wait(fd: BorrowedFd<'_>, events: PollFlags, deadline: Deadline, what: &str) -> io::Result<PollFlags> {
+    loop {
+        let Some(timeout) = deadline.poll_timeout() else {
+            return Err(timed_out(what));
+        };
+        let mut fds = [PollFd::new(fd, events)];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(0) => continue, // the loop checks the deadline again
+            Ok(_) => return Ok(fds[0].revents().unwrap_or(PollFlags::empty())),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads what is available into `buf`, waiting up to `deadline` for
+/// something to arrive. Returns 0 at end of stream.
+pub fn read_some(stream: &TcpStream, buf: &mut [u8], deadline: Deadline, what: &str) -> io::Result<usize> {
+    loop {
+        match socket::recv(stream.as_raw_fd(), buf, MsgFlags::empty()) {
+            Ok(n) => return Ok(n),
+            Err(Errno::EAGAIN) => {
+                wait(stream.as_fd(), PollFlags::POLLIN, deadline, what)?;
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Writes all of `buf` before `deadline`.
+pub fn write_all(stream: &TcpStream, mut buf: &[u8], deadline: Deadline, what: &str) -> io::Result<()> {
+    while !buf.is_empty() {
+        match socket::send(stream.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::EAGAIN) => {
+                wait(stream.as_fd(), PollFlags::POLLOUT, deadline, what)?;
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Opens a non-blocking TCP socket, binds it to `from` if given, and
+/// connects it to `to` before `deadline`: connect, wait for POLLOUT, then
+/// read `SO_ERROR`. The returned stream is non-blocking.
+pub fn connect(to: SocketAddr, from: Option<SocketAddr>, deadline: Deadline) -> io::Result<TcpStream> {
+    let family = match to {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd: OwnedFd = socket::socket(
+        family,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    if let Some(from) = from {
+        socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(from))?;
+    }
+    match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(to)) {
+        Ok(()) => {}
+        Err(Errno::EINPROGRESS) | Err(Errno::EINTR) => {
+            wait(fd.as_fd(), PollFlags::POLLOUT, deadline, "connect")?;
+            let err = socket::getsockopt(&fd, sockopt::SocketError)?;
+            if err != 0 {
+                return Err(io::Error::from_raw_os_error(err));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(TcpStream::from(fd))
+}
+
+/// Resolves `host` (A and AAAA, via getaddrinfo) before `deadline`.
+/// getaddrinfo cannot be interrupted, so it runs on a helper thread; if the
+/// deadline passes first the thread is left behind and ends with the
+/// process.
+pub fn resolve(host: &str, port: u16, deadline: Deadline) -> io::Result<Vec<SocketAddr>> {
+    let (tx, rx) = mpsc::channel();
+    let name = host.to_string();
+    std::thread::Builder::new().name("resolve".into()).spawn(move || {
+        let result = (name.as_str(), port).to_socket_addrs().map(|it| it.collect::<Vec<_>>());
+        let _ = tx.send(result);
+    })?;
+    let left = deadline.remaining().ok_or_else(|| timed_out("name resolution"))?;
+    match rx.recv_timeout(left) {
+        Ok(Ok(addrs)) if addrs.is_empty() => Err(io::Error::new(io::ErrorKind::NotFound, "no addresses")),
+        Ok(result) => result,
+        Err(_) => Err(timed_out("name resolution")),
+    }
+}
+
+/// Sets `SO_LINGER` to zero so that dropping the socket sends a reset:
+/// a peer whose other side failed learns that the stream is cut short
+/// rather than complete.
+pub fn reset_on_close(stream: &TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = socket::setsockopt(stream, sockopt::Linger, &linger);
+}
+
+/// Addresses as the socket API returns them, with an IPv4-mapped IPv6
+/// address turned back into IPv4 (a dual-stack listener reports those).
+pub fn unmap(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn connect_refused_is_an_error() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let err = connect(addr, None, Deadline::after(Duration::from_secs(5))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    }
+
+    #[test]
+    fn connect_binds_the_source_address() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let from: SocketAddr = "127.0.0.3:0".parse().unwrap();
+        let s = connect(
+            l.local_addr().unwrap(),
+            Some(from),
+            Deadline::after(Duration::from_secs(5)),
+        )
+        .unwrap();
+        assert_eq!(s.local_addr().unwrap().ip(), from.ip());
+        let (_, peer) = l.accept().unwrap();
+        assert_eq!(peer.ip(), from.ip());
+    }
+
+    #[test]
+    fn read_some_honours_the_deadline() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = connect(l.local_addr().unwrap(), None, Deadline::after(Duration::from_secs(5))).unwrap();
+        let t = Instant::now();
+        let err = read_some(&c, &mut [0; 8], Deadline::after(Duration::from_millis(200)), "read").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(t.elapsed() >= Duration::from_millis(190));
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn resolves_localhost() {
+        let addrs = resolve("localhost", 80, Deadline::after(Duration::from_secs(10))).unwrap();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80));
+    }
+
+    #[test]
+    fn unmap_turns_mapped_v6_into_v4() {
+        let a: SocketAddr = "[::ffff:10.1.2.3]:9".parse().unwrap();
+        assert_eq!(unmap(a), "10.1.2.3:9".parse::<SocketAddr>().unwrap());
+    }
+}

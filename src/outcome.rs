@@ -1,0 +1,123 @@
+//! The typed outcome of an exchange that does not reach the relay. Each
+//! variant maps to exactly one reply code (or none) and one audit `reason=`;
+//! the detail (errno text, which line) goes to the log only.
+
+use crate::request::{Invalid, REPLY_BAD_USERID, REPLY_NO_IDENTD, REPLY_REJECTED};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// VN was not 4.
+    BadVersion(u8),
+    /// CD was neither CONNECT nor BIND.
+    BadCommand(u8),
+    UseridTooLong,
+    HostnameTooLong,
+    EmptyHostname,
+    /// The whole request did not arrive within the request timeout.
+    RequestTimeout,
+    /// The client closed before its request was complete.
+    ClientClosed,
+    /// Reading the request failed (a reset, say).
+    ClientError(String),
+    /// A SOCKS4a request while SOCKS4a is turned off.
+    Socks4aDisabled,
+    /// The access rules said no. The detail names the rule.
+    Denied(String),
+    /// The rules file could not be used; no service until it is fixed.
+    ConfigError(String),
+    /// The SOCKS4a hostname did not resolve.
+    ResolveFailed(String),
+    ConnectRefused(String),
+    ConnectTimeout,
+    /// Another connect failure: unreachable, no route...
+    ConnectFailed(String),
+    /// Ident was required and gave no USERID answer.
+    IdentUnavailable(String),
+    /// Ident answered with a user-id other than the one claimed.
+    IdentMismatch,
+    /// BIND could not set up its listening socket.
+    BindFailed(String),
+    /// BIND's DSTIP was 0.0.0.0: no peer to check the inbound call against.
+    BindNoPeer,
+}
+
+impl Refusal {
+    /// The reply code the client gets, or `None` for no reply.
+    pub fn reply(&self) -> Option<u8> {
+        match self {
+            Refusal::BadVersion(_) | Refusal::RequestTimeout | Refusal::ClientClosed | Refusal::ClientError(_) => None,
+            Refusal::IdentUnavailable(_) => Some(REPLY_NO_IDENTD),
+            Refusal::IdentMismatch => Some(REPLY_BAD_USERID),
+            _ => Some(REPLY_REJECTED),
+        }
+    }
+
+    /// The audit `reason=` keyword.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::BadVersion(_) => "bad-version",
+            Refusal::BadCommand(_) => "bad-command",
+            Refusal::UseridTooLong => "userid-too-long",
+            Refusal::HostnameTooLong => "hostname-too-long",
+            Refusal::EmptyHostname => "empty-hostname",
+            Refusal::RequestTimeout => "request-timeout",
+            Refusal::ClientClosed => "client-closed",
+            Refusal::ClientError(_) => "client-error",
+            Refusal::Socks4aDisabled => "socks4a-disabled",
+            Refusal::Denied(_) => "denied",
+            Refusal::ConfigError(_) => "config-error",
+            Refusal::ResolveFailed(_) => "resolve-failed",
+            Refusal::ConnectRefused(_) => "connect-refused",
+            Refusal::ConnectTimeout => "connect-timeout",
+            Refusal::ConnectFailed(_) => "connect-failed",
+            Refusal::IdentUnavailable(_) => "ident-unavailable",
+            Refusal::IdentMismatch => "ident-mismatch",
+            Refusal::BindFailed(_) => "bind-failed",
+            Refusal::BindNoPeer => "bind-no-peer",
+        }
+    }
+
+    /// Detail for the log only.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Refusal::BadVersion(v) => Some(format!("version byte 0x{v:02x}")),
+            Refusal::BadCommand(c) => Some(format!("command byte 0x{c:02x}")),
+            Refusal::ClientError(s)
+            | Refusal::Denied(s)
+            | Refusal::ConfigError(s)
+            | Refusal::ResolveFailed(s)
+            | Refusal::ConnectRefused(s)
+            | Refusal::ConnectFailed(s)
+            | Refusal::IdentUnavailable(s)
+            | Refusal::BindFailed(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+
+impl From<Invalid> for Refusal {
+    fn from(e: Invalid) -> Refusal {
+        match e {
+            Invalid::Version(v) => Refusal::BadVersion(v),
+            Invalid::Command(c) => Refusal::BadCommand(c),
+            Invalid::UseridTooLong => Refusal::UseridTooLong,
+            Invalid::HostnameTooLong => Refusal::HostnameTooLong,
+            Invalid::EmptyHostname => Refusal::EmptyHostname,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        assert_eq!(Refusal::BadVersion(5).reply(), None);
+        assert_eq!(Refusal::RequestTimeout.reply(), None);
+        assert_eq!(Refusal::BadCommand(9).reply(), Some(0x5B));
+        assert_eq!(Refusal::IdentUnavailable("refused".into()).reply(), Some(0x5C));
+        assert_eq!(Refusal::IdentMismatch.reply(), Some(0x5D));
+        assert_eq!(Refusal::ConnectTimeout.reply(), Some(0x5B));
+    }
+}

@@ -1,0 +1,232 @@
+//! One connection, top to bottom: request → rules → ident → connect →
+//! reply → relay → audit. Every path writes a decision line and an end
+//! line.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::audit::{self, Level, Line, Log};
+use crate::config::Config;
+use crate::net::{self, Deadline};
+use crate::outcome::Refusal;
+use crate::relay;
+use crate::request::{self, Command, Parse, Request, REPLY_GRANTED};
+
+/// Reading buffer for the request. Larger than the longest valid request,
+/// so the parser always answers before the buffer fills.
+const REQUEST_BUFFER_LEN: usize = 1024;
+const _: () = assert!(REQUEST_BUFFER_LEN > request::MAX_REQUEST_LEN);
+/// How long the 8-byte reply may take to be written.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the audit lines say about a connection, filled in as the exchange
+/// goes.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub client: Option<SocketAddr>,
+    pub command: Option<Command>,
+    pub user: Option<Vec<u8>>,
+    /// The destination: the address connected to, or the one requested.
+    pub dst: Option<SocketAddr>,
+    /// The SOCKS4a hostname, as sent.
+    pub host: Option<Vec<u8>>,
+    /// The rule that decided.
+    pub rule: Option<String>,
+    /// The ident outcome: `off`, `ok`, `unreachable: ...`, `error: ...`,
+    /// `mismatch: ...`.
+    pub ident: Option<String>,
+    pub ident_user: Option<Vec<u8>>,
+}
+
+impl Record {
+    /// The decision line: who asked for what, and the answer.
+    pub fn decision_line(&self, reply: Option<u8>, reason: &str, detail: Option<&str>) -> Line {
+        Line::new("decision")
+            .opt("client", self.client.map(audit::addr))
+            .opt_quoted("user", self.user.as_deref())
+            .opt("cmd", self.command.map(Command::name))
+            .opt("dst", self.dst.map(audit::addr))
+            .opt_quoted("host", self.host.as_deref())
+            .opt("rule", self.rule.as_deref())
+            .opt_quoted("ident", self.ident.as_deref().map(str::as_bytes))
+            .opt_quoted("ident_user", self.ident_user.as_deref())
+            .opt("reply", reply.map(|c| format!("{c:02x}")))
+            .field("reason", reason)
+            .opt_quoted("detail", detail.map(str::as_bytes))
+    }
+
+    /// The end line: bytes each way, duration, and what ended it.
+    pub fn end_line(&self, up: u64, down: u64, started: Instant, end: &str, detail: Option<&str>) -> Line {
+        Line::new("end")
+            .opt("client", self.client.map(audit::addr))
+            .opt("cmd", self.command.map(Command::name))
+            .opt("dst", self.dst.map(audit::addr))
+            .field("up", up)
+            .field("down", down)
+            .field("secs", format!("{:.3}", started.elapsed().as_secs_f64()))
+            .field("end", end)
+            .opt_quoted("detail", detail.map(str::as_bytes))
+    }
+}
+
+/// A granted CONNECT, ready to relay.
+struct Granted {
+    dest: TcpStream,
+    /// What the client sent after its request, for the destination.
+    pending: Vec<u8>,
+}
+
+/// Runs one SOCKS4 exchange on `client`, which reached us at `local` from
+/// `peer`, and relays until both sides are done. Writes the audit lines to
+/// `log`. The client socket is closed on return.
+pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Config, log: &Log) {
+    let started = Instant::now();
+    let peer = net::unmap(peer);
+    let local = net::unmap(local);
+    let mut rec = Record {
+        client: Some(peer),
+        ..Record::default()
+    };
+    if let Err(e) = client.set_nonblocking(true) {
+        log.error(
+            rec.decision_line(None, "client-error", Some(&format!("set non-blocking: {e}")))
+                .as_str(),
+        );
+        return;
+    }
+
+    match exchange(&client, local, cfg, &mut rec) {
+        Err(refusal) => {
+            let detail = refusal.detail();
+            if let Some(code) = refusal.reply() {
+                let reply = request::reply(code, 0, Ipv4Addr::UNSPECIFIED);
+                let _ = net::write_all(&client, &reply, Deadline::after(REPLY_TIMEOUT), "reply");
+            }
+            let line = rec.decision_line(refusal.reply(), refusal.reason(), detail.as_deref());
+            log.write(Level::Warning, line.as_str());
+            log.info(rec.end_line(0, 0, started, "refused", None).as_str());
+        }
+        Ok(granted) => {
+            let (port, ip) = match granted.dest.local_addr().map(net::unmap) {
+                Ok(SocketAddr::V4(a)) => (a.port(), *a.ip()),
+                _ => (0, Ipv4Addr::UNSPECIFIED),
+            };
+            let reply = request::reply(REPLY_GRANTED, port, ip);
+            if let Err(e) = net::write_all(&client, &reply, Deadline::after(REPLY_TIMEOUT), "reply") {
+                let why = e.to_string();
+                log.warning(
+                    rec.decision_line(Some(REPLY_GRANTED), "client-error", Some(&why))
+                        .as_str(),
+                );
+                log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
+                return;
+            }
+            log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
+            let summary = relay::run(client, granted.dest, &granted.pending, cfg.idle_timeout);
+            let line = rec.end_line(
+                summary.up,
+                summary.down,
+                started,
+                summary.end.keyword(),
+                summary.end.detail(),
+            );
+            log.info(line.as_str());
+        }
+    }
+}
+
+/// The exchange up to the reply: the request, the access decision and the
+/// connection to the destination.
+fn exchange(client: &TcpStream, _local: SocketAddr, cfg: &Config, rec: &mut Record) -> Result<Granted, Refusal> {
+    let (req, pending) = read_request(client, cfg.request_timeout)?;
+    rec.command = Some(req.command);
+    rec.user = Some(req.userid.clone());
+    rec.host = req.hostname.clone();
+
+    let candidates = destinations(&req, cfg)?;
+    if let [only] = candidates.as_slice() {
+        rec.dst = Some(*only);
+    }
+
+    let client_ip = rec.client.map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    decide(client_ip, rec)?;
+
+    match req.command {
+        Command::Connect => {
+            let (dest, addr) = connect(&candidates, cfg.connect_timeout)?;
+            rec.dst = Some(addr);
+            Ok(Granted { dest, pending })
+        }
+        Command::Bind => Err(Refusal::BindFailed("BIND is not available".into())),
+    }
+}
+
+/// Reads until the parser has a whole request, within `timeout`. Returns
+/// the request and any bytes that followed it.
+fn read_request(client: &TcpStream, timeout: Duration) -> Result<(Request, Vec<u8>), Refusal> {
+    let deadline = Deadline::after(timeout);
+    let mut buf = [0u8; REQUEST_BUFFER_LEN];
+    let mut len = 0;
+    loop {
+        match request::parse(&buf[..len]) {
+            Ok(Parse::Complete(req, used)) => return Ok((req, buf[used..len].to_vec())),
+            Ok(Parse::Incomplete) => {}
+            Err(invalid) => return Err(invalid.into()),
+        }
+        let n = net::read_some(client, &mut buf[len..], deadline, "request").map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => Refusal::RequestTimeout,
+            _ => Refusal::ClientError(e.to_string()),
+        })?;
+        if n == 0 {
+            return Err(Refusal::ClientClosed);
+        }
+        len += n;
+    }
+}
+
+/// The addresses the request names: DSTIP, or for SOCKS4a every address
+/// the hostname resolves to.
+fn destinations(req: &Request, cfg: &Config) -> Result<Vec<SocketAddr>, Refusal> {
+    let Some(name) = &req.hostname else {
+        return Ok(vec![SocketAddr::new(req.ip.into(), req.port)]);
+    };
+    if !cfg.socks4a {
+        return Err(Refusal::Socks4aDisabled);
+    }
+    let name = std::str::from_utf8(name).map_err(|_| Refusal::ResolveFailed("hostname is not valid UTF-8".into()))?;
+    net::resolve(name, req.port, Deadline::after(cfg.connect_timeout))
+        .map_err(|e| Refusal::ResolveFailed(format!("{name}: {e}")))
+}
+
+/// The access decision. Until a rules file is read, clients from loopback
+/// only.
+fn decide(client_ip: IpAddr, rec: &mut Record) -> Result<(), Refusal> {
+    rec.rule = Some("builtin".into());
+    rec.ident = Some("off".into());
+    if client_ip.is_loopback() {
+        Ok(())
+    } else {
+        Err(Refusal::Denied("built-in policy: loopback clients only".into()))
+    }
+}
+
+/// Tries each address in turn until one connects, all within one
+/// deadline.
+fn connect(candidates: &[SocketAddr], timeout: Duration) -> Result<(TcpStream, SocketAddr), Refusal> {
+    let deadline = Deadline::after(timeout);
+    let mut last = Refusal::ConnectFailed("no address to connect to".into());
+    for &addr in candidates {
+        match net::connect(addr, None, deadline) {
+            Ok(s) => return Ok((s, addr)),
+            Err(e) => {
+                last = match e.kind() {
+                    io::ErrorKind::TimedOut => return Err(Refusal::ConnectTimeout),
+                    io::ErrorKind::ConnectionRefused => Refusal::ConnectRefused(format!("{}: {e}", audit::addr(addr))),
+                    _ => Refusal::ConnectFailed(format!("{}: {e}", audit::addr(addr))),
+                }
+            }
+        }
+    }
+    Err(last)
+}

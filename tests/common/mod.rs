@@ -1,0 +1,315 @@
+//! Shared test harness: start the real binary with a client socket on
+//! stdin, on fd 3 under LISTEN_FDS, or in --listen mode; play the SOCKS
+//! client; run small destination servers.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+pub use socks4d::request::{encode, Command as Cd, Request};
+
+/// Every test I/O wait is bounded by this, so a broken server fails a test
+/// instead of hanging it.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_socks4d"))
+}
+
+/// A running socks4d handling one connection, and the client end.
+pub struct Server {
+    pub child: Child,
+    pub client: TcpStream,
+}
+
+/// A connected pair on loopback: (client end, server end).
+pub fn socket_pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (s, _) = l.accept().unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    (c, s)
+}
+
+/// Starts socks4d with the server end of a fresh connection on stdin
+/// (inetd style). stderr is piped for `--log-stderr`.
+pub fn spawn_stdin(args: &[&str]) -> Server {
+    let (client, server) = socket_pair();
+    let child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::from(OwnedFd::from(server)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start socks4d");
+    Server { child, client }
+}
+
+/// Starts socks4d the way systemd does with `Accept=yes`: the connection
+/// on fd 3, LISTEN_FDS=1 and LISTEN_PID set to the new process's pid.
+pub fn spawn_fd3(args: &[&str]) -> Server {
+    let (client, server) = socket_pair();
+    let child = spawn_with_fd3(OwnedFd::from(server), args);
+    Server { child, client }
+}
+
+/// Starts socks4d with `fd` as fd 3 under LISTEN_FDS.
+pub fn spawn_with_fd3(fd: OwnedFd, args: &[&str]) -> Child {
+    let raw = fd.as_raw_fd();
+    let mut cmd = Command::new("/bin/sh");
+    // sh's $$ is its own pid, which exec keeps: that is LISTEN_PID.
+    cmd.arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+        .arg(bin())
+        .args(args)
+        .env("LISTEN_FDS", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: dup2 is async-signal-safe; fd stays open in the parent until
+    // after spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::dup2(raw, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("start socks4d");
+    drop(fd);
+    child
+}
+
+/// Waits for the process to exit, at most `limit`; kills it and panics if
+/// it does not.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("socks4d still running after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits for exit and returns the status and everything written to stderr.
+pub fn finish(server: &mut Server, limit: Duration) -> (ExitStatus, String) {
+    let status = wait_exit(&mut server.child, limit);
+    (status, stderr_of(&mut server.child))
+}
+
+pub fn stderr_of(child: &mut Child) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut s);
+    }
+    s
+}
+
+/// The audit line of `event` (`decision`, `end`, ...) in `log`.
+pub fn line<'a>(log: &'a str, event: &str) -> &'a str {
+    let tag = format!("]: {event} ");
+    log.lines()
+        .find(|l| l.contains(&tag))
+        .unwrap_or_else(|| panic!("no {event} line in log:\n{log}"))
+}
+
+/// A CONNECT request's bytes.
+pub fn connect_req(dst: SocketAddr, user: &[u8]) -> Vec<u8> {
+    let SocketAddr::V4(v4) = dst else { panic!("IPv4 only") };
+    encode(&Request {
+        command: Cd::Connect,
+        port: v4.port(),
+        ip: *v4.ip(),
+        userid: user.to_vec(),
+        hostname: None,
+    })
+}
+
+/// A SOCKS4a CONNECT request's bytes.
+pub fn connect_4a(host: &str, port: u16, user: &[u8]) -> Vec<u8> {
+    encode(&Request {
+        command: Cd::Connect,
+        port,
+        ip: Ipv4Addr::new(0, 0, 0, 1),
+        userid: user.to_vec(),
+        hostname: Some(host.as_bytes().to_vec()),
+    })
+}
+
+/// Reads the 8-byte reply.
+pub fn read_reply(s: &mut TcpStream) -> [u8; 8] {
+    let mut r = [0u8; 8];
+    s.read_exact(&mut r).expect("read 8-byte reply");
+    r
+}
+
+/// Reads to EOF. Panics on a reset or a timeout.
+pub fn read_all(s: &mut TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    s.read_to_end(&mut v).expect("read to EOF");
+    v
+}
+
+/// True when the peer closed: EOF or reset, with no data.
+pub fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+/// A destination on loopback that accepts one connection and hands it to
+/// `f` on a thread.
+pub struct Dest {
+    pub addr: SocketAddr,
+    pub handle: JoinHandle<()>,
+}
+
+pub fn dest<F: FnOnce(TcpStream) + Send + 'static>(f: F) -> Dest {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        f(s)
+    });
+    Dest { addr, handle }
+}
+
+/// A destination that echoes everything back, then closes its side.
+pub fn echo_dest() -> Dest {
+    dest(|mut s| {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = s.shutdown(Shutdown::Write);
+    })
+}
+
+/// An address where nothing listens.
+pub fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// FNV-1a, enough to tell that two large buffers match.
+pub fn checksum(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+/// Whether a program is on PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Skips a test whose outside program is missing, or fails it under CI,
+/// where .ci/run installs it.
+pub fn require(program: &str) -> bool {
+    if have(program) {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{program} is not installed; .ci/run should install it");
+    }
+    eprintln!("SKIPPED: {program} is not installed");
+    false
+}
+
+/// Finds a free loopback port (bind, read, close).
+pub fn free_port() -> u16 {
+    closed_port().port()
+}
+
+/// Waits until something accepts on `addr`.
+pub fn wait_listening(addr: SocketAddr) {
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(start.elapsed() < IO_TIMEOUT, "nothing listening on {addr}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process that is killed (with its process group) when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let pid = self.0.id() as i32;
+        // SAFETY: plain kill(2) on our own child and its group.
+        unsafe {
+            nix::libc::kill(-pid, nix::libc::SIGKILL);
+            nix::libc::kill(pid, nix::libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `socks4d --listen 127.0.0.1:PORT` plus `args` in its own process
+/// group, waits until it listens, and returns its address.
+pub fn spawn_listen(args: &[&str]) -> (Guard, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new(bin())
+        .arg("--listen")
+        .arg(addr.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .expect("start socks4d --listen");
+    let guard = Guard(child);
+    wait_listening(addr);
+    (guard, addr)
+}
+
+/// Connects to a proxy at `addr`, with test timeouts.
+pub fn connect_to(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
