@@ -1,7 +1,8 @@
 //! Command-line options. Parsing is pure: it takes the arguments and
 //! returns what to do, or a usage error naming the bad argument.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -28,6 +29,11 @@ pub struct Config {
     /// `--listen` addresses; empty in inetd and socket-unit modes.
     pub listen: Vec<SocketAddr>,
     pub max_children: usize,
+    /// BIND listens here instead of on the address a route lookup towards
+    /// the application server gives (for NAT). IPv4: the reply carries it.
+    pub bind_address: Option<Ipv4Addr>,
+    /// BIND listens on the first free port of this range; `None`: any port.
+    pub bind_ports: Option<RangeInclusive<u16>>,
 }
 
 impl Default for Config {
@@ -41,6 +47,8 @@ impl Default for Config {
             log_facility: Facility::LOG_DAEMON,
             listen: Vec::new(),
             max_children: DEFAULT_MAX_CHILDREN,
+            bind_address: None,
+            bind_ports: None,
         }
     }
 }
@@ -55,7 +63,8 @@ pub enum Action {
 
 pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--request-timeout SECS]
                [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
-               [--log-stderr] [--log-facility NAME]";
+               [--log-stderr] [--log-facility NAME]
+               [--bind-address IPV4] [--bind-ports LO-HI]";
 
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
@@ -102,6 +111,12 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                 cfg.log_facility = Facility::from_str(&v)
                     .map_err(|_| format!("--log-facility {v}: unknown facility (e.g. daemon, local0)"))?;
             }
+            "--bind-address" => {
+                let v = value("an IPv4 address")?;
+                let ip = Ipv4Addr::from_str(&v).map_err(|_| format!("--bind-address {v}: not an IPv4 address"))?;
+                cfg.bind_address = Some(ip);
+            }
+            "--bind-ports" => cfg.bind_ports = Some(parse_port_range(&name, &value("a port range LO-HI")?)?),
             _ if inline.is_some() => return Err(format!("{name}: unknown option")),
             _ => return Err(format!("{arg}: unknown option")),
         }
@@ -117,6 +132,18 @@ fn parse_number(name: &str, v: &str, min: u64, max: u64) -> Result<u64, String> 
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(format!("{name} {v}: expected a whole number from {min} to {max}")),
     }
+}
+
+/// `LO-HI`, both from 1 to 65535, LO not above HI.
+fn parse_port_range(name: &str, v: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || format!("{name} {v}: expected LO-HI with 1 <= LO <= HI <= 65535");
+    let (lo, hi) = v.split_once('-').ok_or_else(bad)?;
+    let lo = parse_number(name, lo, 1, 65535).map_err(|_| bad())? as u16;
+    let hi = parse_number(name, hi, 1, 65535).map_err(|_| bad())? as u16;
+    if lo > hi {
+        return Err(bad());
+    }
+    Ok(lo..=hi)
 }
 
 fn parse_secs(name: &str, v: &str, min: u64) -> Result<Duration, String> {
@@ -161,6 +188,15 @@ mod tests {
     }
 
     #[test]
+    fn bind_options() {
+        let c = serve("--bind-address 192.0.2.7 --bind-ports=40000-40009");
+        assert_eq!(c.bind_address, Some(Ipv4Addr::new(192, 0, 2, 7)));
+        assert_eq!(c.bind_ports, Some(40000..=40009));
+        assert_eq!(serve("--bind-ports 5-5").bind_ports, Some(5..=5));
+        assert_eq!(serve("").bind_ports, None);
+    }
+
+    #[test]
     fn errors_name_the_argument() {
         for (a, want) in [
             ("--listen nowhere", "--listen nowhere"),
@@ -170,6 +206,12 @@ mod tests {
             ("--listen", "needs"),
             ("--max-children 5", "--listen"),
             ("--log-facility nope", "nope"),
+            ("--bind-address ::1", "--bind-address ::1"),
+            ("--bind-ports 10", "--bind-ports 10"),
+            ("--bind-ports 0-10", "--bind-ports 0-10"),
+            ("--bind-ports 20-10", "--bind-ports 20-10"),
+            ("--bind-ports 1-65536", "--bind-ports 1-65536"),
+            ("--bind-ports -5", "--bind-ports -5"),
         ] {
             let err = parse_args(args(a)).unwrap_err();
             assert!(err.contains(want), "{a}: {err}");

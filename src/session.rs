@@ -1,12 +1,14 @@
-//! One connection, top to bottom: request → rules → ident → connect →
-//! reply → relay → audit. Every path writes a decision line and an end
-//! line.
+//! One connection, top to bottom: request → rules → ident → connect (or,
+//! for BIND, listen → first reply → wait for the call) → reply → relay →
+//! audit. Every path writes a decision line and an end line; a BIND that
+//! got its first reply also writes an accept line.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::audit::{self, Level, Line, Log};
+use crate::bind::{self, Wait};
 use crate::config::Config;
 use crate::net::{self, Deadline};
 use crate::outcome::Refusal;
@@ -37,12 +39,17 @@ pub struct Record {
     /// `mismatch: ...`.
     pub ident: Option<String>,
     pub ident_user: Option<Vec<u8>>,
+    /// BIND: the listening address sent in the first reply.
+    pub bind: Option<SocketAddrV4>,
+    /// BIND: the address the inbound call must come from.
+    pub expect: Option<Ipv4Addr>,
 }
 
 impl Record {
     /// The decision line: who asked for what, and the answer.
+    /// A BIND's line ends with the listening address and the expected peer.
     pub fn decision_line(&self, reply: Option<u8>, reason: &str, detail: Option<&str>) -> Line {
-        Line::new("decision")
+        let line = Line::new("decision")
             .opt("client", self.client.map(audit::addr))
             .opt_quoted("user", self.user.as_deref())
             .opt("cmd", self.command.map(Command::name))
@@ -51,6 +58,22 @@ impl Record {
             .opt("rule", self.rule.as_deref())
             .opt_quoted("ident", self.ident.as_deref().map(str::as_bytes))
             .opt_quoted("ident_user", self.ident_user.as_deref())
+            .opt("reply", reply.map(|c| format!("{c:02x}")))
+            .field("reason", reason)
+            .opt_quoted("detail", detail.map(str::as_bytes));
+        match self.command {
+            Some(Command::Bind) => line.opt("bind", self.bind).opt("expect", self.expect),
+            _ => line,
+        }
+    }
+
+    /// BIND's accept line: the inbound call (if any) and what came of it.
+    pub fn accept_line(&self, peer: Option<SocketAddr>, reply: Option<u8>, reason: &str, detail: Option<&str>) -> Line {
+        Line::new("accept")
+            .opt("client", self.client.map(audit::addr))
+            .opt("bind", self.bind)
+            .opt("peer", peer.map(audit::addr))
+            .opt("expect", self.expect)
             .opt("reply", reply.map(|c| format!("{c:02x}")))
             .field("reason", reason)
             .opt_quoted("detail", detail.map(str::as_bytes))
@@ -70,11 +93,22 @@ impl Record {
     }
 }
 
-/// A granted CONNECT, ready to relay.
-struct Granted {
-    dest: TcpStream,
-    /// What the client sent after its request, for the destination.
-    pending: Vec<u8>,
+/// A granted request, ready for its (first) reply.
+enum Granted {
+    Connect {
+        dest: TcpStream,
+        /// What the client sent after its request, for the destination.
+        pending: Vec<u8>,
+    },
+    Bind {
+        listener: TcpListener,
+        addr: SocketAddrV4,
+        /// The addresses the call may come from.
+        expect: Vec<Ipv4Addr>,
+        /// What the client sent after its request: nothing, if it keeps to
+        /// the protocol.
+        pending: Vec<u8>,
+    },
 }
 
 /// Runs one SOCKS4 exchange on `client`, which reached us at `local` from
@@ -107,33 +141,111 @@ pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Conf
             log.write(Level::Warning, line.as_str());
             log.info(rec.end_line(0, 0, started, "refused", None).as_str());
         }
-        Ok(granted) => {
-            let (port, ip) = match granted.dest.local_addr().map(net::unmap) {
+        Ok(Granted::Connect { dest, pending }) => {
+            let (port, ip) = match dest.local_addr().map(net::unmap) {
                 Ok(SocketAddr::V4(a)) => (a.port(), *a.ip()),
                 _ => (0, Ipv4Addr::UNSPECIFIED),
             };
-            let reply = request::reply(REPLY_GRANTED, port, ip);
-            if let Err(e) = net::write_all(&client, &reply, Deadline::after(REPLY_TIMEOUT), "reply") {
+            if !grant(&client, request::reply(REPLY_GRANTED, port, ip), &rec, started, log) {
+                return;
+            }
+            relay(client, dest, &pending, cfg, &rec, started, log);
+        }
+        Ok(Granted::Bind {
+            listener,
+            addr,
+            expect,
+            pending,
+        }) => {
+            if !grant(
+                &client,
+                request::reply(REPLY_GRANTED, addr.port(), *addr.ip()),
+                &rec,
+                started,
+                log,
+            ) {
+                return;
+            }
+            let (inbound, from) = match bind::wait(listener, &client, &pending, Deadline::after(cfg.connect_timeout)) {
+                Wait::Called(inbound, from) => (inbound, from),
+                // No second reply: the classic server closed without one.
+                other => {
+                    let detail = match &other {
+                        Wait::Error(e) => Some(e.as_str()),
+                        _ => None,
+                    };
+                    log.warning(rec.accept_line(None, None, other.reason(), detail).as_str());
+                    log.info(rec.end_line(0, 0, started, other.reason(), detail).as_str());
+                    return;
+                }
+            };
+            let code = bind::check(from, &expect);
+            let (port, ip) = match from {
+                SocketAddr::V4(a) if code == REPLY_GRANTED => (a.port(), *a.ip()),
+                _ => (0, Ipv4Addr::UNSPECIFIED),
+            };
+            let (reason, detail) = if code == REPLY_GRANTED {
+                ("granted", None)
+            } else {
+                (
+                    "peer-mismatch",
+                    Some(format!("expected {} got {}", list(&expect), from.ip())),
+                )
+            };
+            let second = request::reply(code, port, ip);
+            if let Err(e) = net::write_all(&client, &second, Deadline::after(REPLY_TIMEOUT), "reply") {
                 let why = e.to_string();
                 log.warning(
-                    rec.decision_line(Some(REPLY_GRANTED), "client-error", Some(&why))
+                    rec.accept_line(Some(from), Some(code), "client-error", Some(&why))
                         .as_str(),
                 );
                 log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
                 return;
             }
-            log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
-            let summary = relay::run(client, granted.dest, &granted.pending, cfg.idle_timeout);
-            let line = rec.end_line(
-                summary.up,
-                summary.down,
-                started,
-                summary.end.keyword(),
-                summary.end.detail(),
-            );
+            let line = rec.accept_line(Some(from), Some(code), reason, detail.as_deref());
+            if code != REPLY_GRANTED {
+                log.warning(line.as_str());
+                log.info(rec.end_line(0, 0, started, reason, detail.as_deref()).as_str());
+                return;
+            }
             log.info(line.as_str());
+            relay(client, inbound, &[], cfg, &rec, started, log);
         }
     }
+}
+
+/// Sends the (first) granting reply and writes the decision line. Returns
+/// false, with the end line written, if the client could not be told.
+fn grant(client: &TcpStream, reply: [u8; 8], rec: &Record, started: Instant, log: &Log) -> bool {
+    if let Err(e) = net::write_all(client, &reply, Deadline::after(REPLY_TIMEOUT), "reply") {
+        let why = e.to_string();
+        log.warning(
+            rec.decision_line(Some(REPLY_GRANTED), "client-error", Some(&why))
+                .as_str(),
+        );
+        log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
+        return false;
+    }
+    log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
+    true
+}
+
+/// Relays until both sides are done and writes the end line.
+fn relay(client: TcpStream, other: TcpStream, pending: &[u8], cfg: &Config, rec: &Record, started: Instant, log: &Log) {
+    let summary = relay::run(client, other, pending, cfg.idle_timeout);
+    let line = rec.end_line(
+        summary.up,
+        summary.down,
+        started,
+        summary.end.keyword(),
+        summary.end.detail(),
+    );
+    log.info(line.as_str());
+}
+
+/// `a,b,c` for the audit detail.
+fn list(ips: &[Ipv4Addr]) -> String {
+    ips.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// The exchange up to the reply: the request, the access decision and the
@@ -156,9 +268,21 @@ fn exchange(client: &TcpStream, _local: SocketAddr, cfg: &Config, rec: &mut Reco
         Command::Connect => {
             let (dest, addr) = connect(&candidates, cfg.connect_timeout)?;
             rec.dst = Some(addr);
-            Ok(Granted { dest, pending })
+            Ok(Granted::Connect { dest, pending })
         }
-        Command::Bind => Err(Refusal::BindFailed("BIND is not available".into())),
+        Command::Bind => {
+            let expect = bind_peers(&candidates)?;
+            rec.expect = Some(expect[0]);
+            let ip = bind::listen_addr(cfg.bind_address, expect[0], req.port)?;
+            let (listener, addr) = bind::listen(ip, cfg.bind_ports.clone())?;
+            rec.bind = Some(addr);
+            Ok(Granted::Bind {
+                listener,
+                addr,
+                expect,
+                pending,
+            })
+        }
     }
 }
 
@@ -209,6 +333,26 @@ fn decide(client_ip: IpAddr, rec: &mut Record) -> Result<(), Refusal> {
     } else {
         Err(Refusal::Denied("built-in policy: loopback clients only".into()))
     }
+}
+
+/// The addresses a BIND's inbound call may come from: the IPv4 ones among
+/// the request's destinations (the reply has room for IPv4 only). DSTIP
+/// 0.0.0.0 names no peer to check the call against.
+fn bind_peers(candidates: &[SocketAddr]) -> Result<Vec<Ipv4Addr>, Refusal> {
+    let v4: Vec<Ipv4Addr> = candidates
+        .iter()
+        .filter_map(|a| match a.ip() {
+            IpAddr::V4(ip) => Some(ip),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    if v4.iter().any(|ip| ip.is_unspecified()) {
+        return Err(Refusal::BindNoPeer);
+    }
+    if v4.is_empty() {
+        return Err(Refusal::BindFailed("no IPv4 address for the expected peer".into()));
+    }
+    Ok(v4)
 }
 
 /// Tries each address in turn until one connects, all within one
