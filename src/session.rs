@@ -100,15 +100,18 @@ enum Granted {
         /// What the client sent after its request, for the destination.
         pending: Vec<u8>,
     },
-    Bind {
-        listener: TcpListener,
-        addr: SocketAddrV4,
-        /// The addresses the call may come from.
-        expect: Vec<Ipv4Addr>,
-        /// What the client sent after its request: nothing, if it keeps to
-        /// the protocol.
-        pending: Vec<u8>,
-    },
+    Bind(Listening),
+}
+
+/// A granted BIND: the socket waiting for the application server's call.
+struct Listening {
+    listener: TcpListener,
+    addr: SocketAddrV4,
+    /// The addresses the call may come from.
+    expect: Vec<Ipv4Addr>,
+    /// What the client sent after its request: nothing, if it keeps to the
+    /// protocol.
+    pending: Vec<u8>,
 }
 
 /// Runs one SOCKS4 exchange on `client`, which reached us at `local` from
@@ -151,67 +154,76 @@ pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Conf
             }
             relay(client, dest, &pending, cfg, &rec, started, log);
         }
-        Ok(Granted::Bind {
-            listener,
-            addr,
-            expect,
-            pending,
-        }) => {
-            if !grant(
-                &client,
-                request::reply(REPLY_GRANTED, addr.port(), *addr.ip()),
-                &rec,
-                started,
-                log,
-            ) {
+        Ok(Granted::Bind(listening)) => {
+            let first = request::reply(REPLY_GRANTED, listening.addr.port(), *listening.addr.ip());
+            if !grant(&client, first, &rec, started, log) {
                 return;
             }
-            let (inbound, from) = match bind::wait(listener, &client, &pending, Deadline::after(cfg.connect_timeout)) {
-                Wait::Called(inbound, from) => (inbound, from),
-                // No second reply: the classic server closed without one.
-                other => {
-                    let detail = match &other {
-                        Wait::Error(e) => Some(e.as_str()),
-                        _ => None,
-                    };
-                    log.warning(rec.accept_line(None, None, other.reason(), detail).as_str());
-                    log.info(rec.end_line(0, 0, started, other.reason(), detail).as_str());
-                    return;
-                }
-            };
-            let code = bind::check(from, &expect);
-            let (port, ip) = match from {
-                SocketAddr::V4(a) if code == REPLY_GRANTED => (a.port(), *a.ip()),
-                _ => (0, Ipv4Addr::UNSPECIFIED),
-            };
-            let (reason, detail) = if code == REPLY_GRANTED {
-                ("granted", None)
-            } else {
-                (
-                    "peer-mismatch",
-                    Some(format!("expected {} got {}", list(&expect), from.ip())),
-                )
-            };
-            let second = request::reply(code, port, ip);
-            if let Err(e) = net::write_all(&client, &second, Deadline::after(REPLY_TIMEOUT), "reply") {
-                let why = e.to_string();
-                log.warning(
-                    rec.accept_line(Some(from), Some(code), "client-error", Some(&why))
-                        .as_str(),
-                );
-                log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
-                return;
+            if let Some(inbound) = answer_call(&client, listening, cfg, &rec, started, log) {
+                relay(client, inbound, &[], cfg, &rec, started, log);
             }
-            let line = rec.accept_line(Some(from), Some(code), reason, detail.as_deref());
-            if code != REPLY_GRANTED {
-                log.warning(line.as_str());
-                log.info(rec.end_line(0, 0, started, reason, detail.as_deref()).as_str());
-                return;
-            }
-            log.info(line.as_str());
-            relay(client, inbound, &[], cfg, &rec, started, log);
         }
     }
+}
+
+/// BIND after the first reply: waits for the call, checks where it comes
+/// from, sends the second reply and writes the accept line. Returns the
+/// inbound stream to relay, or `None` with the end line written. On a
+/// timeout or when the client gives up there is no second reply, as with
+/// the classic server.
+fn answer_call(
+    client: &TcpStream,
+    listening: Listening,
+    cfg: &Config,
+    rec: &Record,
+    started: Instant,
+    log: &Log,
+) -> Option<TcpStream> {
+    let Listening {
+        listener,
+        expect,
+        pending,
+        ..
+    } = listening;
+    let (inbound, from) = match bind::wait(listener, client, &pending, Deadline::after(cfg.connect_timeout)) {
+        Wait::Called(inbound, from) => (inbound, from),
+        other => {
+            let detail = match &other {
+                Wait::Error(e) => Some(e.as_str()),
+                _ => None,
+            };
+            log.warning(rec.accept_line(None, None, other.reason(), detail).as_str());
+            log.info(rec.end_line(0, 0, started, other.reason(), detail).as_str());
+            return None;
+        }
+    };
+    let code = bind::check(from, &expect);
+    let (reason, detail, second) = match from {
+        SocketAddr::V4(a) if code == REPLY_GRANTED => ("granted", None, request::reply(code, a.port(), *a.ip())),
+        _ => (
+            "peer-mismatch",
+            Some(format!("expected {} got {}", list(&expect), from.ip())),
+            request::reply(code, 0, Ipv4Addr::UNSPECIFIED),
+        ),
+    };
+    if let Err(e) = net::write_all(client, &second, Deadline::after(REPLY_TIMEOUT), "reply") {
+        let why = e.to_string();
+        log.warning(
+            rec.accept_line(Some(from), Some(code), "client-error", Some(&why))
+                .as_str(),
+        );
+        log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
+        return None;
+    }
+    let line = rec.accept_line(Some(from), Some(code), reason, detail.as_deref());
+    if code != REPLY_GRANTED {
+        // Both sockets close on return.
+        log.warning(line.as_str());
+        log.info(rec.end_line(0, 0, started, reason, detail.as_deref()).as_str());
+        return None;
+    }
+    log.info(line.as_str());
+    Some(inbound)
 }
 
 /// Sends the (first) granting reply and writes the decision line. Returns
@@ -276,12 +288,12 @@ fn exchange(client: &TcpStream, _local: SocketAddr, cfg: &Config, rec: &mut Reco
             let ip = bind::listen_addr(cfg.bind_address, expect[0], req.port)?;
             let (listener, addr) = bind::listen(ip, cfg.bind_ports.clone())?;
             rec.bind = Some(addr);
-            Ok(Granted::Bind {
+            Ok(Granted::Bind(Listening {
                 listener,
                 addr,
                 expect,
                 pending,
-            })
+            }))
         }
     }
 }
