@@ -7,6 +7,7 @@ pub mod intake;
 pub mod listen;
 pub mod net;
 pub mod outcome;
+pub mod privilege;
 pub mod relay;
 pub mod request;
 pub mod session;
