@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use support::*;
 
+/// Options given to socks4d after the ones each test needs.
+const SOCKS4D_ARGS: &[&str] = &["--log-stderr"];
+
 /// How long one client run may take.
 const CLIENT_LIMIT: Duration = Duration::from_secs(40);
 /// Bytes sent each way through the echo destination.

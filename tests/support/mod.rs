@@ -12,9 +12,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Guard, IO_TIMEOUT};
 
-/// Options every test passes to socks4d after the ones it needs.
-pub const SOCKS4D_ARGS: &[&str] = &["--log-stderr"];
-
 /// The project's top directory.
 pub fn top() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
