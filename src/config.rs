@@ -1,7 +1,7 @@
 //! Command-line options. Parsing is pure: it takes the arguments and
 //! returns what to do, or a usage error naming the bad argument.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -28,6 +28,10 @@ pub struct Config {
     /// `--listen` addresses; empty in inetd and socket-unit modes.
     pub listen: Vec<SocketAddr>,
     pub max_children: usize,
+    /// BIND: the address to listen on, instead of the route lookup.
+    pub bind_address: Option<IpAddr>,
+    /// BIND: listen on the first free port in this inclusive range.
+    pub bind_ports: Option<(u16, u16)>,
 }
 
 impl Default for Config {
@@ -41,6 +45,8 @@ impl Default for Config {
             log_facility: Facility::LOG_DAEMON,
             listen: Vec::new(),
             max_children: DEFAULT_MAX_CHILDREN,
+            bind_address: None,
+            bind_ports: None,
         }
     }
 }
@@ -55,6 +61,7 @@ pub enum Action {
 
 pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--request-timeout SECS]
                [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
+               [--bind-address ADDR] [--bind-ports LO-HI]
                [--log-stderr] [--log-facility NAME]";
 
 /// Parses the arguments after the program name.
@@ -94,6 +101,22 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
             "--idle-timeout" => {
                 let d = parse_secs(&name, &value("seconds")?, 0)?;
                 cfg.idle_timeout = (!d.is_zero()).then_some(d);
+            }
+            "--bind-address" => {
+                let v = value("an IP address")?;
+                cfg.bind_address =
+                    Some(IpAddr::from_str(&v).map_err(|_| format!("--bind-address {v}: not an IP address"))?);
+            }
+            "--bind-ports" => {
+                let v = value("a range LO-HI")?;
+                let bad = || format!("--bind-ports {v}: expected LO-HI with 1 <= LO <= HI <= 65535");
+                let (lo, hi) = v.split_once('-').ok_or_else(bad)?;
+                let lo = parse_number(&name, lo, 1, 65535).map_err(|_| bad())? as u16;
+                let hi = parse_number(&name, hi, 1, 65535).map_err(|_| bad())? as u16;
+                if lo > hi {
+                    return Err(bad());
+                }
+                cfg.bind_ports = Some((lo, hi));
             }
             "--no-socks4a" => cfg.socks4a = false,
             "--log-stderr" => cfg.log_stderr = true,
@@ -161,6 +184,13 @@ mod tests {
     }
 
     #[test]
+    fn bind_options() {
+        let c = serve("--bind-address 192.0.2.1 --bind-ports 40000-40010");
+        assert_eq!(c.bind_address, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(c.bind_ports, Some((40000, 40010)));
+    }
+
+    #[test]
     fn errors_name_the_argument() {
         for (a, want) in [
             ("--listen nowhere", "--listen nowhere"),
@@ -170,6 +200,10 @@ mod tests {
             ("--listen", "needs"),
             ("--max-children 5", "--listen"),
             ("--log-facility nope", "nope"),
+            ("--bind-ports 10-5", "--bind-ports 10-5"),
+            ("--bind-ports 0-5", "LO-HI"),
+            ("--bind-ports 7", "LO-HI"),
+            ("--bind-address host", "--bind-address host"),
         ] {
             let err = parse_args(args(a)).unwrap_err();
             assert!(err.contains(want), "{a}: {err}");

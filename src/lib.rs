@@ -2,6 +2,7 @@
 //! once per client connection.
 
 pub mod audit;
+pub mod bind;
 pub mod config;
 pub mod intake;
 pub mod listen;

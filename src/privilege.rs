@@ -46,7 +46,13 @@ pub fn drop_root(user: &str) -> Result<Dropped> {
 /// Checks that the ids are the dropped ones and that setuid(0) fails.
 fn verify(uid: Uid, gid: Gid) -> Result<()> {
     if getuid() != uid || geteuid() != uid || getgid() != gid || getegid() != gid {
-        bail!("privilege drop did not take: uid {}/{} gid {}/{}", getuid(), geteuid(), getgid(), getegid());
+        bail!(
+            "privilege drop did not take: uid {}/{} gid {}/{}",
+            getuid(),
+            geteuid(),
+            getgid(),
+            getegid()
+        );
     }
     if setuid(Uid::from_raw(0)).is_ok() {
         bail!("privilege drop did not take: setuid(0) succeeded");

@@ -3,20 +3,25 @@
 //! line.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::audit::{self, Level, Line, Log};
+use crate::bind::{self, Inbound};
 use crate::config::Config;
 use crate::net::{self, Deadline};
 use crate::outcome::Refusal;
 use crate::relay;
-use crate::request::{self, Command, Parse, Request, REPLY_GRANTED};
+use crate::request::{self, Command, Parse, Request, REPLY_GRANTED, REPLY_REJECTED};
 
 /// Reading buffer for the request. Larger than the longest valid request,
 /// so the parser always answers before the buffer fills.
 const REQUEST_BUFFER_LEN: usize = 1024;
 const _: () = assert!(REQUEST_BUFFER_LEN > request::MAX_REQUEST_LEN);
+/// After a refusal, how long and how much client input is drained before
+/// closing.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_MAX_BYTES: usize = 256 * 1024;
 /// How long the 8-byte reply may take to be written.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +42,10 @@ pub struct Record {
     /// `mismatch: ...`.
     pub ident: Option<String>,
     pub ident_user: Option<Vec<u8>>,
+    /// BIND: the listening address sent in the first reply.
+    pub bind: Option<SocketAddr>,
+    /// BIND: the address(es) the inbound connection must come from.
+    pub expect: Option<String>,
 }
 
 impl Record {
@@ -51,6 +60,20 @@ impl Record {
             .opt("rule", self.rule.as_deref())
             .opt_quoted("ident", self.ident.as_deref().map(str::as_bytes))
             .opt_quoted("ident_user", self.ident_user.as_deref())
+            .opt("reply", reply.map(|c| format!("{c:02x}")))
+            .field("reason", reason)
+            .opt_quoted("detail", detail.map(str::as_bytes))
+            .opt("bind", self.bind.map(audit::addr))
+            .opt("expect", self.expect.as_deref())
+    }
+
+    /// BIND's second line: who called back, and the second reply.
+    pub fn accept_line(&self, peer: Option<SocketAddr>, reply: Option<u8>, reason: &str, detail: Option<&str>) -> Line {
+        Line::new("accept")
+            .opt("client", self.client.map(audit::addr))
+            .opt("bind", self.bind.map(audit::addr))
+            .opt("expect", self.expect.as_deref())
+            .opt("peer", peer.map(audit::addr))
             .opt("reply", reply.map(|c| format!("{c:02x}")))
             .field("reason", reason)
             .opt_quoted("detail", detail.map(str::as_bytes))
@@ -70,11 +93,21 @@ impl Record {
     }
 }
 
-/// A granted CONNECT, ready to relay.
-struct Granted {
-    dest: TcpStream,
-    /// What the client sent after its request, for the destination.
-    pending: Vec<u8>,
+/// A granted request, ready for its reply.
+enum Granted {
+    /// Connected to the destination.
+    Connect {
+        dest: TcpStream,
+        /// What the client sent after its request, for the destination.
+        pending: Vec<u8>,
+    },
+    /// Listening for the application server's call.
+    Bind {
+        listener: TcpListener,
+        /// The addresses the call may come from.
+        expect: Vec<IpAddr>,
+        pending: Vec<u8>,
+    },
 }
 
 /// Runs one SOCKS4 exchange on `client`, which reached us at `local` from
@@ -98,42 +131,126 @@ pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Conf
 
     match exchange(&client, local, cfg, &mut rec) {
         Err(refusal) => {
-            let detail = refusal.detail();
             if let Some(code) = refusal.reply() {
-                let reply = request::reply(code, 0, Ipv4Addr::UNSPECIFIED);
-                let _ = net::write_all(&client, &reply, Deadline::after(REPLY_TIMEOUT), "reply");
+                if send_reply(&client, code, None).is_ok() {
+                    linger(&client);
+                }
             }
-            let line = rec.decision_line(refusal.reply(), refusal.reason(), detail.as_deref());
+            let line = rec.decision_line(refusal.reply(), refusal.reason(), refusal.detail().as_deref());
             log.write(Level::Warning, line.as_str());
             log.info(rec.end_line(0, 0, started, "refused", None).as_str());
         }
-        Ok(granted) => {
-            let (port, ip) = match granted.dest.local_addr().map(net::unmap) {
-                Ok(SocketAddr::V4(a)) => (a.port(), *a.ip()),
-                _ => (0, Ipv4Addr::UNSPECIFIED),
-            };
-            let reply = request::reply(REPLY_GRANTED, port, ip);
-            if let Err(e) = net::write_all(&client, &reply, Deadline::after(REPLY_TIMEOUT), "reply") {
-                let why = e.to_string();
-                log.warning(
-                    rec.decision_line(Some(REPLY_GRANTED), "client-error", Some(&why))
-                        .as_str(),
-                );
-                log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
-                return;
+        Ok(Granted::Connect { dest, pending }) => {
+            if let Err(e) = send_reply(&client, REPLY_GRANTED, dest.local_addr().ok()) {
+                return client_lost(&rec, started, e, log);
             }
             log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
-            let summary = relay::run(client, granted.dest, &granted.pending, cfg.idle_timeout);
-            let line = rec.end_line(
-                summary.up,
-                summary.down,
-                started,
-                summary.end.keyword(),
-                summary.end.detail(),
-            );
-            log.info(line.as_str());
+            relay(client, dest, &pending, cfg, &rec, started, log);
+        }
+        Ok(Granted::Bind {
+            listener,
+            expect,
+            pending,
+        }) => {
+            rec.bind = listener.local_addr().ok().map(net::unmap);
+            if let Err(e) = send_reply(&client, REPLY_GRANTED, rec.bind) {
+                return client_lost(&rec, started, e, log);
+            }
+            log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
+            let waited = bind::wait(&listener, &client, Deadline::after(cfg.connect_timeout));
+            // Exactly one inbound connection: stop listening now.
+            drop(listener);
+            match waited {
+                Ok(Inbound::Call(caller, peer)) if expect.contains(&peer.ip()) => {
+                    if let Err(e) = send_reply(&client, REPLY_GRANTED, Some(peer)) {
+                        return client_lost(&rec, started, e, log);
+                    }
+                    log.info(
+                        rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None)
+                            .as_str(),
+                    );
+                    relay(client, caller, &pending, cfg, &rec, started, log);
+                }
+                Ok(Inbound::Call(_caller, peer)) => {
+                    if send_reply(&client, REPLY_REJECTED, None).is_ok() {
+                        linger(&client);
+                    }
+                    let why = format!("expected {}, got {}", rec.expect.as_deref().unwrap_or("-"), peer.ip());
+                    let line = rec.accept_line(Some(peer), Some(REPLY_REJECTED), "peer-mismatch", Some(&why));
+                    log.warning(line.as_str());
+                    log.info(rec.end_line(0, 0, started, "refused", None).as_str());
+                }
+                Ok(Inbound::Timeout) => {
+                    // As the classic server: no second reply, just close.
+                    log.warning(rec.accept_line(None, None, "timeout", None).as_str());
+                    log.info(rec.end_line(0, 0, started, "bind-timeout", None).as_str());
+                }
+                Ok(Inbound::ClientGone(why)) => {
+                    log.warning(rec.accept_line(None, None, "client-gone", Some(&why)).as_str());
+                    log.info(rec.end_line(0, 0, started, "client-gone", Some(&why)).as_str());
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    log.error(rec.accept_line(None, None, "bind-error", Some(&why)).as_str());
+                    log.info(rec.end_line(0, 0, started, "bind-error", Some(&why)).as_str());
+                }
+            }
         }
     }
+}
+
+/// Sends the 8-byte reply, carrying `addr` when it is IPv4.
+fn send_reply(client: &TcpStream, code: u8, addr: Option<SocketAddr>) -> io::Result<()> {
+    let (port, ip) = match addr.map(net::unmap) {
+        Some(SocketAddr::V4(a)) => (a.port(), *a.ip()),
+        _ => (0, Ipv4Addr::UNSPECIFIED),
+    };
+    net::write_all(
+        client,
+        &request::reply(code, port, ip),
+        Deadline::after(REPLY_TIMEOUT),
+        "reply",
+    )
+}
+
+/// Lets a refusal reach the client. Closing a socket that still holds
+/// unread input sends a reset, and a reset can make the client's kernel
+/// drop a reply it has not read yet. So send FIN, then read and discard
+/// what the client still sends, for a bounded time and size.
+fn linger(client: &TcpStream) {
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    let deadline = Deadline::after(LINGER_TIME);
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < LINGER_MAX_BYTES {
+        match net::read_some(client, &mut buf, deadline, "linger") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
+/// The client went away before a granted reply could be sent.
+fn client_lost(rec: &Record, started: Instant, e: io::Error, log: &Log) {
+    let why = e.to_string();
+    log.warning(
+        rec.decision_line(Some(REPLY_GRANTED), "client-error", Some(&why))
+            .as_str(),
+    );
+    log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
+}
+
+/// Relays until both sides are done and writes the end line.
+fn relay(client: TcpStream, other: TcpStream, pending: &[u8], cfg: &Config, rec: &Record, started: Instant, log: &Log) {
+    let summary = relay::run(client, other, pending, cfg.idle_timeout);
+    let line = rec.end_line(
+        summary.up,
+        summary.down,
+        started,
+        summary.end.keyword(),
+        summary.end.detail(),
+    );
+    log.info(line.as_str());
 }
 
 /// The exchange up to the reply: the request, the access decision and the
@@ -156,10 +273,37 @@ fn exchange(client: &TcpStream, _local: SocketAddr, cfg: &Config, rec: &mut Reco
         Command::Connect => {
             let (dest, addr) = connect(&candidates, cfg.connect_timeout)?;
             rec.dst = Some(addr);
-            Ok(Granted { dest, pending })
+            Ok(Granted::Connect { dest, pending })
         }
-        Command::Bind => Err(Refusal::BindFailed("BIND is not available".into())),
+        Command::Bind => {
+            let (listener, expect) = listen_for_call(&candidates, cfg)?;
+            let shown: Vec<String> = expect.iter().map(IpAddr::to_string).collect();
+            rec.expect = Some(shown.join(","));
+            Ok(Granted::Bind {
+                listener,
+                expect,
+                pending,
+            })
+        }
     }
+}
+
+/// BIND: opens the listening socket for the application server's call.
+/// The reply format only carries IPv4, so only IPv4 peers can be expected.
+fn listen_for_call(candidates: &[SocketAddr], cfg: &Config) -> Result<(TcpListener, Vec<IpAddr>), Refusal> {
+    let expect: Vec<IpAddr> = candidates.iter().map(|a| a.ip()).filter(IpAddr::is_ipv4).collect();
+    let Some(&first) = expect.first() else {
+        return Err(Refusal::BindFailed("the application server has no IPv4 address".into()));
+    };
+    if first.is_unspecified() {
+        return Err(Refusal::BindNoPeer);
+    }
+    let ip = match cfg.bind_address {
+        Some(ip) => ip,
+        None => bind::route_source(first).map_err(|e| Refusal::BindFailed(format!("route to {first}: {e}")))?,
+    };
+    let listener = bind::listen(ip, cfg.bind_ports).map_err(|e| Refusal::BindFailed(format!("listen on {ip}: {e}")))?;
+    Ok((listener, expect))
 }
 
 /// Reads until the parser has a whole request, within `timeout`. Returns

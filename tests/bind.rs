@@ -1,0 +1,279 @@
+//! BIND end to end: the two replies, the peer check, the timer, and the
+//! relay of the inbound connection.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const EXIT: Duration = Duration::from_secs(20);
+/// Extra socks4d arguments for every run here.
+const ARGS: &[&str] = &["--log-stderr"];
+
+fn args(extra: &[&'static str]) -> Vec<&'static str> {
+    ARGS.iter().chain(extra).copied().collect()
+}
+
+fn bind_req(ip: Ipv4Addr, port: u16, user: &[u8]) -> Vec<u8> {
+    encode(&Request {
+        command: Cd::Bind,
+        port,
+        ip,
+        userid: user.to_vec(),
+        hostname: None,
+    })
+}
+
+fn bind_4a(host: &str, port: u16) -> Vec<u8> {
+    encode(&Request {
+        command: Cd::Bind,
+        port,
+        ip: Ipv4Addr::new(0, 0, 0, 1),
+        userid: b"ftp".to_vec(),
+        hostname: Some(host.as_bytes().to_vec()),
+    })
+}
+
+fn addr_of(reply: &[u8; 8]) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::new(reply[4], reply[5], reply[6], reply[7]),
+        u16::from_be_bytes([reply[2], reply[3]]),
+    ))
+}
+
+/// Connects from a chosen loopback source address.
+fn connect_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    let from = nix::sys::socket::SockaddrIn::from(SocketAddrV4::new(src, 0));
+    nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &from).unwrap();
+    let to = nix::sys::socket::SockaddrStorage::from(to);
+    nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &to).unwrap();
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
+}
+
+#[test]
+fn ftp_like_flow_relays_both_ways_with_half_close() {
+    // The application server: a control port, and later a call back to
+    // the address the client sends it over the control connection.
+    let app = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let down = payload(4 << 20, 11);
+    let up = payload(3 << 20, 12);
+    let (down2, up_sum) = (down.clone(), checksum(&up));
+    let (tx, rx) = mpsc::channel();
+    let server = thread::spawn(move || {
+        let (mut control, _) = app.accept().unwrap();
+        control.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        // "PORT a,b,c,d,p1,p2": here just the 6 address bytes.
+        let mut port_cmd = [0u8; 6];
+        control.read_exact(&mut port_cmd).unwrap();
+        let target = SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(port_cmd[0], port_cmd[1], port_cmd[2], port_cmd[3]),
+            u16::from_be_bytes([port_cmd[4], port_cmd[5]]),
+        ));
+        let mut data = TcpStream::connect(target).unwrap();
+        data.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let local = data.local_addr().unwrap();
+        data.write_all(&down2).unwrap();
+        data.shutdown(Shutdown::Write).unwrap();
+        let got = read_all(&mut data);
+        tx.send((local, checksum(&got) == up_sum, got.len())).unwrap();
+        control.write_all(b"226 done").unwrap();
+    });
+
+    // Control connection through one socks4d.
+    let mut ctl = spawn_stdin(&args(&[]));
+    ctl.client.write_all(&connect_req(app_addr, b"ftp")).unwrap();
+    assert_eq!(&read_reply(&mut ctl.client)[..2], &[0, 0x5A]);
+
+    // BIND through another.
+    let mut b = spawn_stdin(&args(&[]));
+    b.client
+        .write_all(&bind_req(Ipv4Addr::LOCALHOST, app_addr.port(), b"ftp"))
+        .unwrap();
+    let first = read_reply(&mut b.client);
+    assert_eq!(&first[..2], &[0, 0x5A]);
+    let listen = addr_of(&first);
+    assert_eq!(listen.ip(), Ipv4Addr::LOCALHOST);
+    assert_ne!(listen.port(), 0);
+
+    let SocketAddr::V4(l4) = listen else { unreachable!() };
+    let mut port_cmd = l4.ip().octets().to_vec();
+    port_cmd.extend_from_slice(&l4.port().to_be_bytes());
+    ctl.client.write_all(&port_cmd).unwrap();
+
+    let second = read_reply(&mut b.client);
+    assert_eq!(&second[..2], &[0, 0x5A]);
+    let caller = addr_of(&second);
+
+    let mut writer = b.client.try_clone().unwrap();
+    let up2 = up.clone();
+    let w = thread::spawn(move || {
+        writer.write_all(&up2).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let got = read_all(&mut b.client);
+    w.join().unwrap();
+    assert_eq!(checksum(&got), checksum(&down));
+    let (server_local, up_ok, up_len) = rx.recv_timeout(IO_TIMEOUT).unwrap();
+    assert!(up_ok && up_len == up.len(), "upload corrupted: {up_len} bytes");
+    assert_eq!(caller, server_local, "second reply names the caller");
+
+    let mut done = [0u8; 8];
+    ctl.client.read_exact(&mut done).unwrap();
+    assert_eq!(&done, b"226 done");
+    server.join().unwrap();
+    ctl.client.shutdown(Shutdown::Write).unwrap();
+    let (status, _) = finish(&mut ctl, EXIT);
+    assert_eq!(status.code(), Some(0));
+
+    let (status, log) = finish(&mut b, EXIT);
+    assert_eq!(status.code(), Some(0));
+    let d = line(&log, "decision");
+    assert!(d.contains("cmd=bind"), "{d}");
+    assert!(
+        d.contains(&format!("reason=granted detail=- bind={listen} expect=127.0.0.1")),
+        "{d}"
+    );
+    let a = line(&log, "accept");
+    assert!(a.contains(&format!("peer={caller} reply=5a reason=granted")), "{a}");
+    let e = line(&log, "end");
+    assert!(e.contains(&format!("up={} down={}", up.len(), down.len())), "{e}");
+}
+
+#[test]
+fn call_from_the_wrong_address_gets_5b_and_both_close() {
+    let mut b = spawn_stdin(&args(&[]));
+    b.client
+        .write_all(&bind_req(Ipv4Addr::new(127, 0, 0, 2), 21, b""))
+        .unwrap();
+    let first = read_reply(&mut b.client);
+    assert_eq!(&first[..2], &[0, 0x5A]);
+    let mut caller = connect_from(Ipv4Addr::LOCALHOST, addr_of(&first));
+    let second = read_reply(&mut b.client);
+    assert_eq!(&second[..2], &[0, 0x5B]);
+    assert!(closed(&mut b.client));
+    assert!(closed(&mut caller));
+    let (status, log) = finish(&mut b, EXIT);
+    assert_eq!(status.code(), Some(0));
+    let a = line(&log, "accept");
+    assert!(a.contains("expect=127.0.0.2 peer=127.0.0.1:"), "{a}");
+    assert!(
+        a.contains("reply=5b reason=peer-mismatch detail=\"expected 127.0.0.2, got 127.0.0.1\""),
+        "{a}"
+    );
+}
+
+#[test]
+fn no_call_before_the_timer_closes_without_a_second_reply() {
+    let mut b = spawn_stdin(&args(&["--connect-timeout", "2"]));
+    b.client.write_all(&bind_req(Ipv4Addr::LOCALHOST, 21, b"")).unwrap();
+    assert_eq!(&read_reply(&mut b.client)[..2], &[0, 0x5A]);
+    let t = Instant::now();
+    assert!(read_all(&mut b.client).is_empty(), "no second reply on timeout");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1800) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+    let (status, log) = finish(&mut b, EXIT);
+    assert_eq!(status.code(), Some(0));
+    assert!(line(&log, "accept").contains("reply=- reason=timeout"));
+    assert!(line(&log, "end").contains("end=bind-timeout"));
+}
+
+#[test]
+fn client_leaving_ends_the_wait_and_frees_the_port() {
+    let mut b = spawn_stdin(&args(&[]));
+    b.client.write_all(&bind_req(Ipv4Addr::LOCALHOST, 21, b"")).unwrap();
+    let first = read_reply(&mut b.client);
+    let listen = addr_of(&first);
+    b.client.shutdown(Shutdown::Both).unwrap();
+    let t = Instant::now();
+    let status = wait_exit(&mut b.child, EXIT);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(status.code(), Some(0));
+    TcpListener::bind(listen).expect("listening port released");
+    let log = stderr_of(&mut b.child);
+    assert!(
+        line(&log, "accept").contains("reason=client-gone detail=\"client closed\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn bind_ports_range_is_used_and_exhaustion_gets_5b() {
+    let ip = Ipv4Addr::LOCALHOST;
+    let base = (30000..60000)
+        .step_by(89)
+        .find(|&p| TcpListener::bind((ip, p)).is_ok() && TcpListener::bind((ip, p + 1)).is_ok())
+        .unwrap();
+    let range = format!("{base}-{}", base + 1);
+    let range: &'static str = Box::leak(range.into_boxed_str());
+    let _hold = TcpListener::bind((ip, base)).unwrap();
+
+    let mut b = spawn_stdin(&args(&["--bind-ports", range]));
+    b.client.write_all(&bind_req(ip, 21, b"")).unwrap();
+    let first = read_reply(&mut b.client);
+    assert_eq!(&first[..2], &[0, 0x5A]);
+    assert_eq!(addr_of(&first).port(), base + 1);
+
+    // Both ports now taken: the next BIND has nowhere to listen.
+    let mut c = spawn_stdin(&args(&["--bind-ports", range]));
+    c.client.write_all(&bind_req(ip, 21, b"")).unwrap();
+    assert_eq!(&read_reply(&mut c.client)[..2], &[0, 0x5B]);
+    let (_, log) = finish(&mut c, EXIT);
+    let d = line(&log, "decision");
+    assert!(d.contains("reason=bind-failed") && d.contains(range), "{d}");
+    drop(b);
+}
+
+#[test]
+fn bind_address_is_honoured() {
+    let mut b = spawn_stdin(&args(&["--bind-address", "127.0.0.5", "--connect-timeout", "5"]));
+    b.client.write_all(&bind_req(Ipv4Addr::LOCALHOST, 21, b"")).unwrap();
+    let first = read_reply(&mut b.client);
+    assert_eq!(&first[..2], &[0, 0x5A]);
+    assert_eq!(addr_of(&first).ip(), Ipv4Addr::new(127, 0, 0, 5));
+    let _caller = connect_from(Ipv4Addr::LOCALHOST, addr_of(&first));
+    assert_eq!(&read_reply(&mut b.client)[..2], &[0, 0x5A]);
+}
+
+#[test]
+fn zero_dstip_gets_5b() {
+    let mut b = spawn_stdin(&args(&[]));
+    b.client.write_all(&bind_req(Ipv4Addr::UNSPECIFIED, 21, b"")).unwrap();
+    assert_eq!(read_all(&mut b.client), [0, 0x5B, 0, 0, 0, 0, 0, 0]);
+    let (_, log) = finish(&mut b, EXIT);
+    assert!(line(&log, "decision").contains("reply=5b reason=bind-no-peer"));
+}
+
+#[test]
+fn bind_with_a_socks4a_name() {
+    let mut b = spawn_stdin(&args(&[]));
+    b.client.write_all(&bind_4a("localhost", 21)).unwrap();
+    let first = read_reply(&mut b.client);
+    assert_eq!(&first[..2], &[0, 0x5A]);
+    let mut caller = connect_from(Ipv4Addr::LOCALHOST, addr_of(&first));
+    assert_eq!(&read_reply(&mut b.client)[..2], &[0, 0x5A]);
+    caller.write_all(b"data from the server").unwrap();
+    caller.shutdown(Shutdown::Write).unwrap();
+    b.client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut b.client), b"data from the server");
+    let (_, log) = finish(&mut b, EXIT);
+    assert!(line(&log, "decision").contains("host=\"localhost\""));
+}
