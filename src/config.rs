@@ -32,6 +32,8 @@ pub struct Config {
     pub bind_address: Option<IpAddr>,
     /// BIND: listen on the first free port in this inclusive range.
     pub bind_ports: Option<(u16, u16)>,
+    /// The user to become when started as root.
+    pub user: String,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             max_children: DEFAULT_MAX_CHILDREN,
             bind_address: None,
             bind_ports: None,
+            user: crate::privilege::DEFAULT_USER.to_string(),
         }
     }
 }
@@ -61,7 +64,7 @@ pub enum Action {
 
 pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--request-timeout SECS]
                [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
-               [--bind-address ADDR] [--bind-ports LO-HI]
+               [--bind-address ADDR] [--bind-ports LO-HI] [--user NAME]
                [--log-stderr] [--log-facility NAME]";
 
 /// Parses the arguments after the program name.
@@ -117,6 +120,13 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                     return Err(bad());
                 }
                 cfg.bind_ports = Some((lo, hi));
+            }
+            "--user" => {
+                let v = value("a user name")?;
+                if v.is_empty() {
+                    return Err("--user needs a user name".into());
+                }
+                cfg.user = v;
             }
             "--no-socks4a" => cfg.socks4a = false,
             "--log-stderr" => cfg.log_stderr = true,

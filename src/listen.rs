@@ -38,6 +38,9 @@ pub fn serve(cfg: &Config, log: &Log) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
 
+    // The ports are bound; children need no more than `--user`.
+    crate::privilege::drop_root(&cfg.user)?;
+
     let mut mask = SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
         mask.add(s);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use socks4d::audit::Log;
 use socks4d::config::{self, Action, Config};
 use socks4d::intake::{self, Found};
-use socks4d::{listen, session};
+use socks4d::{listen, privilege, session};
 
 /// Exit status after a setup error.
 const EXIT_SETUP: u8 = 1;
@@ -45,6 +45,11 @@ fn main() -> ExitCode {
     match intake::find() {
         Found::Client(c) => {
             let log = open_log(&cfg, !c.stderr_was_client);
+            // Syslog is open; drop root before reading a byte from the client.
+            if let Err(e) = privilege::drop_root(&cfg.user) {
+                log.error(&format!("setup error: {e:#}"));
+                return ExitCode::from(EXIT_SETUP);
+            }
             session::handle(c.stream, c.peer, c.local, &cfg, &log);
             ExitCode::SUCCESS
         }
