@@ -2,16 +2,21 @@
 //! returns what to do, or a usage error naming the bad argument.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use syslog::Facility;
+
+use crate::ident::{self, Mode};
+use crate::rules;
 
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The protocol's two-minute timer.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(7200);
 pub const DEFAULT_MAX_CHILDREN: usize = 256;
+pub const DEFAULT_IDENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Timeouts above a day are surely mistakes.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 
@@ -34,6 +39,14 @@ pub struct Config {
     pub bind_ports: Option<(u16, u16)>,
     /// The user to become when started as root.
     pub user: String,
+    /// Ident mode for rules without `?=`.
+    pub ident: Mode,
+    pub ident_timeout: Duration,
+    /// The identd port to query: 113, except in tests.
+    pub ident_port: u16,
+    /// The rules file, and whether it was named with `-f`.
+    pub rules_file: PathBuf,
+    pub rules_file_named: bool,
 }
 
 impl Default for Config {
@@ -50,6 +63,11 @@ impl Default for Config {
             bind_address: None,
             bind_ports: None,
             user: crate::privilege::DEFAULT_USER.to_string(),
+            ident: Mode::Required,
+            ident_timeout: DEFAULT_IDENT_TIMEOUT,
+            ident_port: ident::IDENT_PORT,
+            rules_file: PathBuf::from(rules::DEFAULT_FILE),
+            rules_file_named: false,
         }
     }
 }
@@ -58,6 +76,16 @@ impl Default for Config {
 #[derive(Debug)]
 pub enum Action {
     Serve(Config),
+    /// `--check-config`: parse the rules file and report.
+    CheckConfig(Config),
+    /// `--explain USER SRC DST PORT`: which line decides that request.
+    Explain {
+        cfg: Config,
+        user: String,
+        src: String,
+        dst: String,
+        port: String,
+    },
     Help,
     Version,
 }
@@ -65,12 +93,16 @@ pub enum Action {
 pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--request-timeout SECS]
                [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
                [--bind-address ADDR] [--bind-ports LO-HI] [--user NAME]
+               [--ident required|optional|off] [-I] [-i] [--ident-timeout SECS]
+               [-f FILE] [--check-config] [--explain USER SRC DST PORT]
                [--log-stderr] [--log-facility NAME]";
 
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
     let mut cfg = Config::default();
     let mut max_children_given = false;
+    let mut check = false;
+    let mut explain: Option<[String; 4]> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         // Accept both `--opt value` and `--opt=value`.
@@ -128,6 +160,33 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                 }
                 cfg.user = v;
             }
+            "--ident" => {
+                let v = value("required, optional or off")?;
+                cfg.ident = match v.as_str() {
+                    "required" => Mode::Required,
+                    "optional" => Mode::Optional,
+                    "off" => Mode::Off,
+                    _ => return Err(format!("--ident {v}: expected required, optional or off")),
+                };
+            }
+            "-I" => cfg.ident = Mode::Required,
+            "-i" => cfg.ident = Mode::Optional,
+            "--ident-timeout" => cfg.ident_timeout = parse_secs(&name, &value("seconds")?, 1)?,
+            "-f" | "--config" => {
+                cfg.rules_file = PathBuf::from(value("a file")?);
+                cfg.rules_file_named = true;
+            }
+            "--check-config" => check = true,
+            "--explain" => {
+                let mut four = Vec::with_capacity(4);
+                for what in ["USER", "SRC", "DST", "PORT"] {
+                    four.push(
+                        args.next()
+                            .ok_or_else(|| format!("--explain needs USER SRC DST PORT (missing {what})"))?,
+                    );
+                }
+                explain = four.try_into().ok();
+            }
             "--no-socks4a" => cfg.socks4a = false,
             "--log-stderr" => cfg.log_stderr = true,
             "--log-facility" => {
@@ -141,6 +200,18 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
     }
     if max_children_given && cfg.listen.is_empty() {
         return Err("--max-children only makes sense with --listen".into());
+    }
+    if let Some([user, src, dst, port]) = explain {
+        return Ok(Action::Explain {
+            cfg,
+            user,
+            src,
+            dst,
+            port,
+        });
+    }
+    if check {
+        return Ok(Action::CheckConfig(cfg));
     }
     Ok(Action::Serve(cfg))
 }
@@ -191,6 +262,33 @@ mod tests {
         assert!(!c.socks4a);
         assert_eq!(c.connect_timeout, Duration::from_secs(5));
         assert!(matches!(c.log_facility, Facility::LOG_LOCAL3));
+    }
+
+    #[test]
+    fn ident_and_rules_options() {
+        let c = serve("");
+        assert_eq!(c.ident, Mode::Required);
+        assert_eq!(c.ident_timeout, Duration::from_secs(15));
+        assert_eq!(c.rules_file, PathBuf::from("/etc/socks4d.conf"));
+        assert!(!c.rules_file_named);
+        assert_eq!(serve("-i").ident, Mode::Optional);
+        assert_eq!(serve("-i -I").ident, Mode::Required);
+        assert_eq!(serve("--ident off").ident, Mode::Off);
+        let c = serve("-f /tmp/x.conf --ident-timeout 3");
+        assert!(c.rules_file_named);
+        assert_eq!(c.ident_timeout, Duration::from_secs(3));
+        assert!(matches!(
+            parse_args(args("--check-config -f a")),
+            Ok(Action::CheckConfig(_))
+        ));
+        match parse_args(args("--explain bob 10.0.0.1 10.0.0.2 telnet")) {
+            Ok(Action::Explain { user, port, .. }) => assert_eq!((user.as_str(), port.as_str()), ("bob", "telnet")),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_args(args("--explain bob 10.0.0.1"))
+            .unwrap_err()
+            .contains("missing DST"));
+        assert!(parse_args(args("--ident maybe")).unwrap_err().contains("--ident maybe"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bind;
 pub mod config;
+pub mod ident;
 pub mod intake;
 pub mod listen;
 pub mod net;
@@ -11,4 +12,5 @@ pub mod outcome;
 pub mod privilege;
 pub mod relay;
 pub mod request;
+pub mod rules;
 pub mod session;

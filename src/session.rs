@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use crate::audit::{self, Level, Line, Log};
 use crate::bind::{self, Inbound};
 use crate::config::Config;
+use crate::ident::{self, Answer, Mode};
 use crate::net::{self, Deadline};
 use crate::outcome::Refusal;
 use crate::relay;
 use crate::request::{self, Command, Parse, Request, REPLY_GRANTED, REPLY_REJECTED};
+use crate::rules::{self, Decision, Facts, Hook, Loaded, Rules, Spawned, Subst};
 
 /// Reading buffer for the request. Larger than the longest valid request,
 /// so the parser always answers before the buffer fills.
@@ -22,6 +24,9 @@ const _: () = assert!(REQUEST_BUFFER_LEN > request::MAX_REQUEST_LEN);
 /// closing.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 256 * 1024;
+/// How long, after the client is closed, the process waits for the
+/// rules' commands to start (name lookups for `%A` and `%Z` come first).
+const COMMAND_START_LIMIT: Duration = Duration::from_secs(5);
 /// How long the 8-byte reply may take to be written.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -113,7 +118,26 @@ enum Granted {
 /// Runs one SOCKS4 exchange on `client`, which reached us at `local` from
 /// `peer`, and relays until both sides are done. Writes the audit lines to
 /// `log`. The client socket is closed on return.
-pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Config, log: &Log) {
+pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Config, rules: &Loaded, log: &Log) {
+    let mut commands = Vec::new();
+    serve(client, peer, local, cfg, rules, log, &mut commands);
+    // The client is closed by now. The rules' commands never delay the
+    // exchange, but the process must not exit before they have started.
+    for c in commands {
+        c.started(COMMAND_START_LIMIT);
+    }
+}
+
+/// [`handle`] up to the end line; `client` is closed when it returns.
+fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    cfg: &Config,
+    rules: &Loaded,
+    log: &Log,
+    commands: &mut Vec<Spawned>,
+) {
     let started = Instant::now();
     let peer = net::unmap(peer);
     let local = net::unmap(local);
@@ -129,7 +153,7 @@ pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Conf
         return;
     }
 
-    match exchange(&client, local, cfg, &mut rec) {
+    match exchange(&client, local, cfg, rules, &mut rec, commands) {
         Err(refusal) => {
             if let Some(code) = refusal.reply() {
                 if send_reply(&client, code, None).is_ok() {
@@ -255,7 +279,14 @@ fn relay(client: TcpStream, other: TcpStream, pending: &[u8], cfg: &Config, rec:
 
 /// The exchange up to the reply: the request, the access decision and the
 /// connection to the destination.
-fn exchange(client: &TcpStream, _local: SocketAddr, cfg: &Config, rec: &mut Record) -> Result<Granted, Refusal> {
+fn exchange(
+    client: &TcpStream,
+    local: SocketAddr,
+    cfg: &Config,
+    loaded: &Loaded,
+    rec: &mut Record,
+    commands: &mut Vec<Spawned>,
+) -> Result<Granted, Refusal> {
     let (req, pending) = read_request(client, cfg.request_timeout)?;
     rec.command = Some(req.command);
     rec.user = Some(req.userid.clone());
@@ -266,8 +297,46 @@ fn exchange(client: &TcpStream, _local: SocketAddr, cfg: &Config, rec: &mut Reco
         rec.dst = Some(*only);
     }
 
-    let client_ip = rec.client.map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    decide(client_ip, rec)?;
+    let rules = loaded.as_ref().map_err(|errors| {
+        let first = errors.first().map(ToString::to_string).unwrap_or_default();
+        Refusal::ConfigError(match errors.len() {
+            0 | 1 => first,
+            n => format!("{first} (and {} more)", n - 1),
+        })
+    })?;
+    let peer = rec
+        .client
+        .unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
+    let (decision, candidates) = decide(rules, &req, peer.ip(), &candidates);
+    rec.rule = Some(decision.label());
+    if !decision.permit() {
+        rec.ident = Some("off".into());
+        start_commands(commands, rules, &decision, None, rec, &req);
+        return Err(Refusal::Denied(match decision.rule {
+            Some(r) => r.text.clone(),
+            None => "no rule matches".into(),
+        }));
+    }
+    if let [only] = candidates.as_slice() {
+        rec.dst = Some(*only);
+    }
+
+    // Ident only after a permit, before connecting.
+    let mode = decision.ident(cfg.ident);
+    let verdict = verify_ident(mode, local, peer, &req.userid, cfg, rec);
+    let hook = match verdict {
+        Ident::Unavailable => rules.no_identd.as_ref(),
+        Ident::Mismatch => rules.bad_id.as_ref(),
+        Ident::Ok => None,
+    };
+    start_commands(commands, rules, &decision, hook, rec, &req);
+    match verdict {
+        Ident::Unavailable if mode == Mode::Required => {
+            return Err(Refusal::IdentUnavailable(rec.ident.clone().unwrap_or_default()))
+        }
+        Ident::Mismatch => return Err(Refusal::IdentMismatch),
+        _ => {}
+    }
 
     match req.command {
         Command::Connect => {
@@ -343,15 +412,110 @@ fn destinations(req: &Request, cfg: &Config) -> Result<Vec<SocketAddr>, Refusal>
         .map_err(|e| Refusal::ResolveFailed(format!("{name}: {e}")))
 }
 
-/// The access decision. Until a rules file is read, clients from loopback
-/// only.
-fn decide(client_ip: IpAddr, rec: &mut Record) -> Result<(), Refusal> {
-    rec.rule = Some("builtin".into());
-    rec.ident = Some("off".into());
-    if client_ip.is_loopback() {
-        Ok(())
-    } else {
-        Err(Refusal::Denied("built-in policy: loopback clients only".into()))
+/// Decides for each candidate destination (one, or every address of a
+/// SOCKS4a name). Returns the deciding decision (the first that permits,
+/// else the first) and the candidates that are permitted.
+fn decide<'r>(
+    rules: &'r Rules,
+    req: &Request,
+    src: IpAddr,
+    candidates: &[SocketAddr],
+) -> (Decision<'r>, Vec<SocketAddr>) {
+    let mut first_permit = None;
+    let mut first = None;
+    let mut permitted = Vec::new();
+    for &c in candidates {
+        let facts = Facts {
+            user: &req.userid,
+            src,
+            dst: c.ip(),
+            port: c.port(),
+        };
+        let d = rules::decide(rules, &facts);
+        if d.permit() {
+            permitted.push(c);
+            first_permit.get_or_insert(d);
+        }
+        first.get_or_insert(d);
+    }
+    let d = first_permit.or(first).unwrap_or(Decision { rules, rule: None });
+    (d, permitted)
+}
+
+/// What the client host's identd said, as far as the decision goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ident {
+    /// It confirmed the claimed user-id, or was not asked.
+    Ok,
+    /// No USERID answer: refused, timed out, ERROR, or garbled.
+    Unavailable,
+    /// A USERID answer naming someone else.
+    Mismatch,
+}
+
+/// Asks the client's identd (unless `mode` is off) and records the
+/// outcome in `rec`.
+fn verify_ident(
+    mode: Mode,
+    local: SocketAddr,
+    peer: SocketAddr,
+    claimed: &[u8],
+    cfg: &Config,
+    rec: &mut Record,
+) -> Ident {
+    if mode == Mode::Off {
+        rec.ident = Some("off".into());
+        return Ident::Ok;
+    }
+    let deadline = Deadline::after(cfg.ident_timeout);
+    match ident::query(local.ip(), peer, local.port(), cfg.ident_port, deadline) {
+        Answer::UserId(user) => {
+            let verdict = if user == claimed {
+                rec.ident = Some("ok".into());
+                Ident::Ok
+            } else {
+                rec.ident = Some(format!("mismatch: {}", String::from_utf8_lossy(&user)));
+                Ident::Mismatch
+            };
+            rec.ident_user = Some(user);
+            verdict
+        }
+        Answer::Error(e) => {
+            rec.ident = Some(format!("error: {e}"));
+            Ident::Unavailable
+        }
+        Answer::Unreachable(why) => {
+            rec.ident = Some(format!("unreachable: {why}"));
+            Ident::Unavailable
+        }
+    }
+}
+
+/// Starts the deciding line's command and `hook`'s, if any, detached.
+fn start_commands(
+    commands: &mut Vec<Spawned>,
+    rules: &Rules,
+    decision: &Decision<'_>,
+    hook: Option<&Hook>,
+    rec: &Record,
+    req: &Request,
+) {
+    let dst = rec.dst.unwrap_or_else(|| SocketAddr::new(req.ip.into(), req.port));
+    let subst = || Subst {
+        client: rec.client.map(|a| a.ip()),
+        client_name: None,
+        command: req.command.name(),
+        pid: std::process::id(),
+        dst: Some(dst.ip()),
+        dst_name: req.hostname.as_ref().map(|h| String::from_utf8_lossy(h).into_owned()),
+        port: dst.port(),
+        service: rules.services.name(dst.port()).map(String::from),
+        ident_user: rec.ident_user.clone(),
+        user: req.userid.clone(),
+    };
+    let templates = decision.command().into_iter().chain(hook.map(|h| h.command.as_slice()));
+    for t in templates {
+        commands.push(rules::spawn(t.to_vec(), subst()));
     }
 }
 

@@ -13,7 +13,7 @@ use common::*;
 
 const EXIT: Duration = Duration::from_secs(20);
 /// Extra socks4d arguments for every run here.
-const ARGS: &[&str] = &["--log-stderr"];
+const ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
 
 fn args(extra: &[&'static str]) -> Vec<&'static str> {
     ARGS.iter().chain(extra).copied().collect()

@@ -18,7 +18,7 @@ use common::*;
 use support::*;
 
 /// Options given to socks4d after the ones each test needs.
-const SOCKS4D_ARGS: &[&str] = &["--log-stderr"];
+const SOCKS4D_ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
 
 /// The highest overall exposure `systemd-analyze security` may give the
 /// service unit.

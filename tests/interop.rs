@@ -18,7 +18,7 @@ use common::*;
 use support::*;
 
 /// Options given to socks4d after the ones each test needs.
-const SOCKS4D_ARGS: &[&str] = &["--log-stderr"];
+const SOCKS4D_ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
 
 /// How long one client run may take.
 const CLIENT_LIMIT: Duration = Duration::from_secs(40);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const EXIT: Duration = Duration::from_secs(20);
-const ARGS: &[&str] = &["--log-stderr"];
+const ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -88,7 +88,7 @@ fn listen_mode_children_run_as_the_user() {
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    let (guard, proxy) = spawn_listen(&["--user", "nobody"]);
+    let (guard, proxy) = spawn_listen(&["--ident", "off", "--user", "nobody"]);
     assert!(uids(guard.0.id()).iter().all(|&id| id == nobody.uid.as_raw()));
     let dst = echo_dest();
     let mut c = connect_to(proxy);
