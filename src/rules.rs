@@ -278,20 +278,40 @@ impl fmt::Display for Error {
 /// The rules to serve with, or every error that stops the file being used.
 pub type Loaded = Result<Rules, Vec<Error>>;
 
+/// The largest rules file or user-list file read. Real ones are a few
+/// kilobytes, and every connection reads them.
+pub const MAX_FILE_LEN: u64 = 1 << 20;
+
+/// Reads a whole file of at most [`MAX_FILE_LEN`] bytes.
+fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_LEN + 1)
+        .read_to_end(&mut text)?;
+    if text.len() as u64 > MAX_FILE_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_LEN} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 /// Reads and parses `path`. When the file is absent and was not `named`
 /// on the command line, the built-in policy applies. A named file that is
 /// missing, and any file that cannot be read or parsed, is an error.
 pub fn load(path: &Path, named: bool) -> Loaded {
     let services = Services::parse(&std::fs::read(SERVICES_FILE).unwrap_or_default());
     let file = path.display().to_string();
-    match std::fs::read(path) {
+    match read_capped(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound && !named => Ok(Rules::builtin(services)),
         Err(e) => Err(vec![Error {
             file,
             line: None,
             message: format!("cannot read: {e}"),
         }]),
-        Ok(text) => parse(&text, &file, services, &mut |p: &Path| std::fs::read(p)),
+        Ok(text) => parse(&text, &file, services, &mut |p: &Path| read_capped(p)),
     }
 }
 
