@@ -27,11 +27,13 @@ fn bench_runs_at_tiny_sizes_and_writes_its_table() {
         .env("BENCH_LATENCY_N", "10")
         .env("BENCH_CONNS", "20")
         .env("BENCH_IDLE", "5")
+        .env("BENCH_SCALE", "3")
         .env("BENCH_OUT", &out)
         .output()
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let table = std::fs::read_to_string(&out).unwrap();
+    assert!(table.contains("scale, socks4d inetd"), "no scale table:\n{table}");
     for row in [
         "upload (GB/s)",
         "download (GB/s)",

@@ -312,3 +312,29 @@ fn default_file_absent_means_builtin_policy() {
     assert_eq!(code, 0);
     assert!(out.contains("built-in policy"), "{out}");
 }
+
+#[test]
+fn a_command_does_not_hold_the_client_connection_open() {
+    // Under socket activation the client is fd 3; a slow command started
+    // for the deciding rule must not inherit it, or a connection that
+    // socks4d closes (here at the idle timeout) would stay open until the
+    // command ends.
+    let dir = tempdir("cloexec");
+    let conf = write_conf(&dir, "permit 127.0.0.0/8 : sleep 8\n");
+    let dst = dest(|mut s| {
+        let _ = read_all(&mut s);
+    });
+    let mut args: Vec<&str> = ARGS.to_vec();
+    args.extend_from_slice(&["-f", &conf, "--idle-timeout", "1"]);
+    let mut s = spawn_fd3(&args);
+    s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5A);
+    let t = Instant::now();
+    assert!(closed(&mut s.client));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the client waited {:?} for the close",
+        t.elapsed()
+    );
+    finish(&mut s, EXIT);
+}

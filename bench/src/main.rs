@@ -26,6 +26,8 @@ struct Settings {
     latency_n: usize,
     conns: usize,
     idle: usize,
+    /// Concurrent relay counts for the scale table.
+    scale: Vec<usize>,
     out: String,
 }
 
@@ -44,6 +46,11 @@ impl Settings {
             latency_n: num("BENCH_LATENCY_N", 500) as usize,
             conns: num("BENCH_CONNS", 2000) as usize,
             idle: num("BENCH_IDLE", 200) as usize,
+            scale: std::env::var("BENCH_SCALE")
+                .unwrap_or_else(|_| "50 200 500".into())
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect(),
             out: std::env::var("BENCH_OUT").unwrap_or_else(|_| "bench/results.txt".into()),
         }
     }
@@ -509,6 +516,52 @@ fn memory(v: &Variant, srv: Servers, n: usize) -> Option<(u64, u64, f64)> {
     Some((pss1, rss1, total.saturating_sub(base) as f64 / n as f64))
 }
 
+/// `n` relays at once through `v`, each echoing 1 MiB in 64 KiB steps
+/// and then held: total PSS and RSS of the handlers (KiB) while all are
+/// open, and the CPU seconds the service spent.
+fn scale(v: &Variant, srv: Servers, n: usize) -> (u64, u64, f64, f64) {
+    let root = v.child.as_ref().map(|c| c.id()).unwrap_or(0);
+    let cpu0 = tree_cpu(root);
+    let t = Instant::now();
+    let barrier = Arc::new(std::sync::Barrier::new(n + 1));
+    let done = Arc::new(std::sync::Barrier::new(n + 1));
+    let mut workers = Vec::new();
+    for _ in 0..n {
+        let (barrier, done) = (barrier.clone(), done.clone());
+        let v_addr = v.addr;
+        let v_kind = v.kind;
+        workers.push(thread::spawn(move || {
+            let v = Variant {
+                name: "scale",
+                kind: v_kind,
+                addr: v_addr,
+                child: None,
+            };
+            let mut s = open(&v, srv.echo);
+            let chunk = vec![3u8; 64 << 10];
+            let mut back = vec![0u8; 64 << 10];
+            for _ in 0..16 {
+                s.write_all(&chunk).unwrap();
+                s.read_exact(&mut back).unwrap();
+            }
+            barrier.wait();
+            done.wait();
+            drop(s);
+        }));
+    }
+    barrier.wait();
+    let wall = t.elapsed().as_secs_f64();
+    let pids = service_pids(v);
+    let pss: u64 = pids.iter().map(|&p| mem(p).0).sum();
+    let rss: u64 = pids.iter().map(|&p| mem(p).1).sum();
+    done.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+    thread::sleep(Duration::from_millis(300));
+    (pss, rss, tree_cpu(root) - cpu0, wall)
+}
+
 /// Median, min, max.
 fn stats(mut xs: Vec<f64>) -> (f64, f64, f64) {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -645,6 +698,26 @@ fn main() {
         "KiB",
         Some("exec floor"),
     );
+    if let Some(v) = vs.iter().find(|v| v.name == "socks4d inetd") {
+        let _ = writeln!(
+            out,
+            "\nscale, socks4d inetd: N relays at once, each echoing 1 MiB, then all held"
+        );
+        let _ = writeln!(
+            out,
+            "{:>6} {:>14} {:>14} {:>14} {:>10}",
+            "N", "PSS total MiB", "RSS total MiB", "CPU s", "wall s"
+        );
+        for &n in &s.scale {
+            let (pss, rss, cpu, wall) = scale(v, srv, n);
+            let _ = writeln!(
+                out,
+                "{n:>6} {:>14.1} {:>14.1} {cpu:>14.2} {wall:>10.2}",
+                pss as f64 / 1024.0,
+                rss as f64 / 1024.0
+            );
+        }
+    }
     print!("{out}");
     if let Some(dir) = std::path::Path::new(&s.out).parent() {
         let _ = std::fs::create_dir_all(dir);
