@@ -1,18 +1,22 @@
 //! Command-line options. Parsing is pure: it takes the arguments and
 //! returns what to do, or a usage error naming the bad argument.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::ops::RangeInclusive;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use syslog::Facility;
+
+use crate::ident::{self, Mode};
+use crate::rules;
 
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The protocol's two-minute timer.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(7200);
 pub const DEFAULT_MAX_CHILDREN: usize = 256;
+pub const DEFAULT_IDENT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Timeouts above a day are surely mistakes.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 
@@ -29,11 +33,22 @@ pub struct Config {
     /// `--listen` addresses; empty in inetd and socket-unit modes.
     pub listen: Vec<SocketAddr>,
     pub max_children: usize,
-    /// BIND listens here instead of on the address a route lookup towards
-    /// the application server gives (for NAT). IPv4: the reply carries it.
-    pub bind_address: Option<Ipv4Addr>,
-    /// BIND listens on the first free port of this range; `None`: any port.
-    pub bind_ports: Option<RangeInclusive<u16>>,
+    /// BIND: the address to listen on, instead of the route lookup.
+    pub bind_address: Option<IpAddr>,
+    /// BIND: listen on the first free port in this inclusive range.
+    pub bind_ports: Option<(u16, u16)>,
+    /// The user to become when started as root.
+    pub user: String,
+    /// Ident mode for rules without `?=`.
+    pub ident: Mode,
+    pub ident_timeout: Duration,
+    /// The identd port to query: 113, except in tests.
+    pub ident_port: u16,
+    /// The rules file, and whether it was named with `-f`.
+    pub rules_file: PathBuf,
+    pub rules_file_named: bool,
+    /// How the relay moves bytes; splice unless a benchmark asks otherwise.
+    pub relay_mode: crate::relay::Mode,
 }
 
 impl Default for Config {
@@ -49,6 +64,13 @@ impl Default for Config {
             max_children: DEFAULT_MAX_CHILDREN,
             bind_address: None,
             bind_ports: None,
+            user: crate::privilege::DEFAULT_USER.to_string(),
+            ident: Mode::Required,
+            ident_timeout: DEFAULT_IDENT_TIMEOUT,
+            ident_port: ident::IDENT_PORT,
+            rules_file: PathBuf::from(rules::DEFAULT_FILE),
+            rules_file_named: false,
+            relay_mode: crate::relay::DEFAULT_MODE,
         }
     }
 }
@@ -57,19 +79,33 @@ impl Default for Config {
 #[derive(Debug)]
 pub enum Action {
     Serve(Config),
+    /// `--check-config`: parse the rules file and report.
+    CheckConfig(Config),
+    /// `--explain USER SRC DST PORT`: which line decides that request.
+    Explain {
+        cfg: Config,
+        user: String,
+        src: String,
+        dst: String,
+        port: String,
+    },
     Help,
     Version,
 }
 
 pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--request-timeout SECS]
                [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
-               [--log-stderr] [--log-facility NAME]
-               [--bind-address IPV4] [--bind-ports LO-HI]";
+               [--bind-address ADDR] [--bind-ports LO-HI] [--user NAME]
+               [--ident required|optional|off] [-I] [-i] [--ident-timeout SECS]
+               [-f FILE] [--check-config] [--explain USER SRC DST PORT]
+               [--log-stderr] [--log-facility NAME]";
 
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
     let mut cfg = Config::default();
     let mut max_children_given = false;
+    let mut check = false;
+    let mut explain: Option<[String; 4]> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         // Accept both `--opt value` and `--opt=value`.
@@ -104,6 +140,56 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                 let d = parse_secs(&name, &value("seconds")?, 0)?;
                 cfg.idle_timeout = (!d.is_zero()).then_some(d);
             }
+            "--bind-address" => {
+                let v = value("an IP address")?;
+                cfg.bind_address =
+                    Some(IpAddr::from_str(&v).map_err(|_| format!("--bind-address {v}: not an IP address"))?);
+            }
+            "--bind-ports" => {
+                let v = value("a range LO-HI")?;
+                let bad = || format!("--bind-ports {v}: expected LO-HI with 1 <= LO <= HI <= 65535");
+                let (lo, hi) = v.split_once('-').ok_or_else(bad)?;
+                let lo = parse_number(&name, lo, 1, 65535).map_err(|_| bad())? as u16;
+                let hi = parse_number(&name, hi, 1, 65535).map_err(|_| bad())? as u16;
+                if lo > hi {
+                    return Err(bad());
+                }
+                cfg.bind_ports = Some((lo, hi));
+            }
+            "--user" => {
+                let v = value("a user name")?;
+                if v.is_empty() {
+                    return Err("--user needs a user name".into());
+                }
+                cfg.user = v;
+            }
+            "--ident" => {
+                let v = value("required, optional or off")?;
+                cfg.ident = match v.as_str() {
+                    "required" => Mode::Required,
+                    "optional" => Mode::Optional,
+                    "off" => Mode::Off,
+                    _ => return Err(format!("--ident {v}: expected required, optional or off")),
+                };
+            }
+            "-I" => cfg.ident = Mode::Required,
+            "-i" => cfg.ident = Mode::Optional,
+            "--ident-timeout" => cfg.ident_timeout = parse_secs(&name, &value("seconds")?, 1)?,
+            "-f" | "--config" => {
+                cfg.rules_file = PathBuf::from(value("a file")?);
+                cfg.rules_file_named = true;
+            }
+            "--check-config" => check = true,
+            "--explain" => {
+                let mut four = Vec::with_capacity(4);
+                for what in ["USER", "SRC", "DST", "PORT"] {
+                    four.push(
+                        args.next()
+                            .ok_or_else(|| format!("--explain needs USER SRC DST PORT (missing {what})"))?,
+                    );
+                }
+                explain = four.try_into().ok();
+            }
             "--no-socks4a" => cfg.socks4a = false,
             "--log-stderr" => cfg.log_stderr = true,
             "--log-facility" => {
@@ -111,18 +197,24 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                 cfg.log_facility = Facility::from_str(&v)
                     .map_err(|_| format!("--log-facility {v}: unknown facility (e.g. daemon, local0)"))?;
             }
-            "--bind-address" => {
-                let v = value("an IPv4 address")?;
-                let ip = Ipv4Addr::from_str(&v).map_err(|_| format!("--bind-address {v}: not an IPv4 address"))?;
-                cfg.bind_address = Some(ip);
-            }
-            "--bind-ports" => cfg.bind_ports = Some(parse_port_range(&name, &value("a port range LO-HI")?)?),
             _ if inline.is_some() => return Err(format!("{name}: unknown option")),
             _ => return Err(format!("{arg}: unknown option")),
         }
     }
     if max_children_given && cfg.listen.is_empty() {
         return Err("--max-children only makes sense with --listen".into());
+    }
+    if let Some([user, src, dst, port]) = explain {
+        return Ok(Action::Explain {
+            cfg,
+            user,
+            src,
+            dst,
+            port,
+        });
+    }
+    if check {
+        return Ok(Action::CheckConfig(cfg));
     }
     Ok(Action::Serve(cfg))
 }
@@ -132,18 +224,6 @@ fn parse_number(name: &str, v: &str, min: u64, max: u64) -> Result<u64, String> 
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(format!("{name} {v}: expected a whole number from {min} to {max}")),
     }
-}
-
-/// `LO-HI`, both from 1 to 65535, LO not above HI.
-fn parse_port_range(name: &str, v: &str) -> Result<RangeInclusive<u16>, String> {
-    let bad = || format!("{name} {v}: expected LO-HI with 1 <= LO <= HI <= 65535");
-    let (lo, hi) = v.split_once('-').ok_or_else(bad)?;
-    let lo = parse_number(name, lo, 1, 65535).map_err(|_| bad())? as u16;
-    let hi = parse_number(name, hi, 1, 65535).map_err(|_| bad())? as u16;
-    if lo > hi {
-        return Err(bad());
-    }
-    Ok(lo..=hi)
 }
 
 fn parse_secs(name: &str, v: &str, min: u64) -> Result<Duration, String> {
@@ -188,12 +268,37 @@ mod tests {
     }
 
     #[test]
+    fn ident_and_rules_options() {
+        let c = serve("");
+        assert_eq!(c.ident, Mode::Required);
+        assert_eq!(c.ident_timeout, Duration::from_secs(15));
+        assert_eq!(c.rules_file, PathBuf::from("/etc/socks4d.conf"));
+        assert!(!c.rules_file_named);
+        assert_eq!(serve("-i").ident, Mode::Optional);
+        assert_eq!(serve("-i -I").ident, Mode::Required);
+        assert_eq!(serve("--ident off").ident, Mode::Off);
+        let c = serve("-f /tmp/x.conf --ident-timeout 3");
+        assert!(c.rules_file_named);
+        assert_eq!(c.ident_timeout, Duration::from_secs(3));
+        assert!(matches!(
+            parse_args(args("--check-config -f a")),
+            Ok(Action::CheckConfig(_))
+        ));
+        match parse_args(args("--explain bob 10.0.0.1 10.0.0.2 telnet")) {
+            Ok(Action::Explain { user, port, .. }) => assert_eq!((user.as_str(), port.as_str()), ("bob", "telnet")),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_args(args("--explain bob 10.0.0.1"))
+            .unwrap_err()
+            .contains("missing DST"));
+        assert!(parse_args(args("--ident maybe")).unwrap_err().contains("--ident maybe"));
+    }
+
+    #[test]
     fn bind_options() {
-        let c = serve("--bind-address 192.0.2.7 --bind-ports=40000-40009");
-        assert_eq!(c.bind_address, Some(Ipv4Addr::new(192, 0, 2, 7)));
-        assert_eq!(c.bind_ports, Some(40000..=40009));
-        assert_eq!(serve("--bind-ports 5-5").bind_ports, Some(5..=5));
-        assert_eq!(serve("").bind_ports, None);
+        let c = serve("--bind-address 192.0.2.1 --bind-ports 40000-40010");
+        assert_eq!(c.bind_address, Some("192.0.2.1".parse().unwrap()));
+        assert_eq!(c.bind_ports, Some((40000, 40010)));
     }
 
     #[test]
@@ -206,12 +311,10 @@ mod tests {
             ("--listen", "needs"),
             ("--max-children 5", "--listen"),
             ("--log-facility nope", "nope"),
-            ("--bind-address ::1", "--bind-address ::1"),
-            ("--bind-ports 10", "--bind-ports 10"),
-            ("--bind-ports 0-10", "--bind-ports 0-10"),
-            ("--bind-ports 20-10", "--bind-ports 20-10"),
-            ("--bind-ports 1-65536", "--bind-ports 1-65536"),
-            ("--bind-ports -5", "--bind-ports -5"),
+            ("--bind-ports 10-5", "--bind-ports 10-5"),
+            ("--bind-ports 0-5", "LO-HI"),
+            ("--bind-ports 7", "LO-HI"),
+            ("--bind-address host", "--bind-address host"),
         ] {
             let err = parse_args(args(a)).unwrap_err();
             assert!(err.contains(want), "{a}: {err}");

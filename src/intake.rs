@@ -6,6 +6,7 @@ use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{getsockopt, sockopt, SockType};
 use nix::sys::stat::{fstat, SFlag};
 
@@ -42,9 +43,15 @@ pub fn find() -> Found {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() > 0 {
         return match fds.take_raw_fd(0) {
-            // SAFETY: systemd passed this fd to this process (listenfd
-            // checked LISTEN_PID) and nothing else owns it.
-            Ok(Some(raw)) => check(unsafe { OwnedFd::from_raw_fd(raw) }, "fd 3 (LISTEN_FDS)"),
+            Ok(Some(raw)) => {
+                // SAFETY: systemd passed this fd to this process (listenfd
+                // checked LISTEN_PID) and nothing else owns it.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                // systemd passes it without close-on-exec; a rule's command
+                // must not inherit the client's connection and hold it open.
+                let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+                check(fd, "fd 3 (LISTEN_FDS)")
+            }
             _ => Found::SetupError("LISTEN_FDS is set but fd 3 cannot be taken".into(), true),
         };
     }

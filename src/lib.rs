@@ -4,10 +4,13 @@
 pub mod audit;
 pub mod bind;
 pub mod config;
+pub mod ident;
 pub mod intake;
 pub mod listen;
 pub mod net;
 pub mod outcome;
+pub mod privilege;
 pub mod relay;
 pub mod request;
+pub mod rules;
 pub mod session;

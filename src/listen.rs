@@ -17,6 +17,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::audit::{self, Line, Log};
 use crate::config::Config;
+use crate::rules::Loaded;
 use crate::session;
 
 /// How long children get to finish after SIGTERM before SIGKILL.
@@ -27,7 +28,7 @@ const CHILD_GRACE: Duration = Duration::from_secs(5);
 /// over the cap is closed at once and logged. On a stop signal the
 /// listening sockets are closed, the children are sent SIGTERM and waited
 /// for, and the function returns.
-pub fn serve(cfg: &Config, log: &Log) -> Result<()> {
+pub fn serve(cfg: &Config, rules: &Loaded, log: &Log) -> Result<()> {
     let listeners = cfg
         .listen
         .iter()
@@ -37,6 +38,9 @@ pub fn serve(cfg: &Config, log: &Log) -> Result<()> {
             Ok(l)
         })
         .collect::<Result<Vec<_>>>()?;
+
+    // The ports are bound; children need no more than `--user`.
+    crate::privilege::drop_root(&cfg.user)?;
 
     let mut mask = SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
@@ -99,7 +103,7 @@ pub fn serve(cfg: &Config, log: &Log) -> Result<()> {
                     let _ = mask.thread_unblock();
                     log.after_fork();
                     let local = stream.local_addr().unwrap_or(peer);
-                    session::handle(stream, peer, local, cfg, log);
+                    session::handle(stream, peer, local, cfg, rules, log);
                     std::process::exit(0);
                 }
                 Ok(ForkResult::Parent { child }) => {

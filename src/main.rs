@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use socks4d::audit::Log;
 use socks4d::config::{self, Action, Config};
 use socks4d::intake::{self, Found};
-use socks4d::{listen, session};
+use socks4d::{listen, privilege, rules, session};
 
 /// Exit status after a setup error.
 const EXIT_SETUP: u8 = 1;
@@ -17,8 +17,16 @@ const HOW_TO_RUN: &str = "socks4d: no client socket. Run it from inetd \
 socket unit with Accept=yes, or try it with `socks4d --listen 127.0.0.1:1080 --log-stderr`";
 
 fn main() -> ExitCode {
-    let cfg = match config::parse_args(std::env::args().skip(1)) {
+    let mut cfg = match config::parse_args(std::env::args().skip(1)) {
         Ok(Action::Serve(cfg)) => cfg,
+        Ok(Action::CheckConfig(cfg)) => return check_config(&cfg),
+        Ok(Action::Explain {
+            cfg,
+            user,
+            src,
+            dst,
+            port,
+        }) => return explain(&cfg, &user, &src, &dst, &port),
         Ok(Action::Help) => {
             println!("{}", config::USAGE);
             return ExitCode::SUCCESS;
@@ -38,6 +46,16 @@ fn main() -> ExitCode {
         }
     };
 
+    // Test-only: the fake identd of the integration tests cannot bind 113.
+    if let Some(port) = std::env::var("SOCKS4D_IDENT_PORT").ok().and_then(|p| p.parse().ok()) {
+        cfg.ident_port = port;
+    }
+
+    // Benchmarks only: compare the relay's copy path with splice.
+    if std::env::var("SOCKS4D_RELAY").as_deref() == Ok("copy") {
+        cfg.relay_mode = socks4d::relay::Mode::Copy;
+    }
+
     if !cfg.listen.is_empty() {
         return serve_listen(&cfg);
     }
@@ -45,7 +63,14 @@ fn main() -> ExitCode {
     match intake::find() {
         Found::Client(c) => {
             let log = open_log(&cfg, !c.stderr_was_client);
-            session::handle(c.stream, c.peer, c.local, &cfg, &log);
+            // Syslog is open and the rules are read; drop root before
+            // reading a byte from the client.
+            let rules = load_rules(&cfg, &log);
+            if let Err(e) = privilege::drop_root(&cfg.user) {
+                log.error(&format!("setup error: {e:#}"));
+                return ExitCode::from(EXIT_SETUP);
+            }
+            session::handle(c.stream, c.peer, c.local, &cfg, &rules, &log);
             ExitCode::SUCCESS
         }
         Found::SetupError(why, stderr_allowed) => {
@@ -68,9 +93,97 @@ fn open_log(cfg: &Config, stderr_allowed: bool) -> Log {
     }
 }
 
+/// Reads the rules file and the files it names. Errors are logged here,
+/// each with its line; every request then gets 0x5B.
+fn load_rules(cfg: &Config, log: &Log) -> rules::Loaded {
+    let loaded = rules::load(&cfg.rules_file, cfg.rules_file_named);
+    match &loaded {
+        Ok(r) if r.origin == rules::Origin::Builtin => log.info(&format!(
+            "rules: {} is absent; built-in policy: permit loopback clients, deny the rest",
+            cfg.rules_file.display()
+        )),
+        Ok(_) => {}
+        Err(errors) => {
+            for e in errors {
+                log.error(&format!("config error: {e}; no service until it is fixed"));
+            }
+        }
+    }
+    loaded
+}
+
+/// `--check-config`: every error with its line on stderr; exit 0 or 1.
+fn check_config(cfg: &Config) -> ExitCode {
+    match rules::load(&cfg.rules_file, cfg.rules_file_named) {
+        Ok(r) if r.origin == rules::Origin::Builtin => {
+            println!(
+                "{}: absent; the built-in policy applies (permit loopback clients, deny the rest)",
+                cfg.rules_file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            println!("{}: {} rules, OK", cfg.rules_file.display(), r.rules.len());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            ExitCode::from(EXIT_SETUP)
+        }
+    }
+}
+
+/// `--explain USER SRC DST PORT`: which line decides that request, and how.
+fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> ExitCode {
+    let loaded = match rules::load(&cfg.rules_file, cfg.rules_file_named) {
+        Ok(r) => r,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::from(EXIT_SETUP);
+        }
+    };
+    let (Ok(src_ip), Ok(dst_ip)) = (src.parse(), dst.parse()) else {
+        eprintln!("socks4d: --explain: SRC and DST must be IP addresses");
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let port = match rules::port_number(port.as_bytes(), &loaded.services) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("socks4d: --explain: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let facts = rules::Facts {
+        user: user.as_bytes(),
+        src: src_ip,
+        dst: dst_ip,
+        port,
+    };
+    let d = rules::decide(&loaded, &facts);
+    match d.rule {
+        Some(rule) => {
+            println!("{}: {}", d.label(), rule.text);
+            println!("decision: {}", rule.action.name());
+            if d.permit() {
+                println!("ident: {}", d.ident(cfg.ident).name());
+            }
+        }
+        None => {
+            println!("{}: no rule matches", d.label());
+            println!("decision: deny");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn serve_listen(cfg: &Config) -> ExitCode {
     let log = open_log(cfg, true);
-    match listen::serve(cfg, &log) {
+    let rules = load_rules(cfg, &log);
+    match listen::serve(cfg, &rules, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("setup error: {e:#}");

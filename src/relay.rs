@@ -2,10 +2,11 @@
 
 use std::io;
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{self, sockopt, MsgFlags};
 
@@ -14,6 +15,10 @@ use crate::net;
 /// Bytes buffered per direction. Measured on loopback: 8 KiB buffers relay
 /// at a fraction of the speed of 128 KiB ones, and larger ones gain nothing.
 pub const BUFFER_SIZE: usize = 128 * 1024;
+/// Pipe size per direction for the splice path (F_SETPIPE_SZ).
+pub const PIPE_SIZE: usize = 1024 * 1024;
+/// The mode [`run`] uses.
+pub const DEFAULT_MODE: Mode = Mode::Splice;
 
 /// What ended a relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,18 +66,75 @@ pub struct Summary {
     pub end: End,
 }
 
+/// How bytes move from one socket to the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `recv` into a buffer, `send` out of it: two copies through user
+    /// memory.
+    Copy,
+    /// `splice(2)` into a pipe and out of it: the bytes stay in the
+    /// kernel. Falls back to [`Mode::Copy`] where splice is refused.
+    Splice,
+}
+
 /// One direction: bytes read from one socket and not yet written to the
 /// other.
 struct Flow {
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
+    /// Bytes the client sent with its request; written before anything
+    /// else in this direction.
+    pending: Vec<u8>,
+    sent_pending: usize,
+    mover: Mover,
     /// The source sent EOF.
     eof: bool,
     /// EOF has been passed on with `shutdown(Write)` on the sink.
     shut: bool,
     /// Bytes written to the sink.
     bytes: u64,
+}
+
+enum Mover {
+    Copy {
+        buf: Box<[u8]>,
+        start: usize,
+        end: usize,
+    },
+    Splice {
+        read_end: OwnedFd,
+        write_end: OwnedFd,
+        capacity: usize,
+        /// Bytes in the pipe.
+        held: usize,
+    },
+}
+
+impl Mover {
+    fn copy() -> Mover {
+        Mover::Copy {
+            buf: vec![0u8; BUFFER_SIZE].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// A pipe of [`PIPE_SIZE`] bytes, or the copy mover when no pipe can
+    /// be had.
+    fn splice() -> Mover {
+        let Ok((read_end, write_end)) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) else {
+            return Mover::copy();
+        };
+        // The kernel may grant less than asked (pipe-max-size); use what it gave.
+        let capacity = fcntl(&write_end, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32))
+            .or_else(|_| fcntl(&write_end, FcntlArg::F_GETPIPE_SZ))
+            .map(|n| n as usize)
+            .unwrap_or(4096);
+        Mover::Splice {
+            read_end,
+            write_end,
+            capacity,
+            held: 0,
+        }
+    }
 }
 
 enum Step {
@@ -82,14 +144,17 @@ enum Step {
     Blocked,
 }
 
+const SPLICE_FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLICE_F_NONBLOCK);
+
 impl Flow {
-    fn new(pending: &[u8]) -> Flow {
-        let mut buf = vec![0u8; BUFFER_SIZE.max(pending.len())].into_boxed_slice();
-        buf[..pending.len()].copy_from_slice(pending);
+    fn new(mode: Mode, pending: &[u8]) -> Flow {
         Flow {
-            buf,
-            start: 0,
-            end: pending.len(),
+            pending: pending.to_vec(),
+            sent_pending: 0,
+            mover: match mode {
+                Mode::Copy => Mover::copy(),
+                Mode::Splice => Mover::splice(),
+            },
             eof: false,
             shut: false,
             bytes: 0,
@@ -97,21 +162,85 @@ impl Flow {
     }
 
     fn wants_read(&self) -> bool {
-        !self.eof && self.end < self.buf.len()
+        !self.eof
+            && match &self.mover {
+                Mover::Copy { buf, end, .. } => *end < buf.len(),
+                Mover::Splice { capacity, held, .. } => held < capacity,
+            }
     }
 
     fn wants_write(&self) -> bool {
-        self.start < self.end
+        self.sent_pending < self.pending.len()
+            || match &self.mover {
+                Mover::Copy { start, end, .. } => start < end,
+                Mover::Splice { held, .. } => *held > 0,
+            }
     }
 
     fn read_from(&mut self, src: &TcpStream) -> io::Result<Step> {
-        match socket::recv(src.as_raw_fd(), &mut self.buf[self.end..], MsgFlags::empty()) {
+        let result = match &mut self.mover {
+            Mover::Copy { buf, end, .. } => socket::recv(src.as_raw_fd(), &mut buf[*end..], MsgFlags::empty()),
+            Mover::Splice {
+                write_end,
+                capacity,
+                held,
+                ..
+            } => splice(src, None, &*write_end, None, *capacity - *held, SPLICE_FLAGS),
+        };
+        match result {
             Ok(0) => {
                 self.eof = true;
                 Ok(Step::Progress)
             }
             Ok(n) => {
-                self.end += n;
+                match &mut self.mover {
+                    Mover::Copy { end, .. } => *end += n,
+                    Mover::Splice { held, .. } => *held += n,
+                }
+                Ok(Step::Progress)
+            }
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(Step::Blocked),
+            // Splice refused for this socket before anything moved: the
+            // pipe is empty, so switching to copying loses nothing.
+            Err(Errno::EINVAL) | Err(Errno::ENOSYS) if self.fall_back() => self.read_from(src),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn write_to(&mut self, sink: &TcpStream) -> io::Result<Step> {
+        let result = if self.sent_pending < self.pending.len() {
+            socket::send(
+                sink.as_raw_fd(),
+                &self.pending[self.sent_pending..],
+                MsgFlags::MSG_NOSIGNAL,
+            )
+            .map(|n| {
+                self.sent_pending += n;
+                n
+            })
+        } else {
+            match &mut self.mover {
+                Mover::Copy { buf, start, end } => {
+                    socket::send(sink.as_raw_fd(), &buf[*start..*end], MsgFlags::MSG_NOSIGNAL).map(|n| {
+                        *start += n;
+                        if start == end {
+                            *start = 0;
+                            *end = 0;
+                        }
+                        n
+                    })
+                }
+                Mover::Splice { read_end, held, .. } => {
+                    splice(&*read_end, None, sink, None, *held, SPLICE_FLAGS).map(|n| {
+                        *held -= n;
+                        n
+                    })
+                }
+            }
+        };
+        match result {
+            Ok(n) => {
+                self.bytes += n as u64;
                 Ok(Step::Progress)
             }
             Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(Step::Blocked),
@@ -119,23 +248,15 @@ impl Flow {
         }
     }
 
-    fn write_to(&mut self, sink: &TcpStream) -> io::Result<Step> {
-        match socket::send(
-            sink.as_raw_fd(),
-            &self.buf[self.start..self.end],
-            MsgFlags::MSG_NOSIGNAL,
-        ) {
-            Ok(n) => {
-                self.start += n;
-                self.bytes += n as u64;
-                if self.start == self.end {
-                    self.start = 0;
-                    self.end = 0;
-                }
-                Ok(Step::Progress)
+    /// Turns an empty splice mover into a copy mover. False if there is
+    /// nothing to fall back from, or bytes are in the pipe.
+    fn fall_back(&mut self) -> bool {
+        match self.mover {
+            Mover::Splice { held: 0, .. } => {
+                self.mover = Mover::copy();
+                true
             }
-            Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(Step::Blocked),
-            Err(e) => Err(e.into()),
+            _ => false,
         }
     }
 
@@ -168,8 +289,13 @@ enum Side {
 /// cut-short stream for a complete one. Both sockets are closed before
 /// returning.
 pub fn run(client: TcpStream, dest: TcpStream, pending: &[u8], idle: Option<Duration>) -> Summary {
-    let mut up = Flow::new(pending);
-    let mut down = Flow::new(&[]);
+    run_with(DEFAULT_MODE, client, dest, pending, idle)
+}
+
+/// [`run`] with the way bytes are moved chosen by the caller.
+pub fn run_with(mode: Mode, client: TcpStream, dest: TcpStream, pending: &[u8], idle: Option<Duration>) -> Summary {
+    let mut up = Flow::new(mode, pending);
+    let mut down = Flow::new(mode, &[]);
     let mut first_eof: Option<End> = None;
     let mut last_activity = Instant::now();
 

@@ -1,24 +1,32 @@
-//! One connection, top to bottom: request → rules → ident → connect (or,
-//! for BIND, listen → first reply → wait for the call) → reply → relay →
-//! audit. Every path writes a decision line and an end line; a BIND that
-//! got its first reply also writes an accept line.
+//! One connection, top to bottom: request → rules → ident → connect →
+//! reply → relay → audit. Every path writes a decision line and an end
+//! line.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::audit::{self, Level, Line, Log};
-use crate::bind::{self, Wait};
+use crate::bind::{self, Inbound};
 use crate::config::Config;
+use crate::ident::{self, Answer, Mode};
 use crate::net::{self, Deadline};
 use crate::outcome::Refusal;
 use crate::relay;
-use crate::request::{self, Command, Parse, Request, REPLY_GRANTED};
+use crate::request::{self, Command, Parse, Request, REPLY_GRANTED, REPLY_REJECTED};
+use crate::rules::{self, Decision, Facts, Hook, Loaded, Rules, Spawned, Subst};
 
 /// Reading buffer for the request. Larger than the longest valid request,
 /// so the parser always answers before the buffer fills.
 const REQUEST_BUFFER_LEN: usize = 1024;
 const _: () = assert!(REQUEST_BUFFER_LEN > request::MAX_REQUEST_LEN);
+/// After a refusal, how long and how much client input is drained before
+/// closing.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_MAX_BYTES: usize = 256 * 1024;
+/// How long, after the client is closed, the process waits for the
+/// rules' commands to start (name lookups for `%A` and `%Z` come first).
+const COMMAND_START_LIMIT: Duration = Duration::from_secs(5);
 /// How long the 8-byte reply may take to be written.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -40,16 +48,15 @@ pub struct Record {
     pub ident: Option<String>,
     pub ident_user: Option<Vec<u8>>,
     /// BIND: the listening address sent in the first reply.
-    pub bind: Option<SocketAddrV4>,
-    /// BIND: the address the inbound call must come from.
-    pub expect: Option<Ipv4Addr>,
+    pub bind: Option<SocketAddr>,
+    /// BIND: the address(es) the inbound connection must come from.
+    pub expect: Option<String>,
 }
 
 impl Record {
     /// The decision line: who asked for what, and the answer.
-    /// A BIND's line ends with the listening address and the expected peer.
     pub fn decision_line(&self, reply: Option<u8>, reason: &str, detail: Option<&str>) -> Line {
-        let line = Line::new("decision")
+        Line::new("decision")
             .opt("client", self.client.map(audit::addr))
             .opt_quoted("user", self.user.as_deref())
             .opt("cmd", self.command.map(Command::name))
@@ -60,20 +67,18 @@ impl Record {
             .opt_quoted("ident_user", self.ident_user.as_deref())
             .opt("reply", reply.map(|c| format!("{c:02x}")))
             .field("reason", reason)
-            .opt_quoted("detail", detail.map(str::as_bytes));
-        match self.command {
-            Some(Command::Bind) => line.opt("bind", self.bind).opt("expect", self.expect),
-            _ => line,
-        }
+            .opt_quoted("detail", detail.map(str::as_bytes))
+            .opt("bind", self.bind.map(audit::addr))
+            .opt("expect", self.expect.as_deref())
     }
 
-    /// BIND's accept line: the inbound call (if any) and what came of it.
+    /// BIND's second line: who called back, and the second reply.
     pub fn accept_line(&self, peer: Option<SocketAddr>, reply: Option<u8>, reason: &str, detail: Option<&str>) -> Line {
         Line::new("accept")
             .opt("client", self.client.map(audit::addr))
-            .opt("bind", self.bind)
+            .opt("bind", self.bind.map(audit::addr))
+            .opt("expect", self.expect.as_deref())
             .opt("peer", peer.map(audit::addr))
-            .opt("expect", self.expect)
             .opt("reply", reply.map(|c| format!("{c:02x}")))
             .field("reason", reason)
             .opt_quoted("detail", detail.map(str::as_bytes))
@@ -93,31 +98,46 @@ impl Record {
     }
 }
 
-/// A granted request, ready for its (first) reply.
+/// A granted request, ready for its reply.
 enum Granted {
+    /// Connected to the destination.
     Connect {
         dest: TcpStream,
         /// What the client sent after its request, for the destination.
         pending: Vec<u8>,
     },
-    Bind(Listening),
-}
-
-/// A granted BIND: the socket waiting for the application server's call.
-struct Listening {
-    listener: TcpListener,
-    addr: SocketAddrV4,
-    /// The addresses the call may come from.
-    expect: Vec<Ipv4Addr>,
-    /// What the client sent after its request: nothing, if it keeps to the
-    /// protocol.
-    pending: Vec<u8>,
+    /// Listening for the application server's call.
+    Bind {
+        listener: TcpListener,
+        /// The addresses the call may come from.
+        expect: Vec<IpAddr>,
+        pending: Vec<u8>,
+    },
 }
 
 /// Runs one SOCKS4 exchange on `client`, which reached us at `local` from
 /// `peer`, and relays until both sides are done. Writes the audit lines to
 /// `log`. The client socket is closed on return.
-pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Config, log: &Log) {
+pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Config, rules: &Loaded, log: &Log) {
+    let mut commands = Vec::new();
+    serve(client, peer, local, cfg, rules, log, &mut commands);
+    // The client is closed by now. The rules' commands never delay the
+    // exchange, but the process must not exit before they have started.
+    for c in commands {
+        c.started(COMMAND_START_LIMIT);
+    }
+}
+
+/// [`handle`] up to the end line; `client` is closed when it returns.
+fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    cfg: &Config,
+    rules: &Loaded,
+    log: &Log,
+    commands: &mut Vec<Spawned>,
+) {
     let started = Instant::now();
     let peer = net::unmap(peer);
     let local = net::unmap(local);
@@ -133,118 +153,120 @@ pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Conf
         return;
     }
 
-    match exchange(&client, local, cfg, &mut rec) {
+    match exchange(&client, local, cfg, rules, &mut rec, commands) {
         Err(refusal) => {
-            let detail = refusal.detail();
             if let Some(code) = refusal.reply() {
-                let reply = request::reply(code, 0, Ipv4Addr::UNSPECIFIED);
-                let _ = net::write_all(&client, &reply, Deadline::after(REPLY_TIMEOUT), "reply");
+                if send_reply(&client, code, None).is_ok() {
+                    linger(&client);
+                }
             }
-            let line = rec.decision_line(refusal.reply(), refusal.reason(), detail.as_deref());
+            let line = rec.decision_line(refusal.reply(), refusal.reason(), refusal.detail().as_deref());
             log.write(Level::Warning, line.as_str());
             log.info(rec.end_line(0, 0, started, "refused", None).as_str());
         }
         Ok(Granted::Connect { dest, pending }) => {
-            let (port, ip) = match dest.local_addr().map(net::unmap) {
-                Ok(SocketAddr::V4(a)) => (a.port(), *a.ip()),
-                _ => (0, Ipv4Addr::UNSPECIFIED),
-            };
-            if !grant(&client, request::reply(REPLY_GRANTED, port, ip), &rec, started, log) {
-                return;
+            if let Err(e) = send_reply(&client, REPLY_GRANTED, dest.local_addr().ok()) {
+                return client_lost(&rec, started, e, log);
             }
+            log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
             relay(client, dest, &pending, cfg, &rec, started, log);
         }
-        Ok(Granted::Bind(listening)) => {
-            let first = request::reply(REPLY_GRANTED, listening.addr.port(), *listening.addr.ip());
-            if !grant(&client, first, &rec, started, log) {
-                return;
+        Ok(Granted::Bind {
+            listener,
+            expect,
+            pending,
+        }) => {
+            rec.bind = listener.local_addr().ok().map(net::unmap);
+            if let Err(e) = send_reply(&client, REPLY_GRANTED, rec.bind) {
+                return client_lost(&rec, started, e, log);
             }
-            if let Some(inbound) = answer_call(&client, listening, cfg, &rec, started, log) {
-                relay(client, inbound, &[], cfg, &rec, started, log);
+            log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
+            let waited = bind::wait(&listener, &client, Deadline::after(cfg.connect_timeout));
+            // Exactly one inbound connection: stop listening now.
+            drop(listener);
+            match waited {
+                Ok(Inbound::Call(caller, peer)) if expect.contains(&peer.ip()) => {
+                    if let Err(e) = send_reply(&client, REPLY_GRANTED, Some(peer)) {
+                        return client_lost(&rec, started, e, log);
+                    }
+                    log.info(
+                        rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None)
+                            .as_str(),
+                    );
+                    relay(client, caller, &pending, cfg, &rec, started, log);
+                }
+                Ok(Inbound::Call(_caller, peer)) => {
+                    if send_reply(&client, REPLY_REJECTED, None).is_ok() {
+                        linger(&client);
+                    }
+                    let why = format!("expected {}, got {}", rec.expect.as_deref().unwrap_or("-"), peer.ip());
+                    let line = rec.accept_line(Some(peer), Some(REPLY_REJECTED), "peer-mismatch", Some(&why));
+                    log.warning(line.as_str());
+                    log.info(rec.end_line(0, 0, started, "refused", None).as_str());
+                }
+                Ok(Inbound::Timeout) => {
+                    // As the classic server: no second reply, just close.
+                    log.warning(rec.accept_line(None, None, "timeout", None).as_str());
+                    log.info(rec.end_line(0, 0, started, "bind-timeout", None).as_str());
+                }
+                Ok(Inbound::ClientGone(why)) => {
+                    log.warning(rec.accept_line(None, None, "client-gone", Some(&why)).as_str());
+                    log.info(rec.end_line(0, 0, started, "client-gone", Some(&why)).as_str());
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    log.error(rec.accept_line(None, None, "bind-error", Some(&why)).as_str());
+                    log.info(rec.end_line(0, 0, started, "bind-error", Some(&why)).as_str());
+                }
             }
         }
     }
 }
 
-/// BIND after the first reply: waits for the call, checks where it comes
-/// from, sends the second reply and writes the accept line. Returns the
-/// inbound stream to relay, or `None` with the end line written. On a
-/// timeout or when the client gives up there is no second reply, as with
-/// the classic server.
-fn answer_call(
-    client: &TcpStream,
-    listening: Listening,
-    cfg: &Config,
-    rec: &Record,
-    started: Instant,
-    log: &Log,
-) -> Option<TcpStream> {
-    let Listening {
-        listener,
-        expect,
-        pending,
-        ..
-    } = listening;
-    let (inbound, from) = match bind::wait(listener, client, &pending, Deadline::after(cfg.connect_timeout)) {
-        Wait::Called(inbound, from) => (inbound, from),
-        other => {
-            let detail = match &other {
-                Wait::Error(e) => Some(e.as_str()),
-                _ => None,
-            };
-            log.warning(rec.accept_line(None, None, other.reason(), detail).as_str());
-            log.info(rec.end_line(0, 0, started, other.reason(), detail).as_str());
-            return None;
-        }
+/// Sends the 8-byte reply, carrying `addr` when it is IPv4.
+fn send_reply(client: &TcpStream, code: u8, addr: Option<SocketAddr>) -> io::Result<()> {
+    let (port, ip) = match addr.map(net::unmap) {
+        Some(SocketAddr::V4(a)) => (a.port(), *a.ip()),
+        _ => (0, Ipv4Addr::UNSPECIFIED),
     };
-    let code = bind::check(from, &expect);
-    let (reason, detail, second) = match from {
-        SocketAddr::V4(a) if code == REPLY_GRANTED => ("granted", None, request::reply(code, a.port(), *a.ip())),
-        _ => (
-            "peer-mismatch",
-            Some(format!("expected {} got {}", list(&expect), from.ip())),
-            request::reply(code, 0, Ipv4Addr::UNSPECIFIED),
-        ),
-    };
-    if let Err(e) = net::write_all(client, &second, Deadline::after(REPLY_TIMEOUT), "reply") {
-        let why = e.to_string();
-        log.warning(
-            rec.accept_line(Some(from), Some(code), "client-error", Some(&why))
-                .as_str(),
-        );
-        log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
-        return None;
-    }
-    let line = rec.accept_line(Some(from), Some(code), reason, detail.as_deref());
-    if code != REPLY_GRANTED {
-        // Both sockets close on return.
-        log.warning(line.as_str());
-        log.info(rec.end_line(0, 0, started, reason, detail.as_deref()).as_str());
-        return None;
-    }
-    log.info(line.as_str());
-    Some(inbound)
+    net::write_all(
+        client,
+        &request::reply(code, port, ip),
+        Deadline::after(REPLY_TIMEOUT),
+        "reply",
+    )
 }
 
-/// Sends the (first) granting reply and writes the decision line. Returns
-/// false, with the end line written, if the client could not be told.
-fn grant(client: &TcpStream, reply: [u8; 8], rec: &Record, started: Instant, log: &Log) -> bool {
-    if let Err(e) = net::write_all(client, &reply, Deadline::after(REPLY_TIMEOUT), "reply") {
-        let why = e.to_string();
-        log.warning(
-            rec.decision_line(Some(REPLY_GRANTED), "client-error", Some(&why))
-                .as_str(),
-        );
-        log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
-        return false;
+/// Lets a refusal reach the client. Closing a socket that still holds
+/// unread input sends a reset, and a reset can make the client's kernel
+/// drop a reply it has not read yet. So send FIN, then read and discard
+/// what the client still sends, for a bounded time and size.
+fn linger(client: &TcpStream) {
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    let deadline = Deadline::after(LINGER_TIME);
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < LINGER_MAX_BYTES {
+        match net::read_some(client, &mut buf, deadline, "linger") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
     }
-    log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
-    true
+}
+
+/// The client went away before a granted reply could be sent.
+fn client_lost(rec: &Record, started: Instant, e: io::Error, log: &Log) {
+    let why = e.to_string();
+    log.warning(
+        rec.decision_line(Some(REPLY_GRANTED), "client-error", Some(&why))
+            .as_str(),
+    );
+    log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
 }
 
 /// Relays until both sides are done and writes the end line.
 fn relay(client: TcpStream, other: TcpStream, pending: &[u8], cfg: &Config, rec: &Record, started: Instant, log: &Log) {
-    let summary = relay::run(client, other, pending, cfg.idle_timeout);
+    let summary = relay::run_with(cfg.relay_mode, client, other, pending, cfg.idle_timeout);
     let line = rec.end_line(
         summary.up,
         summary.down,
@@ -255,14 +277,16 @@ fn relay(client: TcpStream, other: TcpStream, pending: &[u8], cfg: &Config, rec:
     log.info(line.as_str());
 }
 
-/// `a,b,c` for the audit detail.
-fn list(ips: &[Ipv4Addr]) -> String {
-    ips.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>().join(",")
-}
-
 /// The exchange up to the reply: the request, the access decision and the
 /// connection to the destination.
-fn exchange(client: &TcpStream, _local: SocketAddr, cfg: &Config, rec: &mut Record) -> Result<Granted, Refusal> {
+fn exchange(
+    client: &TcpStream,
+    local: SocketAddr,
+    cfg: &Config,
+    loaded: &Loaded,
+    rec: &mut Record,
+    commands: &mut Vec<Spawned>,
+) -> Result<Granted, Refusal> {
     let (req, pending) = read_request(client, cfg.request_timeout)?;
     rec.command = Some(req.command);
     rec.user = Some(req.userid.clone());
@@ -273,8 +297,46 @@ fn exchange(client: &TcpStream, _local: SocketAddr, cfg: &Config, rec: &mut Reco
         rec.dst = Some(*only);
     }
 
-    let client_ip = rec.client.map(|a| a.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    decide(client_ip, rec)?;
+    let rules = loaded.as_ref().map_err(|errors| {
+        let first = errors.first().map(ToString::to_string).unwrap_or_default();
+        Refusal::ConfigError(match errors.len() {
+            0 | 1 => first,
+            n => format!("{first} (and {} more)", n - 1),
+        })
+    })?;
+    let peer = rec
+        .client
+        .unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
+    let (decision, candidates) = decide(rules, &req, peer.ip(), &candidates);
+    rec.rule = Some(decision.label());
+    if !decision.permit() {
+        rec.ident = Some("off".into());
+        start_commands(commands, rules, &decision, None, rec, &req);
+        return Err(Refusal::Denied(match decision.rule {
+            Some(r) => r.text.clone(),
+            None => "no rule matches".into(),
+        }));
+    }
+    if let [only] = candidates.as_slice() {
+        rec.dst = Some(*only);
+    }
+
+    // Ident only after a permit, before connecting.
+    let mode = decision.ident(cfg.ident);
+    let verdict = verify_ident(mode, local, peer, &req.userid, cfg, rec);
+    let hook = match verdict {
+        Ident::Unavailable => rules.no_identd.as_ref(),
+        Ident::Mismatch => rules.bad_id.as_ref(),
+        Ident::Ok => None,
+    };
+    start_commands(commands, rules, &decision, hook, rec, &req);
+    match verdict {
+        Ident::Unavailable if mode == Mode::Required => {
+            return Err(Refusal::IdentUnavailable(rec.ident.clone().unwrap_or_default()))
+        }
+        Ident::Mismatch => return Err(Refusal::IdentMismatch),
+        _ => {}
+    }
 
     match req.command {
         Command::Connect => {
@@ -283,19 +345,34 @@ fn exchange(client: &TcpStream, _local: SocketAddr, cfg: &Config, rec: &mut Reco
             Ok(Granted::Connect { dest, pending })
         }
         Command::Bind => {
-            let expect = bind_peers(&candidates)?;
-            rec.expect = Some(expect[0]);
-            let ip = bind::listen_addr(cfg.bind_address, expect[0], req.port)?;
-            let (listener, addr) = bind::listen(ip, cfg.bind_ports.clone())?;
-            rec.bind = Some(addr);
-            Ok(Granted::Bind(Listening {
+            let (listener, expect) = listen_for_call(&candidates, cfg)?;
+            let shown: Vec<String> = expect.iter().map(IpAddr::to_string).collect();
+            rec.expect = Some(shown.join(","));
+            Ok(Granted::Bind {
                 listener,
-                addr,
                 expect,
                 pending,
-            }))
+            })
         }
     }
+}
+
+/// BIND: opens the listening socket for the application server's call.
+/// The reply format only carries IPv4, so only IPv4 peers can be expected.
+fn listen_for_call(candidates: &[SocketAddr], cfg: &Config) -> Result<(TcpListener, Vec<IpAddr>), Refusal> {
+    let expect: Vec<IpAddr> = candidates.iter().map(|a| a.ip()).filter(IpAddr::is_ipv4).collect();
+    let Some(&first) = expect.first() else {
+        return Err(Refusal::BindFailed("the application server has no IPv4 address".into()));
+    };
+    if first.is_unspecified() {
+        return Err(Refusal::BindNoPeer);
+    }
+    let ip = match cfg.bind_address {
+        Some(ip) => ip,
+        None => bind::route_source(first).map_err(|e| Refusal::BindFailed(format!("route to {first}: {e}")))?,
+    };
+    let listener = bind::listen(ip, cfg.bind_ports).map_err(|e| Refusal::BindFailed(format!("listen on {ip}: {e}")))?;
+    Ok((listener, expect))
 }
 
 /// Reads until the parser has a whole request, within `timeout`. Returns
@@ -335,36 +412,111 @@ fn destinations(req: &Request, cfg: &Config) -> Result<Vec<SocketAddr>, Refusal>
         .map_err(|e| Refusal::ResolveFailed(format!("{name}: {e}")))
 }
 
-/// The access decision. Until a rules file is read, clients from loopback
-/// only.
-fn decide(client_ip: IpAddr, rec: &mut Record) -> Result<(), Refusal> {
-    rec.rule = Some("builtin".into());
-    rec.ident = Some("off".into());
-    if client_ip.is_loopback() {
-        Ok(())
-    } else {
-        Err(Refusal::Denied("built-in policy: loopback clients only".into()))
+/// Decides for each candidate destination (one, or every address of a
+/// SOCKS4a name). Returns the deciding decision (the first that permits,
+/// else the first) and the candidates that are permitted.
+fn decide<'r>(
+    rules: &'r Rules,
+    req: &Request,
+    src: IpAddr,
+    candidates: &[SocketAddr],
+) -> (Decision<'r>, Vec<SocketAddr>) {
+    let mut first_permit = None;
+    let mut first = None;
+    let mut permitted = Vec::new();
+    for &c in candidates {
+        let facts = Facts {
+            user: &req.userid,
+            src,
+            dst: c.ip(),
+            port: c.port(),
+        };
+        let d = rules::decide(rules, &facts);
+        if d.permit() {
+            permitted.push(c);
+            first_permit.get_or_insert(d);
+        }
+        first.get_or_insert(d);
+    }
+    let d = first_permit.or(first).unwrap_or(Decision { rules, rule: None });
+    (d, permitted)
+}
+
+/// What the client host's identd said, as far as the decision goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ident {
+    /// It confirmed the claimed user-id, or was not asked.
+    Ok,
+    /// No USERID answer: refused, timed out, ERROR, or garbled.
+    Unavailable,
+    /// A USERID answer naming someone else.
+    Mismatch,
+}
+
+/// Asks the client's identd (unless `mode` is off) and records the
+/// outcome in `rec`.
+fn verify_ident(
+    mode: Mode,
+    local: SocketAddr,
+    peer: SocketAddr,
+    claimed: &[u8],
+    cfg: &Config,
+    rec: &mut Record,
+) -> Ident {
+    if mode == Mode::Off {
+        rec.ident = Some("off".into());
+        return Ident::Ok;
+    }
+    let deadline = Deadline::after(cfg.ident_timeout);
+    match ident::query(local.ip(), peer, local.port(), cfg.ident_port, deadline) {
+        Answer::UserId(user) => {
+            let verdict = if user == claimed {
+                rec.ident = Some("ok".into());
+                Ident::Ok
+            } else {
+                rec.ident = Some(format!("mismatch: {}", String::from_utf8_lossy(&user)));
+                Ident::Mismatch
+            };
+            rec.ident_user = Some(user);
+            verdict
+        }
+        Answer::Error(e) => {
+            rec.ident = Some(format!("error: {e}"));
+            Ident::Unavailable
+        }
+        Answer::Unreachable(why) => {
+            rec.ident = Some(format!("unreachable: {why}"));
+            Ident::Unavailable
+        }
     }
 }
 
-/// The addresses a BIND's inbound call may come from: the IPv4 ones among
-/// the request's destinations (the reply has room for IPv4 only). DSTIP
-/// 0.0.0.0 names no peer to check the call against.
-fn bind_peers(candidates: &[SocketAddr]) -> Result<Vec<Ipv4Addr>, Refusal> {
-    let v4: Vec<Ipv4Addr> = candidates
-        .iter()
-        .filter_map(|a| match a.ip() {
-            IpAddr::V4(ip) => Some(ip),
-            IpAddr::V6(_) => None,
-        })
-        .collect();
-    if v4.iter().any(|ip| ip.is_unspecified()) {
-        return Err(Refusal::BindNoPeer);
+/// Starts the deciding line's command and `hook`'s, if any, detached.
+fn start_commands(
+    commands: &mut Vec<Spawned>,
+    rules: &Rules,
+    decision: &Decision<'_>,
+    hook: Option<&Hook>,
+    rec: &Record,
+    req: &Request,
+) {
+    let dst = rec.dst.unwrap_or_else(|| SocketAddr::new(req.ip.into(), req.port));
+    let subst = || Subst {
+        client: rec.client.map(|a| a.ip()),
+        client_name: None,
+        command: req.command.name(),
+        pid: std::process::id(),
+        dst: Some(dst.ip()),
+        dst_name: req.hostname.as_ref().map(|h| String::from_utf8_lossy(h).into_owned()),
+        port: dst.port(),
+        service: rules.services.name(dst.port()).map(String::from),
+        ident_user: rec.ident_user.clone(),
+        user: req.userid.clone(),
+    };
+    let templates = decision.command().into_iter().chain(hook.map(|h| h.command.as_slice()));
+    for t in templates {
+        commands.push(rules::spawn(t.to_vec(), subst()));
     }
-    if v4.is_empty() {
-        return Err(Refusal::BindFailed("no IPv4 address for the expected peer".into()));
-    }
-    Ok(v4)
 }
 
 /// Tries each address in turn until one connects, all within one

@@ -31,7 +31,7 @@ fn echo_through(client: &mut TcpStream, data: Vec<u8>) -> Vec<u8> {
 #[test]
 fn stdin_connect_relays_32_mib_each_way_and_exits() {
     let dst = echo_dest();
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client.write_all(&connect_req(dst.addr, b"alice")).unwrap();
     let r = read_reply(&mut s.client);
     assert_eq!(&r[..2], &[0, 0x5A]);
@@ -61,7 +61,7 @@ fn stdin_connect_relays_32_mib_each_way_and_exits() {
 #[test]
 fn fd3_connect_relays_and_exits() {
     let dst = echo_dest();
-    let mut s = spawn_fd3(&["--log-stderr"]);
+    let mut s = spawn_fd3(&["--ident", "off", "--log-stderr"]);
     s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
     assert_eq!(&read_reply(&mut s.client)[..2], &[0, 0x5A]);
     let data = payload(8 << 20, 2);
@@ -114,7 +114,7 @@ fn trickled_request_and_pipelined_data_arrive() {
         let got = read_all(&mut s);
         tx.send(got).unwrap();
     });
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     let mut req = connect_req(dst.addr, b"trickle");
     req.extend_from_slice(b"early bytes sent before the reply");
     for b in &req {
@@ -134,7 +134,7 @@ fn trickled_request_and_pipelined_data_arrive() {
 fn request_and_data_in_one_segment() {
     let (tx, rx) = mpsc::channel();
     let dst = dest(move |mut s| tx.send(read_all(&mut s)).unwrap());
-    let mut s = spawn_stdin(&[]);
+    let mut s = spawn_stdin(&["--ident", "off"]);
     let mut req = connect_req(dst.addr, b"u");
     let data = payload(100_000, 3);
     req.extend_from_slice(&data);
@@ -155,7 +155,7 @@ fn destination_half_close_keeps_the_upload_going() {
         s.shutdown(Shutdown::Write).unwrap();
         tx.send(read_all(&mut s)).unwrap();
     });
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
     assert_eq!(&read_reply(&mut s.client)[..2], &[0, 0x5A]);
     assert_eq!(read_all(&mut s.client), b"banner then EOF");
@@ -180,7 +180,7 @@ fn client_half_close_keeps_the_download_going() {
         assert_eq!(req, b"request");
         s.write_all(&down).unwrap();
     });
-    let mut s = spawn_stdin(&[]);
+    let mut s = spawn_stdin(&["--ident", "off"]);
     s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
     s.client.write_all(b"request").unwrap();
     s.client.shutdown(Shutdown::Write).unwrap();
@@ -192,7 +192,7 @@ fn client_half_close_keeps_the_download_going() {
 
 #[test]
 fn refused_destination_gets_5b_and_exit_0() {
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client.write_all(&connect_req(closed_port(), b"bob")).unwrap();
     assert_eq!(&read_reply(&mut s.client)[..2], &[0, 0x5B]);
     assert!(closed(&mut s.client));
@@ -206,7 +206,7 @@ fn refused_destination_gets_5b_and_exit_0() {
 
 #[test]
 fn socks5_client_gets_no_reply() {
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client.write_all(&[5, 1, 0]).unwrap();
     assert!(read_all(&mut s.client).is_empty());
     let (status, log) = finish(&mut s, EXIT);
@@ -220,7 +220,7 @@ fn socks5_client_gets_no_reply() {
 
 #[test]
 fn unknown_command_gets_5b() {
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client.write_all(&[4, 9, 0, 80, 127, 0, 0, 1, 0]).unwrap();
     assert_eq!(read_all(&mut s.client), [0, 0x5B, 0, 0, 0, 0, 0, 0]);
     let (_, log) = finish(&mut s, EXIT);
@@ -229,7 +229,7 @@ fn unknown_command_gets_5b() {
 
 #[test]
 fn userid_over_512_gets_5b() {
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client.write_all(&connect_req(closed_port(), &[b'u'; 513])).unwrap();
     assert_eq!(&read_reply(&mut s.client)[..2], &[0, 0x5B]);
     let (_, log) = finish(&mut s, EXIT);
@@ -238,7 +238,7 @@ fn userid_over_512_gets_5b() {
 
 #[test]
 fn hostname_over_255_gets_5b() {
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     let host = "h".repeat(256);
     s.client.write_all(&connect_4a(&host, 80, b"")).unwrap();
     assert_eq!(&read_reply(&mut s.client)[..2], &[0, 0x5B]);
@@ -248,7 +248,7 @@ fn hostname_over_255_gets_5b() {
 
 #[test]
 fn incomplete_request_times_out() {
-    let mut s = spawn_stdin(&["--log-stderr", "--request-timeout", "1"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr", "--request-timeout", "1"]);
     s.client.write_all(&[4, 1, 0, 80, 127, 0, 0, 1, b'x']).unwrap();
     let t = Instant::now();
     assert!(read_all(&mut s.client).is_empty());
@@ -265,7 +265,7 @@ fn incomplete_request_times_out() {
 #[test]
 fn socks4a_localhost_connects() {
     let dst = echo_dest();
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client
         .write_all(&connect_4a("localhost", dst.addr.port(), b"four-a"))
         .unwrap();
@@ -280,7 +280,7 @@ fn socks4a_localhost_connects() {
 
 #[test]
 fn no_socks4a_refuses_hostnames() {
-    let mut s = spawn_stdin(&["--log-stderr", "--no-socks4a"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr", "--no-socks4a"]);
     s.client.write_all(&connect_4a("localhost", 80, b"")).unwrap();
     assert_eq!(&read_reply(&mut s.client)[..2], &[0, 0x5B]);
     let (_, log) = finish(&mut s, EXIT);
@@ -289,7 +289,7 @@ fn no_socks4a_refuses_hostnames() {
 
 #[test]
 fn unresolvable_hostname_gets_5b() {
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client
         .write_all(&connect_4a("no-such-host.invalid", 80, b""))
         .unwrap();
@@ -300,12 +300,14 @@ fn unresolvable_hostname_gets_5b() {
 
 #[test]
 fn userid_with_newline_is_escaped_in_the_log() {
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     let evil = b"mallory\nsocks4d[1]: decision reason=granted \"x\x1b";
     s.client.write_all(&connect_req(closed_port(), evil)).unwrap();
     assert_eq!(&read_reply(&mut s.client)[..2], &[0, 0x5B]);
     let (_, log) = finish(&mut s, EXIT);
-    assert_eq!(log.lines().count(), 2, "{log}");
+    // The built-in policy line, the decision and the end: nothing forged.
+    assert_eq!(log.lines().count(), 3, "{log}");
+    assert!(log.lines().next().unwrap().contains("built-in policy"), "{log}");
     let d = line(&log, "decision");
     assert!(
         d.contains(r#"user="mallory\x0asocks4d[1]: decision reason=granted \"x\x1b" cmd=connect"#),
@@ -330,7 +332,7 @@ fn destination_reset_resets_the_client() {
         .unwrap();
         thread::sleep(Duration::from_millis(100));
     });
-    let mut s = spawn_stdin(&["--log-stderr"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
     assert_eq!(&read_reply(&mut s.client)[..2], &[0, 0x5A]);
     let mut got = Vec::new();
@@ -346,7 +348,7 @@ fn idle_relay_is_closed() {
     let dst = dest(|mut s| {
         let _ = read_all(&mut s);
     });
-    let mut s = spawn_stdin(&["--log-stderr", "--idle-timeout", "1"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr", "--idle-timeout", "1"]);
     s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
     assert_eq!(&read_reply(&mut s.client)[..2], &[0, 0x5A]);
     let t = Instant::now();
@@ -358,7 +360,7 @@ fn idle_relay_is_closed() {
 
 #[test]
 fn listen_mode_serves_many_and_stops_on_sigterm() {
-    let (mut guard, proxy) = spawn_listen(&["--log-stderr"]);
+    let (mut guard, proxy) = spawn_listen(&["--ident", "off", "--log-stderr"]);
     let handles: Vec<_> = (0..8)
         .map(|i| {
             thread::spawn(move || {
@@ -386,7 +388,7 @@ fn listen_mode_serves_many_and_stops_on_sigterm() {
 
 #[test]
 fn listen_mode_caps_children() {
-    let (guard, proxy) = spawn_listen(&["--log-stderr", "--max-children", "1"]);
+    let (guard, proxy) = spawn_listen(&["--ident", "off", "--log-stderr", "--max-children", "1"]);
     // Let the child that served spawn_listen's probe exit and be reaped.
     thread::sleep(Duration::from_millis(300));
     // The first connection holds the only child slot.
@@ -412,6 +414,7 @@ fn curl_through_systemd_socket_activate_inetd() {
     let child = Command::new("systemd-socket-activate")
         .args(["--inetd", "-a", "-l", &format!("127.0.0.1:{port}")])
         .arg(bin())
+        .args(["--ident", "off"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -440,7 +443,7 @@ fn curl_through_listen_mode() {
     }
     let body = payload(2 << 20, 8);
     let web = http_server(body.clone());
-    let (_g, proxy) = spawn_listen(&[]);
+    let (_g, proxy) = spawn_listen(&["--ident", "off"]);
     for (mode, host) in [("--socks4", "127.0.0.1"), ("--socks4a", "localhost")] {
         let out = Command::new("curl")
             .args(["-sS", "--max-time", "20", mode, &proxy.to_string()])

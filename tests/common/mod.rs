@@ -30,7 +30,12 @@ pub struct Server {
 
 /// A connected pair on loopback: (client end, server end).
 pub fn socket_pair() -> (TcpStream, TcpStream) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    socket_pair_at("127.0.0.1")
+}
+
+/// A connected pair whose server end is on `ip` (a loopback address).
+pub fn socket_pair_at(ip: &str) -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind((ip, 0)).unwrap();
     let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (s, _) = l.accept().unwrap();
     c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -41,9 +46,20 @@ pub fn socket_pair() -> (TcpStream, TcpStream) {
 /// Starts socks4d with the server end of a fresh connection on stdin
 /// (inetd style). stderr is piped for `--log-stderr`.
 pub fn spawn_stdin(args: &[&str]) -> Server {
-    let (client, server) = socket_pair();
+    spawn_stdin_with(args, &[])
+}
+
+/// As [`spawn_stdin`], with extra environment variables.
+pub fn spawn_stdin_with(args: &[&str], env: &[(&str, String)]) -> Server {
+    spawn_on(socket_pair(), args, env)
+}
+
+/// Starts socks4d with the server end of `pair` on stdin.
+pub fn spawn_on(pair: (TcpStream, TcpStream), args: &[&str], env: &[(&str, String)]) -> Server {
+    let (client, server) = pair;
     let child = Command::new(bin())
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::from(OwnedFd::from(server)))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

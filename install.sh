@@ -1,0 +1,60 @@
+#!/bin/sh
+# Installs socks4d: the release binary, the man pages, the systemd units and
+# an example /etc/socks4d.conf (never over an existing one).
+#
+#   ./install.sh                      # build if needed, install under /usr
+#   PREFIX=/usr/local ./install.sh
+#   DESTDIR=/tmp/stage ./install.sh   # stage for a package
+#
+# PREFIX (default /usr) holds sbin/ and share/man/; the units go to
+# $PREFIX/lib/systemd/system and the rules file to /etc, both under DESTDIR.
+# The binary is target/release/socks4d, built with `cargo build --release`
+# when it is missing; set SOCKS4D_BIN to install another one.
+set -eu
+
+PREFIX=${PREFIX:-/usr}
+DESTDIR=${DESTDIR:-}
+SYSCONFDIR=${SYSCONFDIR:-/etc}
+SYSTEMDUNITDIR=${SYSTEMDUNITDIR:-$PREFIX/lib/systemd/system}
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${SOCKS4D_BIN:-$here/target/release/socks4d}
+
+if [ ! -x "$bin" ]; then
+	if [ -n "${SOCKS4D_BIN:-}" ]; then
+		echo "install.sh: $bin is not an executable file" >&2
+		exit 1
+	fi
+	(cd "$here" && cargo build --release --locked)
+fi
+
+say() { echo "install.sh: $*"; }
+
+put() { # mode source target
+	install -D -m "$1" "$2" "$DESTDIR$3"
+	say "$DESTDIR$3"
+}
+
+put 0755 "$bin" "$PREFIX/sbin/socks4d"
+put 0644 "$here/man/socks4d.8" "$PREFIX/share/man/man8/socks4d.8"
+put 0644 "$here/man/socks4d.conf.5" "$PREFIX/share/man/man5/socks4d.conf.5"
+
+# The units name /usr/sbin/socks4d; point them at the installed binary.
+for unit in socks4d.socket socks4d@.service; do
+	install -d "$DESTDIR$SYSTEMDUNITDIR"
+	sed "s|^ExecStart=/usr/sbin/socks4d|ExecStart=$PREFIX/sbin/socks4d|" \
+		"$here/systemd/$unit" >"$DESTDIR$SYSTEMDUNITDIR/$unit"
+	chmod 0644 "$DESTDIR$SYSTEMDUNITDIR/$unit"
+	say "$DESTDIR$SYSTEMDUNITDIR/$unit"
+done
+
+conf=$DESTDIR$SYSCONFDIR/socks4d.conf
+if [ -e "$conf" ]; then
+	say "$conf exists, left as it is; the example is $here/examples/socks4d.conf"
+else
+	put 0644 "$here/examples/socks4d.conf" "$SYSCONFDIR/socks4d.conf"
+fi
+
+if [ -z "$DESTDIR" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+	systemctl daemon-reload || true
+	say "start it with: systemctl enable --now socks4d.socket"
+fi

@@ -1,0 +1,445 @@
+//! The deployment files, checked with the tools that consume them: the
+//! systemd units with `systemd-analyze`, the man pages with `mandoc`,
+//! install.sh into a staging directory, and the inetd and xinetd examples
+//! under a real openbsd-inetd and a real xinetd serving curl downloads.
+
+mod common;
+mod support;
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+use support::*;
+
+/// Options given to socks4d after the ones each test needs.
+const SOCKS4D_ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
+
+/// The highest overall exposure `systemd-analyze security` may give the
+/// service unit.
+const MAX_EXPOSURE: f64 = 1.5;
+const UNITS: [&str; 2] = ["socks4d.socket", "socks4d@.service"];
+const PAGES: [&str; 2] = ["socks4d.8", "socks4d.conf.5"];
+/// How long a super-server's children get to exit after the last download.
+const CHILDREN_EXIT: Duration = Duration::from_secs(20);
+
+fn output(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Installs with install.sh into `destdir`, with the test binary.
+fn install(destdir: &Path, prefix: Option<&str>) -> Output {
+    let mut cmd = Command::new(top().join("install.sh"));
+    cmd.env("DESTDIR", destdir).env("SOCKS4D_BIN", bin());
+    match prefix {
+        Some(p) => cmd.env("PREFIX", p),
+        None => cmd.env_remove("PREFIX"),
+    };
+    let out = output(&mut cmd);
+    assert!(out.status.success(), "install.sh: {}", text(&out));
+    out
+}
+
+/// Every file under `dir`, relative to it, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(dir: &Path, base: &Path, out: &mut Vec<String>) {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                walk(&p, base, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The units, copied to `dir` with ExecStart pointed at the built binary,
+/// since /usr/sbin/socks4d need not exist here.
+fn units_for_test(dir: &Path) -> Vec<PathBuf> {
+    UNITS
+        .iter()
+        .map(|unit| {
+            let original = fs::read_to_string(top().join("systemd").join(unit)).unwrap();
+            let adapted = original.replace(
+                "\nExecStart=/usr/sbin/socks4d",
+                &format!("\nExecStart={}", bin().display()),
+            );
+            if unit.ends_with(".service") {
+                assert_ne!(adapted, original, "{unit} has no ExecStart=/usr/sbin/socks4d");
+            }
+            let path = dir.join(unit);
+            fs::write(&path, adapted).unwrap();
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify() {
+    if !require("systemd-analyze") {
+        return;
+    }
+    let tmp = TempDir::new("verify");
+    let dir = tmp.0.join("units");
+    fs::create_dir_all(&dir).unwrap();
+    let units = units_for_test(&dir);
+    let mut cmd = Command::new("systemd-analyze");
+    cmd.arg("verify");
+    // verify checks each Documentation= page with man(1); let it find ours.
+    if have("man") {
+        let destdir = tmp.0.join("root");
+        install(&destdir, None);
+        cmd.env("MANPATH", destdir.join("usr/share/man"));
+    } else {
+        cmd.arg("--man=no");
+    }
+    let out = output(cmd.args(&units));
+    assert!(out.status.success(), "systemd-analyze verify failed:\n{}", text(&out));
+    assert_eq!(text(&out).trim(), "", "systemd-analyze verify complained");
+}
+
+#[test]
+fn service_exposure_is_at_most_1_5() {
+    if !require("systemd-analyze") {
+        return;
+    }
+    let tmp = TempDir::new("security");
+    let units = units_for_test(&tmp.0);
+    let out = output(
+        Command::new("systemd-analyze")
+            .args(["security", "--offline=yes", "--no-pager"])
+            .arg(&units[1]),
+    );
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let line = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level for socks4d@"))
+        .unwrap_or_else(|| panic!("no overall exposure in:\n{report}"));
+    let figure: f64 = line
+        .split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the exposure in {line:?}"));
+    eprintln!("{}", line.trim());
+    assert!(figure <= MAX_EXPOSURE, "exposure {figure} > {MAX_EXPOSURE}:\n{report}");
+    // The service must keep the network: no PrivateNetwork=, no IP deny
+    // list, and the Internet address families allowed.
+    for still_open in [
+        "PrivateNetwork=",
+        "IPAddressDeny=",
+        "RestrictAddressFamilies=~AF_(INET|INET6)",
+    ] {
+        let l = report
+            .lines()
+            .find(|l| l.contains(still_open))
+            .unwrap_or_else(|| panic!("{still_open} not in report"));
+        assert!(l.trim_start().starts_with('✗'), "{still_open} is closed: {l}");
+    }
+}
+
+#[test]
+fn man_pages_are_lint_clean() {
+    if !require("mandoc") {
+        return;
+    }
+    // Run in man/, where mandoc also looks for the pages that .Xr names, so
+    // that the two pages find each other.
+    let lint = |level: Option<&str>| {
+        let mut cmd = Command::new("mandoc");
+        cmd.current_dir(top().join("man")).arg("-Tlint");
+        if let Some(level) = level {
+            cmd.arg(level);
+        }
+        output(cmd.args(PAGES))
+    };
+    // Everything up to warnings: must be silent.
+    let out = lint(Some("-Wwarning"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out), "", "mandoc -Tlint -Wwarning");
+    // Style too. The only messages allowed depend on the machine, not on
+    // the pages: a page of another package that is not installed here, and
+    // mandoc noting that it found a page without an up-to-date mandoc.db.
+    let report = text(&lint(None));
+    let outside = [
+        "curl 1",
+        "nc 1",
+        "socat 1",
+        "logger 1",
+        "systemd 1",
+        "syslog 3",
+        "services 5",
+        "systemd.socket 5",
+        "inetd 8",
+        "xinetd 8",
+    ];
+    for l in report
+        .lines()
+        .filter(|l| !l.starts_with("mandoc: outdated mandoc.db lacks "))
+    {
+        let page = l
+            .split_once("STYLE: referenced manual not found: Xr ")
+            .map(|(_, p)| p.split(" (").next().unwrap_or(p))
+            .unwrap_or_else(|| panic!("mandoc -Tlint:\n{report}"));
+        assert!(outside.contains(&page), "unexpected cross reference: {l}");
+    }
+}
+
+#[test]
+fn install_sh_stages_every_file() {
+    let tmp = TempDir::new("install");
+    let dest = tmp.0.join("stage");
+    let out = install(&dest, None);
+    assert_eq!(
+        files_under(&dest),
+        [
+            "etc/socks4d.conf",
+            "usr/lib/systemd/system/socks4d.socket",
+            "usr/lib/systemd/system/socks4d@.service",
+            "usr/sbin/socks4d",
+            "usr/share/man/man5/socks4d.conf.5",
+            "usr/share/man/man8/socks4d.8",
+        ],
+        "{}",
+        text(&out)
+    );
+    let sbin = dest.join("usr/sbin/socks4d");
+    assert_eq!(fs::read(&sbin).unwrap(), fs::read(bin()).unwrap());
+    assert_eq!(fs::metadata(&sbin).unwrap().permissions().mode() & 0o777, 0o755);
+    let version = output(Command::new(&sbin).arg("--version"));
+    assert!(text(&version).starts_with("socks4d "), "{}", text(&version));
+    for (staged, original) in [
+        ("etc/socks4d.conf", "examples/socks4d.conf"),
+        ("usr/share/man/man8/socks4d.8", "man/socks4d.8"),
+        ("usr/share/man/man5/socks4d.conf.5", "man/socks4d.conf.5"),
+        ("usr/lib/systemd/system/socks4d.socket", "systemd/socks4d.socket"),
+        ("usr/lib/systemd/system/socks4d@.service", "systemd/socks4d@.service"),
+    ] {
+        assert_eq!(
+            fs::read(dest.join(staged)).unwrap(),
+            fs::read(top().join(original)).unwrap(),
+            "{staged}"
+        );
+        assert_eq!(
+            fs::metadata(dest.join(staged)).unwrap().permissions().mode() & 0o777,
+            0o644,
+            "{staged}"
+        );
+    }
+
+    // An existing rules file is kept.
+    fs::write(dest.join("etc/socks4d.conf"), "permit 10.0.0.0/8\n").unwrap();
+    let again = install(&dest, None);
+    assert_eq!(
+        fs::read_to_string(dest.join("etc/socks4d.conf")).unwrap(),
+        "permit 10.0.0.0/8\n"
+    );
+    assert!(text(&again).contains("exists"), "{}", text(&again));
+
+    // Another PREFIX moves the binary and the units, and the service unit
+    // names the binary where it went.
+    let local = tmp.0.join("local");
+    install(&local, Some("/usr/local"));
+    assert!(local.join("usr/local/sbin/socks4d").is_file());
+    assert!(local.join("usr/local/share/man/man8/socks4d.8").is_file());
+    let unit = fs::read_to_string(local.join("usr/local/lib/systemd/system/socks4d@.service")).unwrap();
+    assert!(unit.contains("\nExecStart=/usr/local/sbin/socks4d\n"), "{unit}");
+    assert!(local.join("etc/socks4d.conf").is_file());
+}
+
+#[test]
+fn example_rules_file_denies_by_default() {
+    let conf = fs::read_to_string(top().join("examples/socks4d.conf")).unwrap();
+    let active: Vec<&str> = conf
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(active, ["deny    0.0.0.0 0.0.0.0", "deny    ::/0"]);
+}
+
+/// A curl download of `body` through socks4d at `proxy`, by address and by
+/// name, byte for byte.
+fn downloads_match(proxy: SocketAddr, web: SocketAddr, body: &[u8]) {
+    for (mode, host) in [("--socks4", "127.0.0.1"), ("--socks4a", "localhost")] {
+        let got = curl_via(mode, proxy, &format!("http://{host}:{}/file", web.port()));
+        assert_eq!(got.len(), body.len(), "{mode}");
+        assert!(got == body, "{mode}: the download differs from the original");
+    }
+}
+
+/// The active line of examples/inetd.conf, adapted: listen on
+/// 127.0.0.1:port, run the test binary as `user`, with SOCKS4D_ARGS.
+fn inetd_line(port: u16, user: &str) -> String {
+    let example = fs::read_to_string(top().join("examples/inetd.conf")).unwrap();
+    let line = example
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .expect("an active line in examples/inetd.conf");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        fields,
+        [
+            "socks",
+            "stream",
+            "tcp",
+            "nowait",
+            "nobody",
+            "/usr/sbin/socks4d",
+            "socks4d"
+        ]
+    );
+    let mut adapted = vec![
+        format!("127.0.0.1:{port}"),
+        fields[1].into(),
+        fields[2].into(),
+        fields[3].into(),
+        user.into(),
+        bin().display().to_string(),
+        fields[6].into(),
+    ];
+    adapted.extend(SOCKS4D_ARGS.iter().map(|a| a.to_string()));
+    adapted.join("\t") + "\n"
+}
+
+#[test]
+fn openbsd_inetd_serves_the_example_line() {
+    if !require("curl") {
+        return;
+    }
+    let Some(inetd) = require_program("openbsd-inetd", &["inetd"]) else {
+        return;
+    };
+    let tmp = TempDir::new("inetd");
+    let port = free_port();
+    let conf = tmp.0.join("inetd.conf");
+    fs::write(&conf, inetd_line(port, &service_user())).unwrap();
+    let log = fs::File::create(tmp.0.join("inetd.log")).unwrap();
+    // -i: stay in the foreground.
+    let child = Command::new(&inetd)
+        .arg("-i")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("start inetd");
+    let pid = child.id();
+    let guard = Guard(child);
+    let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_accepting(proxy);
+
+    let body = payload(3 << 20, 51);
+    let web = http_server(body.clone());
+    downloads_match(proxy, web, &body);
+
+    // Each socks4d inetd started has exited; then stop inetd itself.
+    wait_no_children(pid, CHILDREN_EXIT);
+    drop(guard);
+    assert!(!alive(pid), "inetd {pid} survived");
+    assert!(
+        std::net::TcpStream::connect(proxy).is_err(),
+        "{proxy} still accepts after inetd stopped"
+    );
+}
+
+/// examples/xinetd.d/socks4d, adapted: an unlisted service on
+/// 127.0.0.1:port running the test binary as `user` with SOCKS4D_ARGS.
+fn xinetd_conf(port: u16, user: &str) -> String {
+    let example = fs::read_to_string(top().join("examples/xinetd.d/socks4d")).unwrap();
+    let mut out = String::new();
+    let mut saw_server = false;
+    for line in example.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        match key {
+            _ if line.trim_start().starts_with('#') => {}
+            "service socks" => out.push_str("service socks4d-test\n"),
+            "{" => {
+                out.push_str("{\n");
+                out.push_str(&format!("\ttype = UNLISTED\n\tport = {port}\n\tbind = 127.0.0.1\n"));
+                out.push_str(&format!("\tserver_args = {}\n", SOCKS4D_ARGS.join(" ")));
+            }
+            "user" => out.push_str(&format!("\tuser = {user}\n")),
+            "server" => {
+                assert!(line.contains("/usr/sbin/socks4d"), "{line}");
+                out.push_str(&format!("\tserver = {}\n", bin().display()));
+                saw_server = true;
+            }
+            // Dual-stack listening does not go with bind = 127.0.0.1.
+            "flags" => {}
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    assert!(saw_server, "no server line in the xinetd example");
+    out
+}
+
+#[test]
+fn xinetd_serves_the_example_service() {
+    if !require("curl") {
+        return;
+    }
+    // xinetd and openbsd-inetd conflict as Debian packages; CI may unpack
+    // xinetd under /opt/xinetd instead of installing it.
+    let Some(xinetd) = require_program("xinetd", &["xinetd", "/opt/xinetd/usr/sbin/xinetd"]) else {
+        return;
+    };
+    let tmp = TempDir::new("xinetd");
+    let port = free_port();
+    let conf = tmp.0.join("xinetd.conf");
+    fs::write(&conf, xinetd_conf(port, &service_user())).unwrap();
+    let log = fs::File::create(tmp.0.join("xinetd.log")).unwrap();
+    let child = Command::new(&xinetd)
+        .arg("-dontfork")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-pidfile")
+        .arg(tmp.0.join("xinetd.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("start xinetd");
+    let pid = child.id();
+    let guard = Guard(child);
+    let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_accepting(proxy);
+
+    let body = payload(3 << 20, 52);
+    let web = http_server(body.clone());
+    downloads_match(proxy, web, &body);
+
+    wait_no_children(pid, CHILDREN_EXIT);
+    drop(guard);
+    assert!(!alive(pid), "xinetd {pid} survived");
+    assert!(
+        std::net::TcpStream::connect(proxy).is_err(),
+        "{proxy} still accepts after xinetd stopped"
+    );
+}

@@ -1,0 +1,383 @@
+//! Hostile and faulty peers. Each case states its expected outcome (a
+//! reply code, a closed socket, a log line) and checks that the process
+//! exits; every wait has a deadline.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const EXIT: Duration = Duration::from_secs(30);
+const ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
+
+fn args(extra: &[&'static str]) -> Vec<&'static str> {
+    ARGS.iter().chain(extra).copied().collect()
+}
+
+/// Makes `s` send RST on close.
+fn rst_on_close(s: &TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    nix::sys::socket::setsockopt(&s.as_fd(), nix::sys::socket::sockopt::Linger, &linger).unwrap();
+}
+
+/// Sends `bytes`, reads the reply; returns (reply bytes or what came
+/// before EOF, log, exit code).
+fn one_shot(extra: &[&'static str], bytes: &[u8]) -> (Vec<u8>, String, Option<i32>) {
+    let mut s = spawn_stdin(&args(extra));
+    s.client.write_all(bytes).unwrap();
+    let mut got = Vec::new();
+    let _ = s.client.read_to_end(&mut got);
+    let (status, log) = finish(&mut s, EXIT);
+    (got, log, status.code())
+}
+
+#[test]
+fn http_request_gets_no_reply() {
+    let (got, log, code) = one_shot(&[], b"GET http://example.org/ HTTP/1.1\r\nHost: example.org\r\n\r\n");
+    assert!(got.is_empty());
+    assert_eq!(code, Some(0));
+    assert!(
+        line(&log, "decision").contains("reason=bad-version detail=\"version byte 0x47\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn socks5_greeting_gets_no_reply() {
+    let (got, log, _) = one_shot(&[], &[5, 2, 0, 2]);
+    assert!(got.is_empty());
+    assert!(line(&log, "decision").contains("version byte 0x05"), "{log}");
+}
+
+#[test]
+fn one_byte_a_second_ends_at_the_request_timeout() {
+    let mut s = spawn_stdin(&args(&["--request-timeout", "3"]));
+    let req = connect_req(closed_port(), b"slowloris");
+    let t = Instant::now();
+    for b in &req {
+        if s.client.write_all(&[*b]).is_err() {
+            break;
+        }
+        thread::sleep(Duration::from_secs(1));
+        if t.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+    }
+    assert!(closed(&mut s.client));
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(9),
+        "{waited:?}"
+    );
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        line(&log, "decision").contains("reply=- reason=request-timeout"),
+        "{log}"
+    );
+}
+
+#[test]
+fn hundred_kilobytes_without_nul_gets_5b_and_the_reply_survives() {
+    let mut bytes = vec![4, 1, 0, 80, 127, 0, 0, 1];
+    bytes.extend(std::iter::repeat_n(b'A', 100_000));
+    let (got, log, code) = one_shot(&[], &bytes);
+    // The reply arrives intact although the client sent far more than
+    // was read: the server drains before closing instead of resetting.
+    assert_eq!(got, [0, 0x5B, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(code, Some(0));
+    assert!(line(&log, "decision").contains("reason=userid-too-long"));
+}
+
+#[test]
+fn userid_of_exactly_512_is_served_and_513_refused() {
+    let dst = echo_dest();
+    let mut s = spawn_stdin(&args(&[]));
+    s.client.write_all(&connect_req(dst.addr, &[b'u'; 512])).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5A);
+    s.client.shutdown(Shutdown::Write).unwrap();
+    let (_, log) = finish(&mut s, EXIT);
+    // The log shows the first 256 bytes, marked as cut.
+    assert!(
+        line(&log, "decision").contains(&format!("user=\"{}\"...", "u".repeat(256))),
+        "{log}"
+    );
+
+    let (got, log, _) = one_shot(&[], &connect_req(dst.addr, &[b'u'; 513]));
+    assert_eq!(got[..2], [0, 0x5B]);
+    assert!(line(&log, "decision").contains("reason=userid-too-long"));
+}
+
+#[test]
+fn hostname_of_255_is_looked_up_and_256_refused() {
+    let name255 = format!("{}.invalid", "a".repeat(247));
+    assert_eq!(name255.len(), 255);
+    let (got, log, _) = one_shot(&[], &connect_4a(&name255, 80, b""));
+    assert_eq!(got[..2], [0, 0x5B]);
+    assert!(line(&log, "decision").contains("reason=resolve-failed"), "{log}");
+
+    let (got, log, _) = one_shot(&[], &connect_4a(&"b".repeat(256), 80, b""));
+    assert_eq!(got[..2], [0, 0x5B]);
+    assert!(line(&log, "decision").contains("reason=hostname-too-long"), "{log}");
+}
+
+#[test]
+fn empty_hostname_gets_5b() {
+    let bytes = [4, 1, 0, 80, 0, 0, 0, 1, b'u', 0, 0];
+    let (got, log, _) = one_shot(&[], &bytes);
+    assert_eq!(got[..2], [0, 0x5B]);
+    assert!(line(&log, "decision").contains("reason=empty-hostname"), "{log}");
+}
+
+#[test]
+fn control_and_high_bytes_in_userid_are_escaped() {
+    let user = b"\x01\x7f\xff\xfe caf\xc3\xa9 \r\n\t\"\\";
+    let (got, log, _) = one_shot(&[], &connect_req(closed_port(), user));
+    assert_eq!(got[..2], [0, 0x5B]);
+    let d = line(&log, "decision");
+    assert!(
+        d.contains(r#"user="\x01\x7f\xff\xfe caf\xc3\xa9 \x0d\x0a\x09\"\\""#),
+        "{d}"
+    );
+    assert!(log.bytes().all(|b| b == b'\n' || (0x20..0x7f).contains(&b)), "{log}");
+}
+
+#[test]
+fn reset_in_the_middle_of_the_request() {
+    let mut s = spawn_stdin(&args(&[]));
+    s.client.write_all(&[4, 1, 0, 80, 127]).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    rst_on_close(&s.client);
+    let client = std::mem::replace(&mut s.client, socket_pair().0);
+    drop(client);
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(0));
+    let d = line(&log, "decision");
+    assert!(d.contains("reply=- reason=client-error") && d.contains("reset"), "{d}");
+}
+
+#[test]
+fn client_reset_in_the_middle_of_the_relay_resets_the_destination() {
+    let (tx, rx) = mpsc::channel();
+    let dst = dest(move |mut s| {
+        let mut buf = vec![0u8; 65536];
+        let mut total = 0;
+        let outcome = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break "eof",
+                Ok(n) => total += n,
+                Err(_) => break "error",
+            }
+        };
+        tx.send((outcome, total)).unwrap();
+    });
+    let mut s = spawn_stdin(&args(&[]));
+    s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5A);
+    s.client.write_all(&payload(100_000, 1)).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    rst_on_close(&s.client);
+    let client = std::mem::replace(&mut s.client, socket_pair().0);
+    drop(client);
+    let (outcome, _) = rx.recv_timeout(IO_TIMEOUT).unwrap();
+    assert_eq!(outcome, "error", "the destination must not see a clean EOF");
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(0));
+    assert!(line(&log, "end").contains("end=client-error"), "{log}");
+}
+
+#[test]
+fn blackholed_destination_ends_at_the_connect_timeout() {
+    // A listener with backlog 0 that never accepts: once its queue is
+    // full, the kernel drops further SYNs, as a blackhole does.
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    let addr = nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, 0);
+    nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr).unwrap();
+    nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(0).unwrap()).unwrap();
+    let listener = TcpListener::from(fd);
+    let target = listener.local_addr().unwrap();
+    // Fill the queue.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let s = socket2_nonblocking_connect(target);
+        fillers.push(s);
+    }
+    thread::sleep(Duration::from_millis(300));
+
+    let t = Instant::now();
+    let (got, log, code) = one_shot(&["--connect-timeout", "2"], &connect_req(target, b""));
+    let waited = t.elapsed();
+    assert_eq!(got[..2], [0, 0x5B]);
+    assert_eq!(code, Some(0));
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert!(line(&log, "decision").contains("reason=connect-timeout"), "{log}");
+    drop(listener);
+}
+
+/// Starts a connect that may never finish, without waiting for it.
+fn socket2_nonblocking_connect(to: SocketAddr) -> std::os::fd::OwnedFd {
+    let fd = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .unwrap();
+    let _ = nix::sys::socket::connect(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &nix::sys::socket::SockaddrStorage::from(to),
+    );
+    fd
+}
+
+/// Fields 14 and 15 of /proc/PID/stat: user and system CPU in ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn destination_that_never_reads_neither_grows_memory_nor_spins() {
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let dst = dest(move |s| {
+        // Hold the connection open and read nothing.
+        let _ = stop_rx.recv_timeout(Duration::from_secs(60));
+        drop(s);
+    });
+    let mut s = spawn_stdin(&args(&[]));
+    s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5A);
+    let pid = s.child.id();
+    let rss_start = rss_kib(pid);
+    let cpu_start = cpu_ticks(pid);
+
+    // Keep sending until everything is full, for 10 s.
+    s.client.set_nonblocking(true).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    let mut sent = 0usize;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(10) {
+        match s.client.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let rss_end = rss_kib(pid);
+    let cpu = cpu_ticks(pid) - cpu_start;
+    // Relay buffers are bounded: the kernel buffers fill, socks4d's stays
+    // at its fixed size, and poll sleeps while nothing can move.
+    assert!(sent > 0);
+    assert!(
+        rss_end < rss_start + 2048,
+        "RSS grew from {rss_start} KiB to {rss_end} KiB"
+    );
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap_or(100) as u64;
+    assert!(cpu * 1000 / hz < 500, "{cpu} ticks of CPU in 10 s");
+    stop_tx.send(()).unwrap();
+    s.client.set_nonblocking(false).unwrap();
+    let _ = s.client.shutdown(Shutdown::Both);
+    finish(&mut s, EXIT);
+}
+
+/// A fake identd that misbehaves in `how`; returns its port.
+fn bad_identd(how: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        let mut q = [0u8; 64];
+        let n = s.read(&mut q).unwrap_or(0);
+        let ports = String::from_utf8_lossy(&q[..n]).trim_end().to_string();
+        match how {
+            "trickle" => {
+                for b in format!("{ports} : USERID : UNIX : alice\r\n").bytes() {
+                    if s.write_all(&[b]).is_err() {
+                        return;
+                    }
+                    thread::sleep(Duration::from_secs(1));
+                }
+            }
+            "flood" => {
+                let junk = vec![b'x'; 1 << 20];
+                for _ in 0..10 {
+                    if s.write_all(&junk).is_err() {
+                        return;
+                    }
+                }
+            }
+            "nul" => {
+                let _ = s.write_all(format!("{ports} : USERID : UNIX : ali\0ce\r\n").as_bytes());
+            }
+            "early-close" => {}
+            _ => unreachable!(),
+        }
+    });
+    port
+}
+
+#[test]
+fn misbehaving_identd_ends_within_the_ident_timeout_with_5c() {
+    for how in ["trickle", "flood", "nul", "early-close"] {
+        let port = bad_identd(how);
+        let dst = echo_dest();
+        let mut s = spawn_stdin_with(
+            &["--ident", "required", "--ident-timeout", "2", "--log-stderr"],
+            &[("SOCKS4D_IDENT_PORT", port.to_string())],
+        );
+        let t = Instant::now();
+        s.client.write_all(&connect_req(dst.addr, b"alice")).unwrap();
+        assert_eq!(read_reply(&mut s.client)[1], 0x5C, "{how}");
+        assert!(t.elapsed() < Duration::from_secs(6), "{how}: {:?}", t.elapsed());
+        let (status, log) = finish(&mut s, EXIT);
+        assert_eq!(status.code(), Some(0));
+        assert!(
+            line(&log, "decision").contains("reason=ident-unavailable"),
+            "{how}: {log}"
+        );
+    }
+}
+
+#[test]
+fn ten_megabyte_rules_file_is_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("socks4d-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("huge.conf");
+    std::fs::write(&conf, vec![b'#'; 10 << 20]).unwrap();
+    let conf = conf.display().to_string();
+    let conf: &'static str = Box::leak(conf.into_boxed_str());
+    let (got, log, _) = one_shot(&["-f", conf], &connect_req(closed_port(), b""));
+    assert_eq!(got[..2], [0, 0x5B]);
+    let d = line(&log, "decision");
+    assert!(
+        d.contains("reason=config-error") && d.contains(conf) && d.contains("larger than"),
+        "{d}"
+    );
+}

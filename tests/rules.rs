@@ -1,0 +1,340 @@
+//! The rules file end to end: decisions, config errors (never fail
+//! open), commands and hooks, --check-config and --explain.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const EXIT: Duration = Duration::from_secs(30);
+const ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
+
+/// A fresh directory for this test's files.
+fn tempdir(tag: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("socks4d-rules-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Commands run as the dropped user (nobody, when tests run as root).
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    dir.display().to_string()
+}
+
+fn write_conf(dir: &str, text: &str) -> String {
+    let path = format!("{dir}/socks4d.conf");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// One CONNECT as `user` to an echo destination, under `conf`; returns
+/// the reply code and the log.
+fn connect_with(conf: &str, extra: &[&str], user: &[u8]) -> (u8, String) {
+    let dst = echo_dest();
+    connect_to_dst(conf, extra, user, &connect_req(dst.addr, user))
+}
+
+fn connect_to_dst(conf: &str, extra: &[&str], _user: &[u8], req: &[u8]) -> (u8, String) {
+    let mut args: Vec<&str> = ARGS.to_vec();
+    args.extend_from_slice(&["-f", conf]);
+    args.extend_from_slice(extra);
+    let mut s = spawn_stdin(&args);
+    s.client.write_all(req).unwrap();
+    let code = read_reply(&mut s.client)[1];
+    let _ = s.client.shutdown(std::net::Shutdown::Write);
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(0));
+    (code, log)
+}
+
+fn socks4d(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn first_match_wins_and_no_match_denies() {
+    let dir = tempdir("first");
+    let conf = write_conf(
+        &dir,
+        "# comment\npermit *=alice 127.0.0.0/8\ndeny 127.0.0.1 255.255.255.255\npermit 127.0.0.0/8\n",
+    );
+    let (code, log) = connect_with(&conf, &[], b"alice");
+    assert_eq!(code, 0x5A);
+    assert!(line(&log, "decision").contains(&format!("rule={conf}:2 ")), "{log}");
+
+    let (code, log) = connect_with(&conf, &[], b"bob");
+    assert_eq!(code, 0x5B);
+    let d = line(&log, "decision");
+    assert!(
+        d.contains(&format!("rule={conf}:3 ")) && d.contains("reason=denied"),
+        "{d}"
+    );
+
+    let conf = write_conf(&dir, "permit 10.0.0.0/8\n");
+    let (code, log) = connect_with(&conf, &[], b"bob");
+    assert_eq!(code, 0x5B);
+    let d = line(&log, "decision");
+    assert!(
+        d.contains("rule=default") && d.contains("detail=\"no rule matches\""),
+        "{d}"
+    );
+}
+
+#[test]
+fn port_operator_and_destination_mask() {
+    let dir = tempdir("port");
+    let dst = echo_dest();
+    let port = dst.addr.port();
+    let conf = write_conf(
+        &dir,
+        &format!("deny 127.0.0.0 255.0.0.0 127.0.0.1 255.255.255.255 eq {port}\npermit 0.0.0.0/0\n"),
+    );
+    let (code, log) = connect_to_dst(&conf, &[], b"", &connect_req(dst.addr, b""));
+    assert_eq!(code, 0x5B, "{log}");
+    let conf = write_conf(
+        &dir,
+        &format!("deny 127.0.0.0/8 127.0.0.1/32 neq {port}\npermit 0.0.0.0/0\n"),
+    );
+    let (code, log) = connect_to_dst(&conf, &[], b"", &connect_req(dst.addr, b""));
+    assert_eq!(code, 0x5A, "{log}");
+}
+
+#[test]
+fn socks4a_is_decided_on_the_resolved_address() {
+    let dir = tempdir("4a");
+    let conf = write_conf(&dir, "deny 0.0.0.0/0 127.0.0.1/32\npermit 0.0.0.0/0\n");
+    let dst = echo_dest();
+    let (code, log) = connect_to_dst(&conf, &[], b"", &connect_4a("localhost", dst.addr.port(), b""));
+    assert_eq!(code, 0x5B, "{log}");
+    assert!(line(&log, "decision").contains(&format!("rule={conf}:1")), "{log}");
+}
+
+#[test]
+fn userlist_files_and_an_unreadable_one() {
+    let dir = tempdir("users");
+    std::fs::write(format!("{dir}/users"), "alice bob # staff\n# carol\ndave\n").unwrap();
+    let conf = write_conf(&dir, &format!("permit *=erin,{dir}/users 127.0.0.0/8\n"));
+    for (user, want) in [("alice", 0x5A), ("dave", 0x5A), ("erin", 0x5A), ("carol", 0x5B)] {
+        let (code, log) = connect_with(&conf, &[], user.as_bytes());
+        assert_eq!(code, want, "{user}: {log}");
+    }
+    let conf = write_conf(&dir, &format!("\npermit *={dir}/missing 127.0.0.0/8\n"));
+    let (code, log) = connect_with(&conf, &[], b"alice");
+    assert_eq!(code, 0x5B);
+    let d = line(&log, "decision");
+    assert!(
+        d.contains("reason=config-error") && d.contains(&format!("{conf}:2: user list file {dir}/missing")),
+        "{d}"
+    );
+}
+
+#[test]
+fn named_missing_or_malformed_file_means_no_service() {
+    let dir = tempdir("broken");
+    let missing = format!("{dir}/nope.conf");
+    let (code, log) = connect_with(&missing, &[], b"alice");
+    assert_eq!(code, 0x5B);
+    assert!(log.contains("config error") && log.contains(&missing), "{log}");
+    assert!(line(&log, "decision").contains("reason=config-error"), "{log}");
+
+    // One good line does not help: a file with any error gives no service.
+    let conf = write_conf(&dir, "permit 127.0.0.0/8\npermit 127.0.0.0 255.0.0.0 frob 80\n");
+    let (code, log) = connect_with(&conf, &[], b"alice");
+    assert_eq!(code, 0x5B);
+    assert!(line(&log, "decision").contains(&format!("{conf}:2:")), "{log}");
+
+    // Binary garbage and an over-long line name their lines too.
+    let mut junk = vec![b'p'; 2000];
+    junk.extend_from_slice(b"\n\x00\xff\xfe garbage\n");
+    std::fs::write(&conf, &junk).unwrap();
+    let (code, _, err) = socks4d(&["--check-config", "-f", &conf]);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("{conf}:1: line longer than 1023 bytes")), "{err}");
+    assert!(err.contains(&format!("{conf}:2:")), "{err}");
+}
+
+#[test]
+fn check_config_reports_each_error_with_its_line() {
+    let dir = tempdir("check");
+    let conf = write_conf(
+        &dir,
+        "permit 127.0.0.0/8\nallow 10.0.0.0/8\npermit 10.0.0.0/33\npermit 10.0.0.0/8 eq nosuchservice\n",
+    );
+    let (code, out, err) = socks4d(&["--check-config", "-f", &conf]);
+    assert_eq!(code, 1, "{out}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(lines[0].starts_with(&format!("{conf}:2: unknown action")), "{err}");
+    assert!(lines[1].starts_with(&format!("{conf}:3:")), "{err}");
+    assert!(
+        lines[2].starts_with(&format!("{conf}:4:")) && lines[2].contains("nosuchservice"),
+        "{err}"
+    );
+
+    let (code, out, _) = socks4d(&["--check-config", "-f", "examples/socks4d.conf"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("OK"), "{out}");
+}
+
+const CLASSIC: &str = "\
+deny    *=bonnie,clyde  128.12.6.0 255.255.255.0 : /bin/echo rejected %u >>/tmp/x
+permit  *=ylee  128.12.6.4 255.255.255.255 137.12.0.0 255.255.0.0
+deny    128.12.0.0 255.255.0.0 eq telnet
+permit  128.12.0.0 255.255.0.0
+#NO_IDENTD: /bin/echo please run identd on %A
+#BAD_ID: /bin/echo %U pretends to be %u on %A
+";
+
+#[test]
+fn explain_names_the_deciding_line_of_a_classic_file() {
+    let dir = tempdir("explain");
+    let conf = write_conf(&dir, CLASSIC);
+    let cases = [
+        (
+            ["clyde", "128.12.6.34", "112.3.24.1", "21"],
+            ":1: deny",
+            "decision: deny",
+        ),
+        (
+            ["ylee", "128.12.6.4", "137.12.4.15", "telnet"],
+            ":2: permit",
+            "decision: permit",
+        ),
+        (
+            ["jane", "128.12.2.13", "137.12.4.15", "23"],
+            ":3: deny",
+            "decision: deny",
+        ),
+        (
+            ["sam", "128.12.36.7", "10.53.23.1", "70"],
+            ":4: permit",
+            "decision: permit",
+        ),
+    ];
+    for (args, rule, decision) in cases {
+        let mut a = vec!["-f", conf.as_str(), "--explain"];
+        a.extend_from_slice(&args);
+        let (code, out, err) = socks4d(&a);
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains(&format!("{conf}{rule}")) && out.contains(decision),
+            "{args:?}: {out}"
+        );
+    }
+    let (_, out, _) = socks4d(&["-f", &conf, "--explain", "don", "23.2.6.127", "10.53.23.1", "70"]);
+    assert!(
+        out.contains("no rule matches") && out.contains("decision: deny"),
+        "{out}"
+    );
+    let (_, out, _) = socks4d(&["-f", &conf, "-i", "--explain", "sam", "128.12.36.7", "10.53.23.1", "70"]);
+    assert!(out.contains("ident: optional"), "{out}");
+}
+
+/// Polls for `path` to hold a line, within a deadline.
+fn wait_for_file(path: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s;
+            }
+        }
+        assert!(start.elapsed() < IO_TIMEOUT, "{path} never written");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn rule_command_runs_with_sanitised_substitutions() {
+    let dir = tempdir("cmd");
+    let out = format!("{dir}/out");
+    let conf = write_conf(&dir, &format!("permit 127.0.0.0/8 : echo %c %a %u %s %U %%>{out}\n"));
+    let user = b"eve;touch /tmp/pwned`id`$(id)";
+    let (code, _) = connect_with(&conf, &[], user);
+    assert_eq!(code, 0x5A);
+    let got = wait_for_file(&out);
+    let parts: Vec<&str> = got.split_whitespace().collect();
+    assert_eq!(parts[0], "connect");
+    assert_eq!(parts[1], "127.0.0.1");
+    assert_eq!(parts[2], "eve_touch_/tmp/pwned_id___id_");
+    assert_eq!(parts[4], "unknown");
+    assert_eq!(parts[5], "%");
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+}
+
+#[test]
+fn deny_command_and_no_identd_hook_run() {
+    let dir = tempdir("hooks");
+    let denied = format!("{dir}/denied");
+    let hook = format!("{dir}/hook");
+    let conf = write_conf(
+        &dir,
+        &format!("deny *=mallory 127.0.0.0/8 : echo denied %u >{denied}\npermit ?=I 127.0.0.0/8\n#NO_IDENTD: echo no identd on %a for %u >{hook}\n"),
+    );
+    let (code, _) = connect_with(&conf, &[], b"mallory");
+    assert_eq!(code, 0x5B);
+    assert_eq!(wait_for_file(&denied), "denied mallory\n");
+
+    // Required ident by the rule; nothing listens on the ident port.
+    let dst = echo_dest();
+    let mut args: Vec<&str> = ARGS.to_vec();
+    args.extend_from_slice(&["-f", &conf]);
+    let mut s = spawn_stdin_with(&args, &[("SOCKS4D_IDENT_PORT", free_port().to_string())]);
+    s.client.write_all(&connect_req(dst.addr, b"alice")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5C);
+    finish(&mut s, EXIT);
+    assert_eq!(wait_for_file(&hook), "no identd on 127.0.0.1 for alice\n");
+}
+
+#[test]
+fn default_file_absent_means_builtin_policy() {
+    // Only when this machine has no /etc/socks4d.conf.
+    if std::path::Path::new("/etc/socks4d.conf").exists() {
+        eprintln!("SKIPPED: /etc/socks4d.conf exists here");
+        return;
+    }
+    let dst = echo_dest();
+    let mut s = spawn_stdin(ARGS);
+    s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5A);
+    let _ = s.client.shutdown(std::net::Shutdown::Write);
+    let (_, log) = finish(&mut s, EXIT);
+    assert!(log.contains("built-in policy"), "{log}");
+    assert!(line(&log, "decision").contains("rule=builtin"), "{log}");
+    let (code, out, _) = socks4d(&["--check-config"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("built-in policy"), "{out}");
+}
+
+#[test]
+fn a_command_does_not_hold_the_client_connection_open() {
+    // Under socket activation the client is fd 3; a slow command started
+    // for the deciding rule must not inherit it, or a connection that
+    // socks4d closes (here at the idle timeout) would stay open until the
+    // command ends.
+    let dir = tempdir("cloexec");
+    let conf = write_conf(&dir, "permit 127.0.0.0/8 : sleep 8\n");
+    let dst = dest(|mut s| {
+        let _ = read_all(&mut s);
+    });
+    let mut args: Vec<&str> = ARGS.to_vec();
+    args.extend_from_slice(&["-f", &conf, "--idle-timeout", "1"]);
+    let mut s = spawn_fd3(&args);
+    s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5A);
+    let t = Instant::now();
+    assert!(closed(&mut s.client));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the client waited {:?} for the close",
+        t.elapsed()
+    );
+    finish(&mut s, EXIT);
+}

@@ -1,0 +1,190 @@
+//! Load: many connections (SOCKS4D_SOAK_CONNECTIONS, default 2000), 64 at
+//! a time, random payload sizes, every byte checked; afterwards no lost
+//! bytes, no zombies, no socks4d left, and no fd leaked by the --listen
+//! parent.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CONCURRENCY: usize = 64;
+const ARGS: &[&str] = &["--ident", "off"];
+
+fn connections() -> usize {
+    std::env::var("SOCKS4D_SOAK_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+/// An echo server for any number of connections, for the test's life.
+fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            thread::spawn(move || {
+                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = s.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// Runs `n` exchanges through `proxy`; returns the bytes sent and the
+/// bytes that came back intact.
+fn run_load(proxy: SocketAddr, n: usize) -> (u64, u64) {
+    let echo = echo_server();
+    let sent = Arc::new(AtomicU64::new(0));
+    let good = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|w| {
+            let (sent, good) = (sent.clone(), good.clone());
+            thread::spawn(move || {
+                for i in (w..n).step_by(CONCURRENCY) {
+                    let seed = i as u64 * 7919 + 1;
+                    // 0 to 256 KiB, skewed small.
+                    let size = (payload(4, seed).iter().map(|&b| b as usize).product::<usize>()) % (256 << 10);
+                    let data = payload(size, seed);
+                    let mut c = connect_to(proxy);
+                    c.write_all(&connect_req(echo, b"")).unwrap();
+                    let r = read_reply(&mut c);
+                    assert_eq!(r[1], 0x5A, "connection {i}");
+                    let mut writer = c.try_clone().unwrap();
+                    let d2 = data.clone();
+                    let t = thread::spawn(move || {
+                        writer.write_all(&d2).unwrap();
+                        writer.shutdown(Shutdown::Write).unwrap();
+                    });
+                    let back = read_all(&mut c);
+                    t.join().unwrap();
+                    sent.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    if checksum(&back) == checksum(&data) && back.len() == data.len() {
+                        good.fetch_add(back.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    (sent.load(Ordering::Relaxed), good.load(Ordering::Relaxed))
+}
+
+/// Children of `pid`: (alive, zombies).
+fn children_of(pid: u32) -> (usize, usize) {
+    let mut alive = 0;
+    let mut zombies = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else { continue };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            if fields[0] == "Z" {
+                zombies += 1;
+            } else {
+                alive += 1;
+            }
+        }
+    }
+    (alive, zombies)
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// Waits until `pid` has no children left, at most 20 s.
+fn wait_no_children(pid: u32) -> (usize, usize) {
+    let start = Instant::now();
+    loop {
+        let c = children_of(pid);
+        if c == (0, 0) || start.elapsed() > Duration::from_secs(20) {
+            return c;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn soak_listen_mode() {
+    let (guard, proxy) = spawn_listen(ARGS);
+    let pid = guard.0.id();
+    // Let spawn_listen's probe child go, then take the baseline.
+    wait_no_children(pid);
+    let fds_before = fd_count(pid);
+    let n = connections();
+    let t = Instant::now();
+    let (sent, good) = run_load(proxy, n);
+    eprintln!("listen mode: {n} connections, {sent} bytes each way, {:?}", t.elapsed());
+    assert_eq!(good, sent, "lost or corrupted bytes");
+    assert_eq!(wait_no_children(pid), (0, 0), "children left (alive, zombies)");
+    assert_eq!(fd_count(pid), fds_before, "the --listen parent leaked fds");
+}
+
+#[test]
+fn soak_socket_activate_inetd() {
+    if !require("systemd-socket-activate") {
+        return;
+    }
+    let port = free_port();
+    let child = Command::new("systemd-socket-activate")
+        .args(["--inetd", "-a", "-l", &format!("127.0.0.1:{port}")])
+        .arg(bin())
+        .args(ARGS)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let guard = Guard(child);
+    let pid = guard.0.id();
+    let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(proxy);
+    let n = connections();
+    let t = Instant::now();
+    let (sent, good) = run_load(proxy, n);
+    eprintln!(
+        "socket activation: {n} connections, {sent} bytes each way, {:?}",
+        t.elapsed()
+    );
+    assert_eq!(good, sent, "lost or corrupted bytes");
+    assert_eq!(wait_no_children(pid), (0, 0), "socks4d processes left (alive, zombies)");
+}
+
+#[test]
+fn payload_sizes_vary() {
+    let sizes: Vec<usize> = (0..50u64)
+        .map(|i| payload(4, i * 7919 + 1).iter().map(|&b| b as usize).product::<usize>() % (256 << 10))
+        .collect();
+    assert!(
+        sizes.iter().any(|&s| s < 4096) && sizes.iter().any(|&s| s > 65536),
+        "{sizes:?}"
+    );
+}

@@ -1,0 +1,252 @@
+//! Helpers for the tests that drive socks4d through outside programs:
+//! super-servers, socket activation and real SOCKS clients.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::common::{Guard, IO_TIMEOUT};
+
+/// The project's top directory.
+pub fn top() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh empty directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("socks4d-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The first of `names` that is an executable file, looked up on PATH or
+/// taken as a path.
+pub fn find_program(names: &[&str]) -> Option<PathBuf> {
+    for name in names {
+        let p = Path::new(name);
+        if p.is_absolute() {
+            if p.is_file() {
+                return Some(p.to_path_buf());
+            }
+            continue;
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// Like `common::require`, for a program found by [`find_program`]: skips
+/// when it is missing, fails under CI.
+pub fn require_program(what: &str, names: &[&str]) -> Option<PathBuf> {
+    if let Some(p) = find_program(names) {
+        return Some(p);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} is not installed; .ci/run should install it");
+    }
+    eprintln!("SKIPPED: {what} is not installed");
+    None
+}
+
+/// The name of the user the tests run as.
+pub fn current_user() -> String {
+    let uid = nix::unistd::getuid();
+    nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| panic!("no passwd entry for uid {uid}"))
+}
+
+/// The user a super-server should start socks4d as: the examples' `nobody`
+/// when the tests run as root, else the tests' own user, since only root
+/// can switch users.
+pub fn service_user() -> String {
+    if nix::unistd::getuid().is_root() {
+        "nobody".into()
+    } else {
+        current_user()
+    }
+}
+
+/// A tiny HTTP/1.0 server on 127.0.0.1 that serves `body` to any GET, for
+/// as long as the test runs.
+pub fn http_server(body: Vec<u8>) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let body = body.clone();
+            thread::spawn(move || {
+                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes());
+                let _ = s.write_all(&body);
+            });
+        }
+    });
+    addr
+}
+
+/// Waits until `addr` accepts a TCP connection. Each probe that an inetd
+/// style server accepts starts one socks4d, which sees the client close
+/// and exits.
+pub fn wait_accepting(addr: SocketAddr) {
+    let start = Instant::now();
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(start.elapsed() < IO_TIMEOUT, "nothing listening on {addr}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs `cmd` with `input` on its stdin, within `limit`; kills it and
+/// panics if it takes longer. Returns its status and output.
+pub fn run_with_input(cmd: &mut Command, input: Vec<u8>, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_reader = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_reader = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stderr.read_to_end(&mut v);
+        v
+    });
+    let start = Instant::now();
+    let mut guard = Guard(child);
+    let status = loop {
+        if let Some(status) = guard.0.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            drop(guard);
+            panic!("{cmd:?} still running after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    // The process has been reaped; the guard's kill now only reaches any
+    // child it left behind in its process group.
+    drop(guard);
+    writer.join().unwrap();
+    Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    }
+}
+
+/// Fetches `url` with curl through the SOCKS proxy `proxy`, `mode` being
+/// `--socks4` or `--socks4a`; panics unless curl succeeds.
+pub fn curl_via(mode: &str, proxy: SocketAddr, url: &str) -> Vec<u8> {
+    let out = run_with_input(
+        Command::new("curl").args(["-sS", "--max-time", "20", mode, &proxy.to_string(), url]),
+        Vec::new(),
+        IO_TIMEOUT + Duration::from_secs(5),
+    );
+    assert!(
+        out.status.success(),
+        "curl {mode} {url}: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// Whether a process with this pid still exists (and is not a zombie of
+/// ours already reaped).
+pub fn alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// The pids of the live children of `parent`, from /proc.
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after
+        // the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) && state != Some("Z") {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Waits until `parent` has no live children, at most `limit`; panics with
+/// their pids if some remain.
+pub fn wait_no_children(parent: u32, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        let left = children_of(parent);
+        if left.is_empty() {
+            return;
+        }
+        assert!(start.elapsed() < limit, "children of {parent} still running: {left:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
