@@ -277,3 +277,124 @@ fn bind_with_a_socks4a_name() {
     let (_, log) = finish(&mut b, EXIT);
     assert!(line(&log, "decision").contains("host=\"localhost\""));
 }
+
+/// The Python that has pyftpdlib: Debian's, not one a user put first on PATH.
+const DEBIAN_PYTHON: &str = "/usr/bin/python3";
+
+/// Whether pyftpdlib can be run; fails under CI, where .ci/run installs it.
+fn require_pyftpdlib() -> bool {
+    let ok = std::process::Command::new(DEBIAN_PYTHON)
+        .args(["-c", "import pyftpdlib"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok && std::env::var("CI").as_deref() == Ok("true") {
+        panic!("python3-pyftpdlib is not installed; .ci/run should install it");
+    }
+    if !ok {
+        eprintln!("SKIPPED: python3-pyftpdlib is not installed");
+    }
+    ok
+}
+
+/// Runs `socksify curl ARGS` with `conf`, within `limit`; true on success.
+fn socksified_curl(conf: &std::path::Path, args: &[&str], limit: Duration) -> bool {
+    let mut child = std::process::Command::new("socksify")
+        .arg("curl")
+        .args(["-sS", "--ftp-port", "-"])
+        .args(args)
+        .env("SOCKS_CONF", conf)
+        // Dante sends loopback and LAN destinations direct unless told not to.
+        .env("SOCKS_AUTOADD_LANROUTES", "no")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("start socksify curl");
+    wait_exit(&mut child, limit).success()
+}
+
+/// Active-mode FTP through socks4d with real programs: curl under Dante's
+/// socksify (CONNECT for the control connection, BIND for the data one)
+/// against pyftpdlib on 127.0.0.2, a download and an upload.
+#[test]
+fn active_ftp_through_socksify_and_pyftpdlib() {
+    if !require("socksify") || !require("curl") || !require_pyftpdlib() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("socks4d-bind-ftp-{}", std::process::id()));
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let down = payload(3 << 20, 21);
+    std::fs::write(root.join("down.bin"), &down).unwrap();
+    let up = payload(2 << 20, 22);
+    std::fs::write(dir.join("up.bin"), &up).unwrap();
+
+    let (mut proxy, proxy_addr) = spawn_listen(&args(&[]));
+    let ftp_port = free_port();
+    let ftp_addr: SocketAddr = format!("127.0.0.2:{ftp_port}").parse().unwrap();
+    let ftpd = std::process::Command::new(DEBIAN_PYTHON)
+        .args([
+            "-m",
+            "pyftpdlib",
+            "-w",
+            "-i",
+            "127.0.0.2",
+            "-p",
+            &ftp_port.to_string(),
+            "-d",
+        ])
+        .arg(&root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start pyftpdlib");
+    let _ftpd = Guard(ftpd);
+    wait_listening(ftp_addr);
+
+    let conf = dir.join("socks.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "route {{\n from: 0.0.0.0/0 to: 0.0.0.0/0 via: 127.0.0.1 port = {}\n proxyprotocol: socks_v4\n command: bind connect\n}}\n",
+            proxy_addr.port()
+        ),
+    )
+    .unwrap();
+
+    let out = dir.join("down.out");
+    let url = format!("ftp://{ftp_addr}/down.bin");
+    assert!(
+        socksified_curl(&conf, &["-o", out.to_str().unwrap(), &url], EXIT),
+        "download failed"
+    );
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len(), down.len());
+    assert_eq!(checksum(&got), checksum(&down));
+
+    let url = format!("ftp://{ftp_addr}/up.bin");
+    let src = dir.join("up.bin");
+    assert!(
+        socksified_curl(&conf, &["-T", src.to_str().unwrap(), &url], EXIT),
+        "upload failed"
+    );
+    let stored = std::fs::read(root.join("up.bin")).unwrap();
+    assert_eq!(checksum(&stored), checksum(&up));
+
+    // Stop the proxy and read what its sessions logged.
+    let _ = proxy.0.kill();
+    let _ = proxy.0.wait();
+    let log = stderr_of(&mut proxy.0);
+    let _ = std::fs::remove_dir_all(&dir);
+    let binds: Vec<&str> = log.lines().filter(|l| l.contains("]: accept ")).collect();
+    assert_eq!(binds.len(), 2, "{log}");
+    for accept in binds {
+        assert!(accept.contains("expect=127.0.0.2 peer=127.0.0.2:"), "{accept}");
+        assert!(accept.contains("reply=5a reason=granted"), "{accept}");
+    }
+    assert!(log.contains(&format!("cmd=bind dst={ftp_addr}")), "{log}");
+    assert!(
+        log.contains(&format!("cmd=bind dst={ftp_addr} up=0 down={}", 3 << 20)),
+        "{log}"
+    );
+    assert!(log.contains(&format!("up={} down=0", 2 << 20)), "{log}");
+}
