@@ -12,6 +12,7 @@
 //! are read through a function the caller passes in. [`load`] does the
 //! reading. [`spawn`] runs a rule's or a hook's shell command, detached.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt;
@@ -19,7 +20,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -302,7 +303,7 @@ fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
 /// on the command line, the built-in policy applies. A named file that is
 /// missing, and any file that cannot be read or parsed, is an error.
 pub fn load(path: &Path, named: bool) -> Loaded {
-    let services = Services::parse(&std::fs::read(SERVICES_FILE).unwrap_or_default());
+    let services = Services::system();
     let file = path.display().to_string();
     match read_capped(path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound && !named => Ok(Rules::builtin(services)),
@@ -604,16 +605,57 @@ fn show(t: &[u8]) -> String {
 }
 
 /// TCP services from /etc/services: names and aliases to ports, ports to
-/// their first name.
+/// their first name. The file is read on first use only: most rules files
+/// name no service, and every connection would pay for the table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Services {
+    table: OnceCell<ServiceTable>,
+    /// Where to read the table from on first use; `None`: empty.
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ServiceTable {
     by_name: HashMap<String, u16>,
     by_port: HashMap<u16, String>,
 }
 
 impl Services {
+    /// The system's table, read from [`SERVICES_FILE`] when first needed.
+    pub fn system() -> Services {
+        Services {
+            table: OnceCell::new(),
+            path: Some(PathBuf::from(SERVICES_FILE)),
+        }
+    }
+
+    /// A table from the text of a services file.
     pub fn parse(text: &[u8]) -> Services {
-        let mut s = Services::default();
+        Services {
+            table: OnceCell::from(ServiceTable::parse(text)),
+            path: None,
+        }
+    }
+
+    fn table(&self) -> &ServiceTable {
+        self.table.get_or_init(|| {
+            let text = self.path.as_ref().and_then(|p| read_capped(p).ok()).unwrap_or_default();
+            ServiceTable::parse(&text)
+        })
+    }
+
+    pub fn port(&self, name: &str) -> Option<u16> {
+        self.table().by_name.get(name).copied()
+    }
+
+    pub fn name(&self, port: u16) -> Option<&str> {
+        self.table().by_port.get(&port).map(String::as_str)
+    }
+}
+
+impl ServiceTable {
+    fn parse(text: &[u8]) -> ServiceTable {
+        let mut s = ServiceTable::default();
         for line in String::from_utf8_lossy(text).lines() {
             let line = line.split('#').next().unwrap_or_default();
             let mut fields = line.split_whitespace();
@@ -630,14 +672,6 @@ impl Services {
             }
         }
         s
-    }
-
-    pub fn port(&self, name: &str) -> Option<u16> {
-        self.by_name.get(name).copied()
-    }
-
-    pub fn name(&self, port: u16) -> Option<&str> {
-        self.by_port.get(&port).map(String::as_str)
     }
 }
 
