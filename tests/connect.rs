@@ -2,6 +2,7 @@
 //! intake, relay integrity, half-close, refusals and audit lines.
 
 mod common;
+mod support;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -13,6 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use support::http_server;
 
 const EXIT: Duration = Duration::from_secs(20);
 
@@ -423,7 +425,7 @@ fn curl_through_systemd_socket_activate_inetd() {
         .unwrap();
     let _g = Guard(child);
     let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening_quietly(proxy);
+    wait_listening(proxy);
     for mode in ["--socks4", "--socks4a"] {
         let host = if mode == "--socks4" { "127.0.0.1" } else { "localhost" };
         let out = Command::new("curl")
@@ -453,42 +455,4 @@ fn curl_through_listen_mode() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(checksum(&out.stdout), checksum(&body), "{mode}");
     }
-}
-
-/// Polling an inetd-style activator spawns a handler per probe; probe with
-/// a valid SOCKS exchange that ends at once instead of a bare connect.
-fn wait_listening_quietly(addr: SocketAddr) {
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(start.elapsed() < IO_TIMEOUT, "nothing listening on {addr}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A tiny HTTP/1.0 server on a dual-stack port that serves `body` to any
-/// GET, for as long as the test runs.
-fn http_server(body: Vec<u8>) -> SocketAddr {
-    let l = TcpListener::bind("[::]:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let body = body.clone();
-            thread::spawn(move || {
-                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                let mut req = Vec::new();
-                let mut b = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&b[..n]),
-                    }
-                }
-                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                let _ = s.write_all(head.as_bytes());
-                let _ = s.write_all(&body);
-            });
-        }
-    });
-    format!("127.0.0.1:{port}").parse().unwrap()
 }

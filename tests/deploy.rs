@@ -349,7 +349,7 @@ fn openbsd_inetd_serves_the_example_line() {
     let pid = child.id();
     let guard = Guard(child);
     let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_accepting(proxy);
+    wait_listening(proxy);
 
     let body = payload(3 << 20, 51);
     let web = http_server(body.clone());
@@ -429,7 +429,7 @@ fn xinetd_serves_the_example_service() {
     let pid = child.id();
     let guard = Guard(child);
     let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_accepting(proxy);
+    wait_listening(proxy);
 
     let body = payload(3 << 20, 52);
     let web = http_server(body.clone());

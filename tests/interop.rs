@@ -63,7 +63,7 @@ impl Proxy {
             log,
             _tmp: tmp,
         };
-        wait_accepting(addr);
+        wait_listening(addr);
         Some(proxy)
     }
 

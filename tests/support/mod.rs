@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -124,17 +124,6 @@ pub fn http_server(body: Vec<u8>) -> SocketAddr {
         }
     });
     addr
-}
-
-/// Waits until `addr` accepts a TCP connection. Each probe that an inetd
-/// style server accepts starts one socks4d, which sees the client close
-/// and exits.
-pub fn wait_accepting(addr: SocketAddr) {
-    let start = Instant::now();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(start.elapsed() < IO_TIMEOUT, "nothing listening on {addr}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Runs `cmd` with `input` on its stdin, within `limit`; kills it and
