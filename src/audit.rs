@@ -85,7 +85,11 @@ impl Log {
                 };
             }
             Sink::Stderr => {
-                let _ = writeln!(std::io::stderr().lock(), "socks4d[{}]: {}", std::process::id(), line);
+                // One write(2) per line: stderr is unbuffered, and other
+                // socks4d processes may share it, so a line written in
+                // pieces could be interleaved with theirs.
+                let text = format!("socks4d[{}]: {}\n", std::process::id(), line);
+                let _ = std::io::stderr().lock().write_all(text.as_bytes());
             }
             Sink::Nowhere => {}
         }
