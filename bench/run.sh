@@ -1,23 +1,35 @@
-#!/usr/bin/env bash
-# One command for the side-by-side benchmark:
-#   bench/run.sh                 full run (1 GiB transfers, 5 rounds)
-#   BENCH_BYTES=... BENCH_ROUNDS=... BENCH_LATENCY_N=... BENCH_CONNS=...
-#   BENCH_IDLE=... bench/run.sh  other sizes
-# Extra socks4d arguments: SOCKS4D_ARGS (default "--ident off").
-# The table is printed and written to BENCH_OUT (default bench/results.txt).
-set -euo pipefail
+#!/bin/sh
+# Runs the side-by-side benchmark: builds socks4d and the bench client in
+# release mode, installs what is missing, prints the table and writes it to
+# bench/results.txt (or $BENCH_OUT).
+#
+#   bench/run.sh                      # full run: 1 GiB per transfer, 5 rounds
+#   BENCH_ARGS="--bytes 1048576 --rounds 1" bench/run.sh   # a quick look
+set -eu
 cd "$(dirname "$0")/.."
 
-need=()
-command -v systemd-socket-activate >/dev/null || need+=(systemd)
-command -v danted >/dev/null || need+=(dante-server)
-if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || true
-fi
-command -v systemd-socket-activate >/dev/null || { echo "bench: systemd-socket-activate is needed" >&2; exit 1; }
-command -v danted >/dev/null || echo "bench: danted not installed; the Dante column is left out" >&2
+# Extra arguments given to socks4d in both the inetd and --listen variants.
+# No identd runs on a bench machine, hence --ident off.
+SOCKS4D_ARGS="${SOCKS4D_ARGS:---ident off}"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+install() {
+    if need apt-get && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y --no-install-recommends "$@" >/dev/null
+    else
+        echo "run.sh: please install $*" >&2
+    fi
+}
+need systemd-socket-activate || install systemd
+need danted || install dante-server || echo "run.sh: dante-server not installed; Dante is left out" >&2
 
 cargo build --release --quiet
 cargo build --release --quiet --manifest-path bench/Cargo.toml
-SOCKS4D="${SOCKS4D:-$PWD/target/release/socks4d}" exec bench/target/release/socks4d-bench
+
+DANTE=
+need danted || DANTE=--no-dante
+exec bench/target/release/socks4d-bench \
+    --bin target/release/socks4d \
+    --extra "$SOCKS4D_ARGS" \
+    --out "${BENCH_OUT:-bench/results.txt}" \
+    $DANTE ${BENCH_ARGS:-}

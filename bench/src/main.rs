@@ -1,132 +1,164 @@
-//! Side-by-side benchmark on loopback, variants interleaved and repeated:
-//! direct (the ceiling), socks4d under socket activation, socks4d
-//! --listen, Dante (when installed), and the exec floor (/bin/cat under
-//! the same socket activation).
+//! Side-by-side benchmark on loopback: a direct connection, socks4d under
+//! `systemd-socket-activate --inetd`, socks4d `--listen`, Dante (when
+//! installed) and the exec floor (`/bin/cat` under the same
+//! `systemd-socket-activate --inetd`). Variants are interleaved within each
+//! round; each figure is reported as median [min–max] over the rounds.
 //!
-//! Sizes come from the environment (see `Settings`), so a smoke run can be
-//! tiny. It prints one table and writes it to `BENCH_OUT`.
+//! Usage: socks4d-bench --bin PATH [--extra "ARGS"] [--bytes N] [--rounds N]
+//!        [--latency N] [--conns N] [--idle N] [--out FILE] [--no-dante]
 
-use std::collections::HashMap;
-use std::fmt::Write as _;
-use std::io::{Read, Write};
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 const GIB: f64 = (1u64 << 30) as f64;
+const T: Duration = Duration::from_secs(60);
+const CHUNK: usize = 1 << 20;
+const MSG: usize = 1024;
 
-struct Settings {
-    socks4d: String,
+struct Opts {
+    bin: String,
     extra: Vec<String>,
     bytes: u64,
     rounds: usize,
-    latency_n: usize,
+    latency: usize,
     conns: usize,
     idle: usize,
-    /// Concurrent relay counts for the scale table.
-    scale: Vec<usize>,
     out: String,
+    dante: bool,
 }
 
-impl Settings {
-    fn from_env() -> Settings {
-        let num = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
-        Settings {
-            socks4d: std::env::var("SOCKS4D").unwrap_or_else(|_| "target/release/socks4d".into()),
-            extra: std::env::var("SOCKS4D_ARGS")
-                .unwrap_or_else(|_| "--ident off".into())
-                .split_whitespace()
-                .map(String::from)
-                .collect(),
-            bytes: num("BENCH_BYTES", 1 << 30),
-            rounds: num("BENCH_ROUNDS", 5) as usize,
-            latency_n: num("BENCH_LATENCY_N", 500) as usize,
-            conns: num("BENCH_CONNS", 2000) as usize,
-            idle: num("BENCH_IDLE", 200) as usize,
-            scale: std::env::var("BENCH_SCALE")
-                .unwrap_or_else(|_| "50 200 500".into())
-                .split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect(),
-            out: std::env::var("BENCH_OUT").unwrap_or_else(|_| "bench/results.txt".into()),
+fn parse() -> Result<Opts, String> {
+    let mut o = Opts {
+        bin: String::new(),
+        extra: Vec::new(),
+        bytes: 1 << 30,
+        rounds: 5,
+        latency: 500,
+        conns: 2000,
+        idle: 200,
+        out: "bench/results.txt".into(),
+        dante: true,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().ok_or(format!("{a} needs a value"));
+        let num = |v: String| v.parse::<u64>().map_err(|e| format!("{v}: {e}"));
+        match a.as_str() {
+            "--bin" => o.bin = val()?,
+            "--extra" => o.extra = val()?.split_whitespace().map(String::from).collect(),
+            "--bytes" => o.bytes = num(val()?)?,
+            "--rounds" => o.rounds = num(val()?)? as usize,
+            "--latency" => o.latency = num(val()?)? as usize,
+            "--conns" => o.conns = num(val()?)? as usize,
+            "--idle" => o.idle = num(val()?)? as usize,
+            "--out" => o.out = val()?,
+            "--no-dante" => o.dante = false,
+            _ => return Err(format!("unknown argument {a}")),
         }
+    }
+    if o.bin.is_empty() {
+        return Err("--bin PATH is required".into());
+    }
+    Ok(o)
+}
+
+// ---------------------------------------------------------------- servers
+
+/// The destinations the clients reach, directly or through a proxy.
+struct Dests {
+    sink: SocketAddr,
+    source: SocketAddr,
+    echo: SocketAddr,
+    hold: SocketAddr,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind")
+}
+
+fn serve<F: Fn(TcpStream) + Send + Sync + Clone + 'static>(l: TcpListener, threads: usize, f: F) {
+    for _ in 0..threads {
+        let l = l.try_clone().unwrap();
+        let f = f.clone();
+        thread::spawn(move || loop {
+            if let Ok((s, _)) = l.accept() {
+                let _ = s.set_read_timeout(Some(T));
+                let _ = s.set_write_timeout(Some(T));
+                f(s);
+            }
+        });
     }
 }
 
-/// A server the variants relay to, on loopback.
-#[derive(Clone, Copy)]
-struct Servers {
-    /// Reads to EOF, then answers the byte count as 8 bytes.
-    sink: SocketAddr,
-    /// Reads an 8-byte count, sends that many bytes, closes.
-    source: SocketAddr,
-    /// Echoes until EOF.
-    echo: SocketAddr,
-}
-
-fn serve(handler: fn(TcpStream)) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let a = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            thread::spawn(move || handler(s));
-        }
-    });
-    a
-}
-
-fn servers() -> Servers {
-    Servers {
-        sink: serve(|mut s| {
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n = 0u64;
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => n += k as u64,
-                }
+fn start_dests(bytes: Arc<AtomicU64>) -> Dests {
+    // Sink: counts bytes to EOF, answers with the count (8 bytes LE).
+    let l = listener();
+    let sink = l.local_addr().unwrap();
+    serve(l, 2, |mut s| {
+        let mut buf = vec![0u8; CHUNK];
+        let mut n = 0u64;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => n += k as u64,
+                Err(_) => return,
             }
-            let _ = s.write_all(&n.to_be_bytes());
-        }),
-        source: serve(|mut s| {
-            let mut len = [0u8; 8];
-            if s.read_exact(&mut len).is_err() {
+        }
+        let _ = s.write_all(&n.to_le_bytes());
+    });
+    // Source: sends the configured number of bytes, then closes.
+    let l = listener();
+    let source = l.local_addr().unwrap();
+    serve(l, 2, move |mut s| {
+        let buf = vec![0x5au8; CHUNK];
+        let mut left = bytes.load(Ordering::Relaxed);
+        while left > 0 {
+            let k = left.min(CHUNK as u64) as usize;
+            if s.write_all(&buf[..k]).is_err() {
                 return;
             }
-            let mut left = u64::from_be_bytes(len);
-            let buf = vec![0x5au8; 1 << 20];
-            while left > 0 {
-                let k = left.min(buf.len() as u64) as usize;
-                if s.write_all(&buf[..k]).is_err() {
-                    return;
-                }
-                left -= k as u64;
-            }
-        }),
-        echo: serve(|mut s| {
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => {
-                        if s.write_all(&buf[..k]).is_err() {
-                            break;
-                        }
-                    }
-                }
-            }
-        }),
+            left -= k as u64;
+        }
+    });
+    // Echo: one message back, then wait for the close.
+    let l = listener();
+    let echo = l.local_addr().unwrap();
+    serve(l, 40, |mut s| {
+        let mut buf = [0u8; MSG];
+        if s.read_exact(&mut buf).is_ok() && s.write_all(&buf).is_ok() {
+            let _ = s.read(&mut buf);
+        }
+    });
+    // Hold: keeps every connection open until told to let go.
+    let l = listener();
+    let hold = l.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = held.clone();
+    serve(l, 1, move |s| h.lock().unwrap().push(s));
+    Dests {
+        sink,
+        source,
+        echo,
+        hold,
+        held,
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+// --------------------------------------------------------------- variants
+
+#[derive(Clone, Copy, PartialEq)]
 enum Kind {
     Direct,
-    Socks,
-    /// /bin/cat under socket activation: echoes, speaks no SOCKS.
+    Inetd,
+    Listen,
+    Dante,
     Floor,
 }
 
@@ -140,8 +172,6 @@ struct Variant {
 impl Drop for Variant {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
-            let pid = c.id() as i32;
-            let _ = Command::new("kill").arg("--").arg(format!("-{pid}")).status();
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -149,579 +179,590 @@ impl Drop for Variant {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    listener().local_addr().unwrap().port()
 }
 
-fn spawn(cmd: &mut Command) -> Child {
-    use std::os::unix::process::CommandExt;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start")
-}
-
-fn wait_port(a: SocketAddr) {
+fn wait_up(addr: SocketAddr) -> io::Result<()> {
     let t = Instant::now();
-    // A probe connection may start a handler; it sees EOF and exits.
-    while TcpStream::connect(a).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20), "nothing on {a}");
+    while t.elapsed() < Duration::from_secs(10) {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
         thread::sleep(Duration::from_millis(20));
     }
-    thread::sleep(Duration::from_millis(100));
+    Err(io::Error::new(io::ErrorKind::TimedOut, format!("{addr} never came up")))
 }
 
-fn have(p: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {p} >/dev/null"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+fn spawn(name: &'static str, kind: Kind, cmd: &mut Command, addr: SocketAddr) -> io::Result<Variant> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let v = Variant {
+        name,
+        kind,
+        addr: Some(addr),
+        child: Some(child),
+    };
+    wait_up(addr)?;
+    Ok(v)
 }
 
-fn variants(s: &Settings) -> Vec<Variant> {
-    let mut v = vec![Variant {
+fn activate(name: &'static str, kind: Kind, prog: &str, args: &[String]) -> io::Result<Variant> {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.args(["--inetd", "-a", "-l", &addr.to_string(), prog]).args(args);
+    spawn(name, kind, &mut cmd, addr)
+}
+
+fn dante(dir: &str) -> io::Result<Variant> {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let conf = format!(
+        "logoutput: stderr\n\
+         internal: 127.0.0.1 port = {port}\n\
+         external: 127.0.0.1\n\
+         clientmethod: none\n\
+         socksmethod: none\n\
+         user.privileged: root\n\
+         user.unprivileged: nobody\n\
+         client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+         socks pass {{ from: 127.0.0.0/8 to: 127.0.0.0/8 command: connect }}\n"
+    );
+    let path = format!("{dir}/danted.conf");
+    std::fs::write(&path, conf)?;
+    let pid = format!("{dir}/danted.pid");
+    spawn(
+        "dante",
+        Kind::Dante,
+        Command::new("danted").args(["-f", &path, "-p", &pid]),
+        addr,
+    )
+}
+
+// ------------------------------------------------------------ the client
+
+fn socks_req(dst: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(d) = dst else { unreachable!() };
+    let mut r = vec![4, 1];
+    r.extend_from_slice(&d.port().to_be_bytes());
+    r.extend_from_slice(&d.ip().octets());
+    r.extend_from_slice(b"bench\0");
+    r
+}
+
+/// Connects to `dst`, through the variant when it has an address, and
+/// completes the handshake. Returns the stream and the connect-to-reply
+/// time.
+fn open(v: &Variant, dst: SocketAddr) -> io::Result<(TcpStream, Duration)> {
+    let t = Instant::now();
+    let mut s = TcpStream::connect(v.addr.unwrap_or(dst))?;
+    s.set_read_timeout(Some(T))?;
+    s.set_write_timeout(Some(T))?;
+    let _ = s.set_nodelay(true);
+    match v.kind {
+        Kind::Direct => {}
+        Kind::Floor => {
+            // cat echoes: the "reply" is the request coming back.
+            s.write_all(b"\x04\x01\0\0\0\0\0\0")?;
+            let mut r = [0u8; 8];
+            s.read_exact(&mut r)?;
+            if &r != b"\x04\x01\0\0\0\0\0\0" {
+                return Err(io::Error::other("floor echoed wrong bytes"));
+            }
+        }
+        _ => {
+            s.write_all(&socks_req(dst))?;
+            let mut r = [0u8; 8];
+            s.read_exact(&mut r)?;
+            if r[0] != 0 || r[1] != 0x5a {
+                return Err(io::Error::other(format!("refused: {r:02x?}")));
+            }
+        }
+    }
+    Ok((s, t.elapsed()))
+}
+
+fn upload(v: &Variant, d: &Dests, bytes: u64) -> io::Result<f64> {
+    let (mut s, _) = open(v, d.sink)?;
+    let buf = vec![0xa5u8; CHUNK];
+    let t = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(CHUNK as u64) as usize;
+        s.write_all(&buf[..k])?;
+        left -= k as u64;
+    }
+    s.shutdown(Shutdown::Write)?;
+    let mut ack = [0u8; 8];
+    s.read_exact(&mut ack)?;
+    let secs = t.elapsed().as_secs_f64();
+    if u64::from_le_bytes(ack) != bytes {
+        return Err(io::Error::other(format!(
+            "sink got {} of {bytes}",
+            u64::from_le_bytes(ack)
+        )));
+    }
+    Ok(bytes as f64 / secs)
+}
+
+fn download(v: &Variant, d: &Dests, bytes: u64) -> io::Result<f64> {
+    let (mut s, _) = open(v, d.source)?;
+    let mut buf = vec![0u8; CHUNK];
+    let t = Instant::now();
+    let mut n = 0u64;
+    loop {
+        match s.read(&mut buf)? {
+            0 => break,
+            k => n += k as u64,
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    if n != bytes {
+        return Err(io::Error::other(format!("got {n} of {bytes}")));
+    }
+    Ok(bytes as f64 / secs)
+}
+
+/// Sequential connect-to-reply times in ms: (p50, p99).
+fn latency(v: &Variant, d: &Dests, n: usize) -> io::Result<(f64, f64)> {
+    let mut ms = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (s, took) = open(v, d.echo)?;
+        ms.push(took.as_secs_f64() * 1e3);
+        drop(s);
+    }
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok((pct(&ms, 50.0), pct(&ms, 99.0)))
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// One request/response connection with every byte checked.
+fn exchange(v: &Variant, d: &Dests, seed: u8) -> io::Result<()> {
+    let (mut s, _) = open(v, d.echo)?;
+    let msg: Vec<u8> = (0..MSG)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    s.write_all(&msg)?;
+    let mut back = vec![0u8; MSG];
+    s.read_exact(&mut back)?;
+    if back != msg {
+        return Err(io::Error::other("echo mismatch"));
+    }
+    Ok(())
+}
+
+fn conns_per_sec(v: &Variant, d: &Dests, clients: usize, total: usize) -> io::Result<f64> {
+    let per = total.div_ceil(clients);
+    let t = Instant::now();
+    let errors = thread::scope(|sc| {
+        let hs: Vec<_> = (0..clients)
+            .map(|c| {
+                sc.spawn(move || -> io::Result<()> {
+                    for i in 0..per {
+                        exchange(v, d, (c * 7 + i) as u8)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| h.join().unwrap().err())
+            .collect::<Vec<_>>()
+    });
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    Ok((per * clients) as f64 / t.elapsed().as_secs_f64())
+}
+
+// ------------------------------------------------------ /proc accounting
+
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    Some(rest.split_whitespace().map(String::from).collect())
+}
+
+/// `root` and all its descendants.
+fn tree(root: u32) -> Vec<u32> {
+    let mut parent = BTreeMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() {
+            if let Some(f) = stat_fields(pid) {
+                parent.insert(pid, f[1].parse::<u32>().unwrap_or(0));
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent.iter().filter(|(_, &pp)| pp == p).map(|(&c, _)| c));
+        i += 1;
+    }
+    out
+}
+
+/// user+sys seconds of the tree, reaped children included.
+fn cpu(root: u32) -> f64 {
+    let hz = 100.0; // USER_HZ on Linux
+    tree(root)
+        .into_iter()
+        .filter_map(stat_fields)
+        .map(|f| f[11..15].iter().map(|x| x.parse::<f64>().unwrap_or(0.0)).sum::<f64>() / hz)
+        .sum()
+}
+
+/// (PSS, RSS) in KiB from smaps_rollup.
+fn mem(pid: u32) -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let get = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|x| x.parse::<f64>().ok())
+    };
+    Some((get("Pss:")?, get("Rss:")?))
+}
+
+fn tree_mem(root: u32) -> (f64, f64) {
+    tree(root)
+        .into_iter()
+        .filter_map(mem)
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+fn root_pid(v: &Variant) -> Option<u32> {
+    v.child.as_ref().map(|c| c.id())
+}
+
+/// The newest handler process under the variant's launcher.
+fn handler(v: &Variant) -> Option<u32> {
+    let root = root_pid(v)?;
+    tree(root).into_iter().filter(|&p| p != root).max()
+}
+
+/// Opens `n` relayed connections to the hold server and keeps them.
+/// Returns (tree PSS, tree RSS) growth per connection in KiB, and the
+/// (PSS, RSS) of one handler holding a connection.
+/// (PSS, RSS) in KiB.
+type Mem = (f64, f64);
+
+fn idle_cost(v: &Variant, d: &Dests, n: usize) -> io::Result<(Mem, Option<Mem>)> {
+    let root = root_pid(v).ok_or_else(|| io::Error::other("no process"))?;
+    thread::sleep(Duration::from_millis(300));
+    let before = tree_mem(root);
+    let mut open_ = Vec::with_capacity(n);
+    for _ in 0..n {
+        open_.push(open(v, d.hold)?.0);
+    }
+    thread::sleep(Duration::from_millis(500));
+    let after = tree_mem(root);
+    let one = handler(v).and_then(mem);
+    drop(open_);
+    d.held.lock().unwrap().clear();
+    thread::sleep(Duration::from_millis(300));
+    Ok((((after.0 - before.0) / n as f64, (after.1 - before.1) / n as f64), one))
+}
+
+/// Download with the handler's memory sampled mid-transfer.
+fn download_sampled(v: &Variant, d: &Dests, bytes: u64) -> io::Result<(f64, Option<(f64, f64)>)> {
+    let sample = Arc::new(Mutex::new(None));
+    let done = Arc::new(AtomicU64::new(0));
+    let rate = thread::scope(|sc| {
+        let (s2, d2) = (sample.clone(), done.clone());
+        sc.spawn(move || {
+            let t = Instant::now();
+            while d2.load(Ordering::Relaxed) == 0 {
+                if t.elapsed() > Duration::from_millis(150) {
+                    if v.kind != Kind::Dante {
+                        *s2.lock().unwrap() = handler(v).and_then(mem);
+                    }
+                    break;
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        let r = download(v, d, bytes);
+        done.store(1, Ordering::Relaxed);
+        r
+    })?;
+    let m = *sample.lock().unwrap();
+    Ok((rate, m))
+}
+
+// ------------------------------------------------------------------ run
+
+#[derive(Default)]
+struct Samples(BTreeMap<(String, &'static str), Vec<f64>>);
+
+impl Samples {
+    fn add(&mut self, fig: &str, var: &'static str, x: f64) {
+        self.0.entry((fig.to_string(), var)).or_default().push(x);
+    }
+    fn med(&self, fig: &str, var: &str) -> Option<f64> {
+        let v = self.0.iter().find(|((f, n), _)| f == fig && *n == var)?.1;
+        let mut s = v.clone();
+        s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        Some(if s.len() % 2 == 1 {
+            s[s.len() / 2]
+        } else {
+            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+        })
+    }
+    fn cell(&self, fig: &str, var: &str) -> String {
+        let Some(v) = self.0.iter().find(|((f, n), _)| f == fig && *n == var).map(|x| x.1) else {
+            return "-".into();
+        };
+        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let m = self.med(fig, var).unwrap();
+        if v.len() == 1 {
+            fmt(m)
+        } else {
+            format!("{} [{}–{}]", fmt(m), fmt(min), fmt(max))
+        }
+    }
+}
+
+fn fmt(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else if x.abs() >= 10.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.2}")
+    }
+}
+
+fn main() {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("socks4d-bench: {e}");
+            std::process::exit(64);
+        }
+    };
+    let bytes = Arc::new(AtomicU64::new(o.bytes));
+    let d = start_dests(bytes);
+    let dir = std::env::temp_dir().join(format!("socks4d-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let mut vars = vec![Variant {
         name: "direct",
         kind: Kind::Direct,
         addr: None,
         child: None,
     }];
-    let activate = |argv: &[&str]| -> (Child, SocketAddr) {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let child = spawn(
-            Command::new("systemd-socket-activate")
-                .args(["--inetd", "-a", "-l", &addr.to_string()])
-                .args(argv),
-        );
-        wait_port(addr);
-        (child, addr)
-    };
-    let mut inetd_argv: Vec<&str> = vec![s.socks4d.as_str()];
-    inetd_argv.extend(s.extra.iter().map(String::as_str));
-    let (c, a) = activate(&inetd_argv);
-    v.push(Variant {
-        name: "socks4d inetd",
-        kind: Kind::Socks,
-        addr: Some(a),
-        child: Some(c),
-    });
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let c = spawn(
-        Command::new(&s.socks4d)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .args(&s.extra),
-    );
-    wait_port(addr);
-    v.push(Variant {
-        name: "socks4d listen",
-        kind: Kind::Socks,
-        addr: Some(addr),
-        child: Some(c),
-    });
-    if have("danted") {
-        let port = free_port();
-        let conf = std::env::temp_dir().join(format!("socks4d-bench-danted-{port}.conf"));
-        std::fs::write(
-            &conf,
-            format!(
-                "logoutput: /dev/null\ninternal: 127.0.0.1 port = {port}\nexternal: 127.0.0.1\n\
-                 clientmethod: none\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
-                 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-                 socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect }}\n"
-            ),
-        )
-        .unwrap();
-        let pidfile = std::env::temp_dir().join(format!("socks4d-bench-danted-{port}.pid"));
-        let c = spawn(Command::new("danted").arg("-f").arg(&conf).arg("-p").arg(&pidfile));
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        wait_port(addr);
-        v.push(Variant {
-            name: "dante",
-            kind: Kind::Socks,
-            addr: Some(addr),
-            child: Some(c),
-        });
-    }
-    let (c, a) = activate(&["/bin/cat"]);
-    v.push(Variant {
-        name: "exec floor",
-        kind: Kind::Floor,
-        addr: Some(a),
-        child: Some(c),
-    });
-    v
-}
-
-/// Opens a stream to `dst`: directly, or through the proxy with a SOCKS4
-/// CONNECT (the 8-byte reply read and checked).
-fn open(v: &Variant, dst: SocketAddr) -> TcpStream {
-    let Some(proxy) = v.addr else {
-        return TcpStream::connect(dst).unwrap();
-    };
-    let mut s = TcpStream::connect(proxy).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    if v.kind == Kind::Socks {
-        let SocketAddr::V4(d) = dst else { unreachable!() };
-        let mut req = vec![4, 1];
-        req.extend_from_slice(&d.port().to_be_bytes());
-        req.extend_from_slice(&d.ip().octets());
-        req.extend_from_slice(b"bench\0");
-        s.write_all(&req).unwrap();
-        let mut r = [0u8; 8];
-        s.read_exact(&mut r).unwrap();
-        assert_eq!(r[1], 0x5A, "{} refused", v.name);
-    }
-    s
-}
-
-/// CPU seconds (user+sys, children included) of `root` and every
-/// descendant.
-fn tree_cpu(root: u32) -> f64 {
-    let tick = 100.0;
-    let mut parent: HashMap<u32, u32> = HashMap::new();
-    let mut cpu: HashMap<u32, u64> = HashMap::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else { continue };
-        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let n = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        parent.insert(pid, n(1) as u32);
-        cpu.insert(pid, n(11) + n(12) + n(13) + n(14));
-    }
-    let mut total = 0;
-    for (&pid, &c) in &cpu {
-        let mut p = pid;
-        loop {
-            if p == root {
-                total += c;
-                break;
-            }
-            match parent.get(&p) {
-                Some(&pp) if pp != 0 && pp != p => p = pp,
-                _ => break,
-            }
+    let up = |r: io::Result<Variant>, what: &str| match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            eprintln!("socks4d-bench: {what} not measured: {e}");
+            None
         }
+    };
+    vars.extend(up(
+        activate("socks4d-inetd", Kind::Inetd, &o.bin, &o.extra),
+        "socks4d inetd",
+    ));
+    let mut listen_args = vec!["--listen".to_string(), String::new()];
+    let lport = free_port();
+    let laddr: SocketAddr = format!("127.0.0.1:{lport}").parse().unwrap();
+    listen_args[1] = laddr.to_string();
+    listen_args.extend(o.extra.iter().cloned());
+    vars.extend(up(
+        spawn(
+            "socks4d-listen",
+            Kind::Listen,
+            Command::new(&o.bin).args(&listen_args),
+            laddr,
+        ),
+        "socks4d --listen",
+    ));
+    if o.dante {
+        vars.extend(up(dante(dir.to_str().unwrap()), "dante"));
     }
-    total as f64 / tick
-}
+    vars.extend(up(activate("exec-floor", Kind::Floor, "/bin/cat", &[]), "exec floor"));
 
-/// Descendants of `root` (not `root` itself).
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parent: HashMap<u32, u32> = HashMap::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else { continue };
-        let ppid = stat[close + 2..]
-            .split_whitespace()
-            .nth(1)
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(0);
-        parent.insert(pid, ppid);
-    }
-    parent
-        .keys()
-        .copied()
-        .filter(|&pid| {
-            let mut p = pid;
-            while let Some(&pp) = parent.get(&p) {
-                if pp == root {
-                    return true;
+    let mut s = Samples::default();
+    let mut failures = Vec::new();
+    let gib = o.bytes as f64 / GIB;
+    for round in 0..o.rounds {
+        eprintln!("round {}/{}", round + 1, o.rounds);
+        // Each round runs the variants in a different order.
+        let n = vars.len();
+        for k in 0..n {
+            let v = &vars[(k + round) % n];
+            let mut run = |what: &str, r: io::Result<()>| {
+                if let Err(e) = r {
+                    failures.push(format!("{} {what}: {e}", v.name));
                 }
-                if pp == 0 || pp == p {
-                    break;
-                }
-                p = pp;
-            }
-            false
-        })
-        .collect()
-}
-
-/// (PSS, RSS) in KiB from smaps_rollup.
-fn mem(pid: u32) -> (u64, u64) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    let get = |k: &str| {
-        text.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (get("Pss:"), get("Rss:"))
-}
-
-/// The processes that make up the variant's service: its root and all
-/// descendants for Dante (it has several fixed processes), only the
-/// descendants (the handlers) for the others.
-fn service_pids(v: &Variant) -> Vec<u32> {
-    let Some(c) = &v.child else { return Vec::new() };
-    let mut p = descendants(c.id());
-    if v.name == "dante" {
-        p.push(c.id());
-    }
-    p
-}
-
-fn upload(v: &Variant, srv: Servers, bytes: u64) -> (f64, f64) {
-    let cpu0 = v.child.as_ref().map(|c| tree_cpu(c.id())).unwrap_or(0.0);
-    let t = Instant::now();
-    let mut s = open(v, srv.sink);
-    let buf = vec![0xa5u8; 1 << 20];
-    let mut left = bytes;
-    while left > 0 {
-        let k = left.min(buf.len() as u64) as usize;
-        s.write_all(&buf[..k]).unwrap();
-        left -= k as u64;
-    }
-    s.shutdown(Shutdown::Write).unwrap();
-    let mut n = [0u8; 8];
-    s.read_exact(&mut n).unwrap();
-    assert_eq!(u64::from_be_bytes(n), bytes, "{}: upload lost bytes", v.name);
-    let secs = t.elapsed().as_secs_f64();
-    drop(s);
-    thread::sleep(Duration::from_millis(50));
-    let cpu = v.child.as_ref().map(|c| tree_cpu(c.id())).unwrap_or(0.0) - cpu0;
-    (bytes as f64 / secs, cpu)
-}
-
-fn download(v: &Variant, srv: Servers, bytes: u64) -> (f64, f64) {
-    let cpu0 = v.child.as_ref().map(|c| tree_cpu(c.id())).unwrap_or(0.0);
-    let t = Instant::now();
-    let mut s = open(v, srv.source);
-    s.write_all(&bytes.to_be_bytes()).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut got = 0u64;
-    loop {
-        match s.read(&mut buf).unwrap() {
-            0 => break,
-            k => got += k as u64,
-        }
-    }
-    assert_eq!(got, bytes, "{}: download lost bytes", v.name);
-    let secs = t.elapsed().as_secs_f64();
-    drop(s);
-    thread::sleep(Duration::from_millis(50));
-    let cpu = v.child.as_ref().map(|c| tree_cpu(c.id())).unwrap_or(0.0) - cpu0;
-    (bytes as f64 / secs, cpu)
-}
-
-/// Connect until the 8-byte reply (direct and floor: an 8-byte echo).
-fn connect_to_reply(v: &Variant, srv: Servers) -> f64 {
-    let t = Instant::now();
-    match v.kind {
-        Kind::Socks => {
-            let s = open(v, srv.echo);
-            let d = t.elapsed().as_secs_f64();
-            drop(s);
-            d
-        }
-        _ => {
-            let mut s = match v.addr {
-                Some(a) => TcpStream::connect(a).unwrap(),
-                None => TcpStream::connect(srv.echo).unwrap(),
             };
-            s.write_all(&[4, 1, 0, 80, 127, 0, 0, 1]).unwrap();
-            let mut r = [0u8; 8];
-            s.read_exact(&mut r).unwrap();
-            t.elapsed().as_secs_f64()
-        }
-    }
-}
-
-/// Connections per second with `conc` clients, each doing connect +
-/// handshake + 1 KiB request and response + close, every byte checked.
-fn conns_per_sec(v: &Variant, srv: Servers, conc: usize, total: usize) -> f64 {
-    let counter = Arc::new(AtomicUsize::new(0));
-    let t = Instant::now();
-    thread::scope(|scope| {
-        for _ in 0..conc {
-            let counter = counter.clone();
-            scope.spawn(move || {
-                let req: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 3) as u8).collect();
-                while counter.fetch_add(1, Ordering::Relaxed) < total {
-                    let mut s = match v.addr {
-                        None => TcpStream::connect(srv.echo).unwrap(),
-                        Some(_) => open(v, srv.echo),
-                    };
-                    s.write_all(&req).unwrap();
-                    let mut back = vec![0u8; req.len()];
-                    s.read_exact(&mut back).unwrap();
-                    assert_eq!(back, req, "{}: corrupted", v.name);
-                }
-            });
-        }
-    });
-    total as f64 / t.elapsed().as_secs_f64()
-}
-
-/// PSS and RSS (KiB) of one handler while it relays, and PSS per held
-/// connection over `n` idle relayed connections.
-fn memory(v: &Variant, srv: Servers, n: usize) -> Option<(u64, u64, f64)> {
-    v.child.as_ref()?;
-    let base: u64 = service_pids(v).iter().map(|&p| mem(p).0).sum();
-    let mut one = match v.addr {
-        Some(_) => open(v, srv.echo),
-        None => return None,
-    };
-    let chunk = vec![1u8; 1 << 20];
-    let mut back = vec![0u8; 1 << 20];
-    for _ in 0..4 {
-        one.write_all(&chunk).unwrap();
-        one.read_exact(&mut back).unwrap();
-    }
-    thread::sleep(Duration::from_millis(200));
-    let (pss1, rss1) = if v.name == "dante" {
-        let all: Vec<(u64, u64)> = service_pids(v).iter().map(|&p| mem(p)).collect();
-        (
-            all.iter().map(|m| m.0).sum::<u64>() - base,
-            all.iter().map(|m| m.1).sum(),
-        )
-    } else {
-        service_pids(v)
-            .iter()
-            .map(|&p| mem(p))
-            .max_by_key(|m| m.1)
-            .unwrap_or((0, 0))
-    };
-    drop(one);
-    thread::sleep(Duration::from_millis(300));
-    let base: u64 = service_pids(v).iter().map(|&p| mem(p).0).sum();
-    let mut held = Vec::with_capacity(n);
-    for _ in 0..n {
-        let mut s = open(v, srv.echo);
-        s.write_all(&[9u8; 1024]).unwrap();
-        let mut b = [0u8; 1024];
-        s.read_exact(&mut b).unwrap();
-        held.push(s);
-    }
-    thread::sleep(Duration::from_millis(500));
-    let total: u64 = service_pids(v).iter().map(|&p| mem(p).0).sum();
-    drop(held);
-    thread::sleep(Duration::from_millis(500));
-    Some((pss1, rss1, total.saturating_sub(base) as f64 / n as f64))
-}
-
-/// `n` relays at once through `v`, each echoing 1 MiB in 64 KiB steps
-/// and then held: total PSS and RSS of the handlers (KiB) while all are
-/// open, and the CPU seconds the service spent.
-fn scale(v: &Variant, srv: Servers, n: usize) -> (u64, u64, f64, f64) {
-    let root = v.child.as_ref().map(|c| c.id()).unwrap_or(0);
-    let cpu0 = tree_cpu(root);
-    let t = Instant::now();
-    let barrier = Arc::new(std::sync::Barrier::new(n + 1));
-    let done = Arc::new(std::sync::Barrier::new(n + 1));
-    let mut workers = Vec::new();
-    for _ in 0..n {
-        let (barrier, done) = (barrier.clone(), done.clone());
-        let v_addr = v.addr;
-        let v_kind = v.kind;
-        workers.push(thread::spawn(move || {
-            let v = Variant {
-                name: "scale",
-                kind: v_kind,
-                addr: v_addr,
-                child: None,
-            };
-            let mut s = open(&v, srv.echo);
-            let chunk = vec![3u8; 64 << 10];
-            let mut back = vec![0u8; 64 << 10];
-            for _ in 0..16 {
-                s.write_all(&chunk).unwrap();
-                s.read_exact(&mut back).unwrap();
-            }
-            barrier.wait();
-            done.wait();
-            drop(s);
-        }));
-    }
-    barrier.wait();
-    let wall = t.elapsed().as_secs_f64();
-    let pids = service_pids(v);
-    let pss: u64 = pids.iter().map(|&p| mem(p).0).sum();
-    let rss: u64 = pids.iter().map(|&p| mem(p).1).sum();
-    done.wait();
-    for w in workers {
-        w.join().unwrap();
-    }
-    thread::sleep(Duration::from_millis(300));
-    (pss, rss, tree_cpu(root) - cpu0, wall)
-}
-
-/// Median, min, max.
-fn stats(mut xs: Vec<f64>) -> (f64, f64, f64) {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    if xs.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
-}
-
-fn percentile(mut xs: Vec<f64>, p: f64) -> f64 {
-    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    xs[((xs.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn main() {
-    let s = Settings::from_env();
-    let srv = servers();
-    let vs = variants(&s);
-    let names: Vec<&str> = vs.iter().map(|v| v.name).collect();
-    let mut up: HashMap<&str, Vec<f64>> = HashMap::new();
-    let mut down: HashMap<&str, Vec<f64>> = HashMap::new();
-    let mut cpu: HashMap<&str, Vec<f64>> = HashMap::new();
-    let mut lat: HashMap<&str, Vec<f64>> = HashMap::new();
-    let mut c8: HashMap<&str, Vec<f64>> = HashMap::new();
-    let mut c32: HashMap<&str, Vec<f64>> = HashMap::new();
-
-    for round in 0..s.rounds {
-        eprintln!("round {}/{}", round + 1, s.rounds);
-        for v in &vs {
             if v.kind != Kind::Floor {
-                let (bu, cu) = upload(v, srv, s.bytes);
-                let (bd, cd) = download(v, srv, s.bytes);
-                up.entry(v.name).or_default().push(bu);
-                down.entry(v.name).or_default().push(bd);
-                cpu.entry(v.name)
-                    .or_default()
-                    .push((cu + cd) / (2.0 * s.bytes as f64 / GIB));
+                let root = root_pid(v);
+                let c0 = root.map(cpu);
+                run(
+                    "upload",
+                    upload(v, &d, o.bytes).map(|r| s.add("upload MB/s", v.name, r / 1e6)),
+                );
+                run(
+                    "download",
+                    download_sampled(v, &d, o.bytes).map(|(r, m)| {
+                        s.add("download MB/s", v.name, r / 1e6);
+                        if let Some((pss, rss)) = m {
+                            s.add("handler PSS KiB (relaying)", v.name, pss);
+                            s.add("handler RSS KiB (relaying)", v.name, rss);
+                        }
+                    }),
+                );
+                if let (Some(root), Some(c0)) = (root, c0) {
+                    thread::sleep(Duration::from_millis(200));
+                    s.add("CPU ms per GiB", v.name, (cpu(root) - c0) * 1e3 / (2.0 * gib));
+                }
             }
-            let per_round = s.latency_n.div_ceil(s.rounds).max(1);
-            for _ in 0..per_round {
-                lat.entry(v.name).or_default().push(connect_to_reply(v, srv));
+            run(
+                "latency",
+                latency(v, &d, o.latency).map(|(p50, p99)| {
+                    s.add("connect-to-reply p50 ms", v.name, p50);
+                    s.add("connect-to-reply p99 ms", v.name, p99);
+                }),
+            );
+            for c in [8, 32] {
+                let fig = format!("conn/s, {c} clients");
+                run(
+                    &fig.clone(),
+                    conns_per_sec(v, &d, c, o.conns).map(|r| s.add(&fig, v.name, r)),
+                );
             }
-            c8.entry(v.name).or_default().push(conns_per_sec(v, srv, 8, s.conns));
-            c32.entry(v.name).or_default().push(conns_per_sec(v, srv, 32, s.conns));
-        }
-    }
-    let mut memo: HashMap<&str, (u64, u64, f64)> = HashMap::new();
-    for v in &vs {
-        if let Some(m) = memory(v, srv, s.idle) {
-            memo.insert(v.name, m);
+            if v.kind != Kind::Direct {
+                run(
+                    "idle",
+                    idle_cost(v, &d, o.idle).map(|((pss, rss), one)| {
+                        s.add(&format!("PSS KiB per held conn ({})", o.idle), v.name, pss);
+                        s.add(&format!("RSS KiB per held conn ({})", o.idle), v.name, rss);
+                        if let (Some((p, r)), true) = (one, v.kind != Kind::Dante) {
+                            s.add("handler PSS KiB (idle)", v.name, p);
+                            s.add("handler RSS KiB (idle)", v.name, r);
+                        }
+                    }),
+                );
+            }
         }
     }
 
-    // The table.
+    let names: Vec<&str> = vars.iter().map(|v| v.name).collect();
+    let figs = [
+        "upload MB/s".to_string(),
+        "download MB/s".to_string(),
+        "CPU ms per GiB".to_string(),
+        "connect-to-reply p50 ms".to_string(),
+        "connect-to-reply p99 ms".to_string(),
+        "conn/s, 8 clients".to_string(),
+        "conn/s, 32 clients".to_string(),
+        "handler PSS KiB (relaying)".to_string(),
+        "handler RSS KiB (relaying)".to_string(),
+        "handler PSS KiB (idle)".to_string(),
+        "handler RSS KiB (idle)".to_string(),
+        format!("PSS KiB per held conn ({})", o.idle),
+        format!("RSS KiB per held conn ({})", o.idle),
+    ];
     let mut out = String::new();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let _ = writeln!(
-        out,
-        "socks4d bench: {} rounds, {} MiB per transfer, {} latency samples, {} connections per conn/s run, {} held connections, {} CPUs",
-        s.rounds,
-        s.bytes >> 20,
-        s.latency_n,
-        s.conns,
-        s.idle,
-        cpus
+    out += &format!(
+        "socks4d bench: {} round(s), {:.2} GiB per bulk run, {} sequential connections, {} per conn/s run, {} held; median [min–max]\n\n",
+        o.rounds, gib, o.latency, o.conns, o.idle
     );
-    let _ = writeln!(
-        out,
-        "figures: median [min-max]; (x) ratio to direct, or to the exec floor for start-up and memory"
-    );
-    let _ = write!(out, "{:<28}", "");
+    out += &format!("| {:<28} |", "figure");
     for n in &names {
-        let _ = write!(out, "{n:>26}");
+        out += &format!(" {n:<24} |");
     }
-    let _ = writeln!(out);
-    let row =
-        |out: &mut String, label: &str, data: &HashMap<&str, Vec<f64>>, scale: f64, unit: &str, base: Option<&str>| {
-            let _ = write!(out, "{:<28}", format!("{label} ({unit})"));
-            let base_med = base.and_then(|b| data.get(b)).map(|x| stats(x.clone()).0);
-            for n in &names {
-                match data.get(n) {
-                    Some(x) if !x.is_empty() => {
-                        let (m, lo, hi) = stats(x.clone());
-                        let ratio = base_med.map(|b| format!(" ({:.2}x)", m / b)).unwrap_or_default();
-                        let cell = format!("{:.2} [{:.2}-{:.2}]{}", m * scale, lo * scale, hi * scale, ratio);
-                        let _ = write!(out, "{cell:>26}");
-                    }
-                    _ => {
-                        let _ = write!(out, "{:>26}", "-");
-                    }
-                }
-            }
-            let _ = writeln!(out);
-        };
-    row(&mut out, "upload", &up, 1e-9, "GB/s", Some("direct"));
-    row(&mut out, "download", &down, 1e-9, "GB/s", Some("direct"));
-    row(&mut out, "CPU per GiB", &cpu, 1e3, "ms", None);
-    let p50: HashMap<&str, Vec<f64>> = lat
-        .iter()
-        .map(|(k, v)| (*k, vec![percentile(v.clone(), 0.5)]))
-        .collect();
-    let p99: HashMap<&str, Vec<f64>> = lat
-        .iter()
-        .map(|(k, v)| (*k, vec![percentile(v.clone(), 0.99)]))
-        .collect();
-    row(&mut out, "connect-to-reply p50", &p50, 1e3, "ms", Some("exec floor"));
-    row(&mut out, "connect-to-reply p99", &p99, 1e3, "ms", Some("exec floor"));
-    row(&mut out, "conn/s, 8 clients", &c8, 1.0, "1/s", Some("exec floor"));
-    row(&mut out, "conn/s, 32 clients", &c32, 1.0, "1/s", Some("exec floor"));
-    let m = |f: fn(&(u64, u64, f64)) -> f64| -> HashMap<&str, Vec<f64>> {
-        memo.iter().map(|(k, v)| (*k, vec![f(v)])).collect()
+    out += "\n|";
+    out += &"-".repeat(30);
+    out += "|";
+    for _ in &names {
+        out += &"-".repeat(26);
+        out += "|";
+    }
+    out += "\n";
+    for f in &figs {
+        out += &format!("| {f:<28} |");
+        for n in &names {
+            out += &format!(" {:<24} |", s.cell(f, n));
+        }
+        out += "\n";
+    }
+
+    // Ratios of medians behind the targets.
+    let r = |f: &str, a: &str, b: &str| match (s.med(f, a), s.med(f, b)) {
+        (Some(x), Some(y)) if y != 0.0 => format!("{:.2}", x / y),
+        _ => "-".into(),
     };
-    row(
-        &mut out,
-        "PSS, one relaying",
-        &m(|x| x.0 as f64),
-        1.0,
-        "KiB",
-        Some("exec floor"),
-    );
-    row(
-        &mut out,
-        "RSS, one relaying",
-        &m(|x| x.1 as f64),
-        1.0,
-        "KiB",
-        Some("exec floor"),
-    );
-    row(
-        &mut out,
-        "PSS per held connection",
-        &m(|x| x.2),
-        1.0,
-        "KiB",
-        Some("exec floor"),
-    );
-    if let Some(v) = vs.iter().find(|v| v.name == "socks4d inetd") {
-        let _ = writeln!(
-            out,
-            "\nscale, socks4d inetd: N relays at once, each echoing 1 MiB, then all held"
-        );
-        let _ = writeln!(
-            out,
-            "{:>6} {:>14} {:>14} {:>14} {:>10}",
-            "N", "PSS total MiB", "RSS total MiB", "CPU s", "wall s"
-        );
-        for &n in &s.scale {
-            let (pss, rss, cpu, wall) = scale(v, srv, n);
-            let _ = writeln!(
-                out,
-                "{n:>6} {:>14.1} {:>14.1} {cpu:>14.2} {wall:>10.2}",
-                pss as f64 / 1024.0,
-                rss as f64 / 1024.0
-            );
+    let held = format!("PSS KiB per held conn ({})", o.idle);
+    let lines = [
+        (
+            "upload, inetd / direct (>= 0.70)",
+            r("upload MB/s", "socks4d-inetd", "direct"),
+        ),
+        (
+            "download, inetd / direct (>= 0.70)",
+            r("download MB/s", "socks4d-inetd", "direct"),
+        ),
+        (
+            "upload, inetd / dante (>= 1.6)",
+            r("upload MB/s", "socks4d-inetd", "dante"),
+        ),
+        (
+            "download, inetd / dante (>= 1.6)",
+            r("download MB/s", "socks4d-inetd", "dante"),
+        ),
+        (
+            "CPU per GiB, inetd / dante (<= 0.35)",
+            r("CPU ms per GiB", "socks4d-inetd", "dante"),
+        ),
+        (
+            "p50, inetd / floor (<= 1.10)",
+            r("connect-to-reply p50 ms", "socks4d-inetd", "exec-floor"),
+        ),
+        (
+            "conn/s 8, inetd / floor (>= 0.85)",
+            r("conn/s, 8 clients", "socks4d-inetd", "exec-floor"),
+        ),
+        (
+            "conn/s 32, inetd / floor (>= 0.85)",
+            r("conn/s, 32 clients", "socks4d-inetd", "exec-floor"),
+        ),
+        (
+            "p50, listen / dante (<= 1.00)",
+            r("connect-to-reply p50 ms", "socks4d-listen", "dante"),
+        ),
+        (
+            "PSS per held conn, inetd / floor (<= 1.1)",
+            r(&held, "socks4d-inetd", "exec-floor"),
+        ),
+    ];
+    out += "\n| ratio (target) | value |\n|---|---|\n";
+    for (k, v) in lines {
+        out += &format!("| {k} | {v} |\n");
+    }
+    if !failures.is_empty() {
+        out += "\nfailures:\n";
+        for f in &failures {
+            out += &format!("  {f}\n");
         }
     }
     print!("{out}");
-    if let Some(dir) = std::path::Path::new(&s.out).parent() {
-        let _ = std::fs::create_dir_all(dir);
+    if let Err(e) = std::fs::write(&o.out, &out) {
+        eprintln!("socks4d-bench: {}: {e}", o.out);
     }
-    std::fs::write(&s.out, &out).unwrap();
-    eprintln!("written to {}", s.out);
+    drop(vars);
+    let _ = std::fs::remove_dir_all(&dir);
+    if !failures.is_empty() {
+        std::process::exit(1);
+    }
 }
