@@ -328,7 +328,12 @@ fn a_command_does_not_hold_the_client_connection_open() {
     args.extend_from_slice(&["-f", &conf, "--idle-timeout", "1"]);
     let mut s = spawn_fd3(&args);
     s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
-    assert_eq!(read_reply(&mut s.client)[1], 0x5A);
+    let mut reply = [0u8; 8];
+    if let Err(e) = std::io::Read::read_exact(&mut s.client, &mut reply) {
+        let (status, log) = finish(&mut s, EXIT);
+        panic!("no reply ({e}); socks4d {status:?}:\n{log}");
+    }
+    assert_eq!(reply[1], 0x5A);
     let t = Instant::now();
     assert!(closed(&mut s.client));
     assert!(

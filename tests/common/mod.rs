@@ -93,7 +93,14 @@ pub fn spawn_with_fd3(fd: OwnedFd, args: &[&str]) -> Child {
     // after spawn returns.
     unsafe {
         cmd.pre_exec(move || {
-            if nix::libc::dup2(raw, 3) < 0 {
+            // dup2 onto itself would keep close-on-exec set, and exec
+            // would close the socket: clear the flag instead.
+            let rc = if raw == 3 {
+                nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+            } else {
+                nix::libc::dup2(raw, 3)
+            };
+            if rc < 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
