@@ -171,6 +171,9 @@ fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> ExitCo
             if d.permit() {
                 println!("ident: {}", d.ident(cfg.ident).name());
             }
+            if let Some(cmd) = d.command() {
+                println!("command: {}", String::from_utf8_lossy(cmd));
+            }
         }
         None => {
             println!("{}: no rule matches", d.label());

@@ -228,6 +228,8 @@ fn explain_names_the_deciding_line_of_a_classic_file() {
             "{args:?}: {out}"
         );
     }
+    let (_, out, _) = socks4d(&["-f", &conf, "--explain", "bonnie", "128.12.6.9", "10.53.23.1", "70"]);
+    assert!(out.contains("command: /bin/echo rejected %u >>/tmp/x"), "{out}");
     let (_, out, _) = socks4d(&["-f", &conf, "--explain", "don", "23.2.6.127", "10.53.23.1", "70"]);
     assert!(
         out.contains("no rule matches") && out.contains("decision: deny"),
