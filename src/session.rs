@@ -146,10 +146,9 @@ fn serve(
         ..Record::default()
     };
     if let Err(e) = client.set_nonblocking(true) {
-        log.error(
-            rec.decision_line(None, "client-error", Some(&format!("set non-blocking: {e}")))
-                .as_str(),
-        );
+        let why = format!("set non-blocking: {e}");
+        log.error(rec.decision_line(None, "client-error", Some(&why)).as_str());
+        log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
         return;
     }
 
@@ -175,50 +174,64 @@ fn serve(
             listener,
             expect,
             pending,
-        }) => {
-            rec.bind = listener.local_addr().ok().map(net::unmap);
-            if let Err(e) = send_reply(&client, REPLY_GRANTED, rec.bind) {
-                return client_lost(&rec, started, e, log);
+        }) => answer_call(client, listener, &expect, &pending, cfg, &mut rec, started, log),
+    }
+}
+
+/// BIND after the decision: the first reply, the wait for the call, the
+/// peer check and the second reply, then the relay.
+#[allow(clippy::too_many_arguments)]
+fn answer_call(
+    client: TcpStream,
+    listener: TcpListener,
+    expect: &[IpAddr],
+    pending: &[u8],
+    cfg: &Config,
+    rec: &mut Record,
+    started: Instant,
+    log: &Log,
+) {
+    rec.bind = listener.local_addr().ok().map(net::unmap);
+    if let Err(e) = send_reply(&client, REPLY_GRANTED, rec.bind) {
+        return client_lost(rec, started, e, log);
+    }
+    log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
+    let waited = bind::wait(&listener, &client, Deadline::after(cfg.connect_timeout));
+    // Exactly one inbound connection: stop listening now.
+    drop(listener);
+    match waited {
+        Ok(Inbound::Call(caller, peer)) if expect.contains(&peer.ip()) => {
+            if let Err(e) = send_reply(&client, REPLY_GRANTED, Some(peer)) {
+                return client_lost(rec, started, e, log);
             }
-            log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
-            let waited = bind::wait(&listener, &client, Deadline::after(cfg.connect_timeout));
-            // Exactly one inbound connection: stop listening now.
-            drop(listener);
-            match waited {
-                Ok(Inbound::Call(caller, peer)) if expect.contains(&peer.ip()) => {
-                    if let Err(e) = send_reply(&client, REPLY_GRANTED, Some(peer)) {
-                        return client_lost(&rec, started, e, log);
-                    }
-                    log.info(
-                        rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None)
-                            .as_str(),
-                    );
-                    relay(client, caller, &pending, cfg, &rec, started, log);
-                }
-                Ok(Inbound::Call(_caller, peer)) => {
-                    if send_reply(&client, REPLY_REJECTED, None).is_ok() {
-                        linger(&client);
-                    }
-                    let why = format!("expected {}, got {}", rec.expect.as_deref().unwrap_or("-"), peer.ip());
-                    let line = rec.accept_line(Some(peer), Some(REPLY_REJECTED), "peer-mismatch", Some(&why));
-                    log.warning(line.as_str());
-                    log.info(rec.end_line(0, 0, started, "refused", None).as_str());
-                }
-                Ok(Inbound::Timeout) => {
-                    // As the classic server: no second reply, just close.
-                    log.warning(rec.accept_line(None, None, "timeout", None).as_str());
-                    log.info(rec.end_line(0, 0, started, "bind-timeout", None).as_str());
-                }
-                Ok(Inbound::ClientGone(why)) => {
-                    log.warning(rec.accept_line(None, None, "client-gone", Some(&why)).as_str());
-                    log.info(rec.end_line(0, 0, started, "client-gone", Some(&why)).as_str());
-                }
-                Err(e) => {
-                    let why = e.to_string();
-                    log.error(rec.accept_line(None, None, "bind-error", Some(&why)).as_str());
-                    log.info(rec.end_line(0, 0, started, "bind-error", Some(&why)).as_str());
-                }
+            log.info(
+                rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None)
+                    .as_str(),
+            );
+            relay(client, caller, pending, cfg, rec, started, log);
+        }
+        Ok(Inbound::Call(_caller, peer)) => {
+            if send_reply(&client, REPLY_REJECTED, None).is_ok() {
+                linger(&client);
             }
+            let why = format!("expected {}, got {}", rec.expect.as_deref().unwrap_or("-"), peer.ip());
+            let line = rec.accept_line(Some(peer), Some(REPLY_REJECTED), "peer-mismatch", Some(&why));
+            log.warning(line.as_str());
+            log.info(rec.end_line(0, 0, started, "refused", None).as_str());
+        }
+        Ok(Inbound::Timeout) => {
+            // As the classic server: no second reply, just close.
+            log.warning(rec.accept_line(None, None, "timeout", None).as_str());
+            log.info(rec.end_line(0, 0, started, "bind-timeout", None).as_str());
+        }
+        Ok(Inbound::ClientGone(why)) => {
+            log.warning(rec.accept_line(None, None, "client-gone", Some(&why)).as_str());
+            log.info(rec.end_line(0, 0, started, "client-gone", Some(&why)).as_str());
+        }
+        Err(e) => {
+            let why = e.to_string();
+            log.error(rec.accept_line(None, None, "bind-error", Some(&why)).as_str());
+            log.info(rec.end_line(0, 0, started, "bind-error", Some(&why)).as_str());
         }
     }
 }
