@@ -47,8 +47,6 @@ pub struct Config {
     /// The rules file, and whether it was named with `-f`.
     pub rules_file: PathBuf,
     pub rules_file_named: bool,
-    /// How the relay moves bytes; splice unless a benchmark asks otherwise.
-    pub relay_mode: crate::relay::Mode,
 }
 
 impl Default for Config {
@@ -70,7 +68,6 @@ impl Default for Config {
             ident_port: ident::IDENT_PORT,
             rules_file: PathBuf::from(rules::DEFAULT_FILE),
             rules_file_named: false,
-            relay_mode: crate::relay::DEFAULT_MODE,
         }
     }
 }

@@ -51,11 +51,6 @@ fn main() -> ExitCode {
         cfg.ident_port = port;
     }
 
-    // Benchmarks only: compare the relay's copy path with splice.
-    if std::env::var("SOCKS4D_RELAY").as_deref() == Ok("copy") {
-        cfg.relay_mode = socks4d::relay::Mode::Copy;
-    }
-
     if !cfg.listen.is_empty() {
         return serve_listen(&cfg);
     }

@@ -26,7 +26,7 @@ pub const PIPE_SIZE: usize = 256 * 1024;
 /// hands out one-page pipes to a user over its pipe quota): copy instead.
 const MIN_PIPE_SIZE: usize = 64 * 1024;
 /// The mode [`run`] uses.
-pub const DEFAULT_MODE: Mode = Mode::Splice;
+const DEFAULT_MODE: Mode = Mode::Splice;
 
 /// What ended a relay.
 #[derive(Debug, Clone, PartialEq, Eq)]

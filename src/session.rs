@@ -279,7 +279,7 @@ fn client_lost(rec: &Record, started: Instant, e: io::Error, log: &Log) {
 
 /// Relays until both sides are done and writes the end line.
 fn relay(client: TcpStream, other: TcpStream, pending: &[u8], cfg: &Config, rec: &Record, started: Instant, log: &Log) {
-    let summary = relay::run_with(cfg.relay_mode, client, other, pending, cfg.idle_timeout);
+    let summary = relay::run(client, other, pending, cfg.idle_timeout);
     let line = rec.end_line(
         summary.up,
         summary.down,
