@@ -882,14 +882,8 @@ mod tests {
         (d.rule.map_or(0, |r| r.line), d.permit())
     }
 
-    const CLASSIC: &str = "\
-deny    *=bonnie,clyde  128.12.6.0 255.255.255.0 : /bin/echo rejected %u >>/tmp/x
-permit  *=ylee  128.12.6.4 255.255.255.255 137.12.0.0 255.255.0.0
-deny    128.12.0.0 255.255.0.0 eq telnet
-permit  128.12.0.0 255.255.0.0
-#NO_IDENTD: /bin/echo please run identd on %A
-#BAD_ID: /bin/echo %U pretends to be %u on %A
-";
+    /// The example of the classic sockd.conf(5), as administrators have it.
+    const CLASSIC: &str = include_str!("../tests/data/classic-sockd.conf");
 
     #[test]
     fn classic_example_decides_as_test_sockd_conf() {

@@ -46,25 +46,6 @@ fn addr_of(reply: &[u8; 8]) -> SocketAddr {
     ))
 }
 
-/// Connects from a chosen loopback source address.
-fn connect_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    let fd = nix::sys::socket::socket(
-        nix::sys::socket::AddressFamily::Inet,
-        nix::sys::socket::SockType::Stream,
-        nix::sys::socket::SockFlag::empty(),
-        None,
-    )
-    .unwrap();
-    let from = nix::sys::socket::SockaddrIn::from(SocketAddrV4::new(src, 0));
-    nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &from).unwrap();
-    let to = nix::sys::socket::SockaddrStorage::from(to);
-    nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &to).unwrap();
-    let s = TcpStream::from(fd);
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    s
-}
-
 #[test]
 fn ftp_like_flow_relays_both_ways_with_half_close() {
     // The application server: a control port, and later a call back to

@@ -5,9 +5,8 @@ mod common;
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -412,20 +411,7 @@ fn curl_through_systemd_socket_activate_inetd() {
     }
     let body = payload(3 << 20, 7);
     let web = http_server(body.clone());
-    let port = free_port();
-    let child = Command::new("systemd-socket-activate")
-        .args(["--inetd", "-a", "-l", &format!("127.0.0.1:{port}")])
-        .arg(bin())
-        .args(["--ident", "off"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let _g = Guard(child);
-    let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(proxy);
+    let (_g, proxy) = spawn_activated(&["--ident", "off"]);
     for mode in ["--socks4", "--socks4a"] {
         let host = if mode == "--socks4" { "127.0.0.1" } else { "localhost" };
         let out = Command::new("curl")

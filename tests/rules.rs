@@ -183,14 +183,8 @@ fn check_config_reports_each_error_with_its_line() {
     assert!(out.contains("OK"), "{out}");
 }
 
-const CLASSIC: &str = "\
-deny    *=bonnie,clyde  128.12.6.0 255.255.255.0 : /bin/echo rejected %u >>/tmp/x
-permit  *=ylee  128.12.6.4 255.255.255.255 137.12.0.0 255.255.0.0
-deny    128.12.0.0 255.255.0.0 eq telnet
-permit  128.12.0.0 255.255.0.0
-#NO_IDENTD: /bin/echo please run identd on %A
-#BAD_ID: /bin/echo %U pretends to be %u on %A
-";
+/// The example of the classic sockd.conf(5), as administrators have it.
+const CLASSIC: &str = include_str!("data/classic-sockd.conf");
 
 #[test]
 fn explain_names_the_deciding_line_of_a_classic_file() {

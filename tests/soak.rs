@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -24,33 +22,6 @@ fn connections() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000)
-}
-
-/// An echo server for any number of connections, for the test's life.
-fn echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            thread::spawn(move || {
-                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = s.shutdown(Shutdown::Write);
-            });
-        }
-    });
-    addr
 }
 
 /// Runs `n` exchanges through `proxy`; returns the bytes sent and the
@@ -152,21 +123,8 @@ fn soak_socket_activate_inetd() {
     if !require("systemd-socket-activate") {
         return;
     }
-    let port = free_port();
-    let child = Command::new("systemd-socket-activate")
-        .args(["--inetd", "-a", "-l", &format!("127.0.0.1:{port}")])
-        .arg(bin())
-        .args(ARGS)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let guard = Guard(child);
+    let (guard, proxy) = spawn_activated(ARGS);
     let pid = guard.0.id();
-    let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(proxy);
     let n = connections();
     let t = Instant::now();
     let (sent, good) = run_load(proxy, n);

@@ -214,20 +214,46 @@ pub fn dest<F: FnOnce(TcpStream) + Send + 'static>(f: F) -> Dest {
 
 /// A destination that echoes everything back, then closes its side.
 pub fn echo_dest() -> Dest {
-    dest(|mut s| {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if s.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
+    dest(echo)
+}
+
+/// Echoes everything back, then closes the sending side.
+pub fn echo(mut s: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    break;
                 }
             }
         }
-        let _ = s.shutdown(Shutdown::Write);
-    })
+    }
+    let _ = s.shutdown(Shutdown::Write);
+}
+
+/// An echo server for any number of connections, for the test's life.
+pub fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            thread::spawn(move || echo(s));
+        }
+    });
+    addr
+}
+
+/// Connects from the loopback address `src`, with test timeouts.
+pub fn connect_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let deadline = socks4d::net::Deadline::after(IO_TIMEOUT);
+    let s = socks4d::net::connect(to, Some(SocketAddr::new(src.into(), 0)), deadline).unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s
 }
 
 /// An address where nothing listens.
@@ -324,6 +350,27 @@ pub fn spawn_listen(args: &[&str]) -> (Guard, SocketAddr) {
         .process_group(0)
         .spawn()
         .expect("start socks4d --listen");
+    let guard = Guard(child);
+    wait_listening(addr);
+    (guard, addr)
+}
+
+/// Starts socks4d plus `args` under `systemd-socket-activate --inetd -a`
+/// on a loopback port, in its own process group; returns it once the port
+/// accepts.
+pub fn spawn_activated(args: &[&str]) -> (Guard, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let child = Command::new("systemd-socket-activate")
+        .args(["--inetd", "-a", "-l", &addr.to_string()])
+        .arg(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start systemd-socket-activate");
     let guard = Guard(child);
     wait_listening(addr);
     (guard, addr)
