@@ -119,22 +119,30 @@ pub fn connect(to: SocketAddr, from: Option<SocketAddr>, deadline: Deadline) -> 
 }
 
 /// Resolves `host` (A and AAAA, via getaddrinfo) before `deadline`.
-/// getaddrinfo cannot be interrupted, so it runs on a helper thread; if the
-/// deadline passes first the thread is left behind and ends with the
-/// process.
 pub fn resolve(host: &str, port: u16, deadline: Deadline) -> io::Result<Vec<SocketAddr>> {
-    let (tx, rx) = mpsc::channel();
     let name = host.to_string();
-    std::thread::Builder::new().name("resolve".into()).spawn(move || {
-        let result = (name.as_str(), port).to_socket_addrs().map(|it| it.collect::<Vec<_>>());
-        let _ = tx.send(result);
-    })?;
-    let left = deadline.remaining().ok_or_else(|| timed_out("name resolution"))?;
-    match rx.recv_timeout(left) {
-        Ok(Ok(addrs)) if addrs.is_empty() => Err(io::Error::new(io::ErrorKind::NotFound, "no addresses")),
-        Ok(result) => result,
-        Err(_) => Err(timed_out("name resolution")),
+    let lookup = move || (name.as_str(), port).to_socket_addrs().map(|it| it.collect::<Vec<_>>());
+    match on_thread(lookup, deadline, "name resolution")? {
+        Ok(addrs) if addrs.is_empty() => Err(io::Error::new(io::ErrorKind::NotFound, "no addresses")),
+        result => result,
     }
+}
+
+/// Runs a call that cannot be interrupted (getaddrinfo, getnameinfo) on a
+/// thread of its own and waits for it until `deadline`. On a timeout the
+/// thread is left behind; it ends with the process, which serves one
+/// connection.
+pub fn on_thread<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+    deadline: Deadline,
+    what: &str,
+) -> io::Result<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new().name(what.into()).spawn(move || {
+        let _ = tx.send(f());
+    })?;
+    let left = deadline.remaining().ok_or_else(|| timed_out(what))?;
+    rx.recv_timeout(left).map_err(|_| timed_out(what))
 }
 
 /// Sets `SO_LINGER` to zero so that dropping the socket sends a reset:

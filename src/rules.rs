@@ -797,17 +797,12 @@ pub fn spawn(template: Vec<u8>, mut subst: Subst) -> Spawned {
 }
 
 /// The host name of `ip` by reverse lookup, or `None` after
-/// [`NAME_LOOKUP_TIMEOUT`]. getnameinfo cannot be interrupted, so it runs
-/// on a thread of its own that is left behind on a timeout.
+/// [`NAME_LOOKUP_TIMEOUT`].
 fn host_name(ip: IpAddr) -> Option<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("lookup".into())
-        .spawn(move || {
-            let _ = tx.send(getnameinfo(ip));
-        })
-        .ok()?;
-    rx.recv_timeout(NAME_LOOKUP_TIMEOUT).ok().flatten()
+    let deadline = crate::net::Deadline::after(NAME_LOOKUP_TIMEOUT);
+    crate::net::on_thread(move || getnameinfo(ip), deadline, "reverse lookup")
+        .ok()
+        .flatten()
 }
 
 fn getnameinfo(ip: IpAddr) -> Option<String> {
