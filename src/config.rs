@@ -47,6 +47,12 @@ pub struct Config {
     /// The rules file, and whether it was named with `-f`.
     pub rules_file: PathBuf,
     pub rules_file_named: bool,
+    /// `--max-children` was given: only for modes that accept connections.
+    pub max_children_given: bool,
+    /// Beyond the confinement's own list: directories a handler and its
+    /// commands may read (`--readable`) and write (`--writable`).
+    pub readable: Vec<PathBuf>,
+    pub writable: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -68,6 +74,9 @@ impl Default for Config {
             ident_port: ident::IDENT_PORT,
             rules_file: PathBuf::from(rules::DEFAULT_FILE),
             rules_file_named: false,
+            max_children_given: false,
+            readable: Vec::new(),
+            writable: Vec::new(),
         }
     }
 }
@@ -93,6 +102,7 @@ pub enum Action {
 pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--request-timeout SECS]
                [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
                [--bind-address ADDR] [--bind-ports LO-HI] [--user NAME]
+               [--readable DIR]... [--writable DIR]...
                [--ident required|optional|off] [-I] [-i] [--ident-timeout SECS]
                [-f FILE] [--check-config] [--explain USER SRC DST PORT]
                [--log-stderr] [--log-facility NAME]";
@@ -100,7 +110,6 @@ pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children 
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
     let mut cfg = Config::default();
-    let mut max_children_given = false;
     let mut check = false;
     let mut explain: Option<[String; 4]> = None;
     let mut args = args.into_iter();
@@ -129,7 +138,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
             "--max-children" => {
                 let v = value("a number")?;
                 cfg.max_children = parse_number(&name, &v, 1, 1_000_000)? as usize;
-                max_children_given = true;
+                cfg.max_children_given = true;
             }
             "--request-timeout" => cfg.request_timeout = parse_secs(&name, &value("seconds")?, 1)?,
             "--connect-timeout" => cfg.connect_timeout = parse_secs(&name, &value("seconds")?, 1)?,
@@ -176,6 +185,18 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                 cfg.rules_file = PathBuf::from(value("a file")?);
                 cfg.rules_file_named = true;
             }
+            "--readable" | "--writable" => {
+                let v = value("a directory")?;
+                if !v.starts_with('/') {
+                    return Err(format!("{name} {v}: needs an absolute path"));
+                }
+                let list = if name == "--readable" {
+                    &mut cfg.readable
+                } else {
+                    &mut cfg.writable
+                };
+                list.push(PathBuf::from(v));
+            }
             "--check-config" => check = true,
             "--explain" => {
                 let mut four = Vec::with_capacity(4);
@@ -197,9 +218,6 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
             _ if inline.is_some() => return Err(format!("{name}: unknown option")),
             _ => return Err(format!("{arg}: unknown option")),
         }
-    }
-    if max_children_given && cfg.listen.is_empty() {
-        return Err("--max-children only makes sense with --listen".into());
     }
     if let Some([user, src, dst, port]) = explain {
         return Ok(Action::Explain {
@@ -306,7 +324,7 @@ mod tests {
             ("--connect-timeout 99999999", "--connect-timeout"),
             ("--bogus", "--bogus"),
             ("--listen", "needs"),
-            ("--max-children 5", "--listen"),
+            ("--writable tmp", "absolute"),
             ("--log-facility nope", "nope"),
             ("--bind-ports 10-5", "--bind-ports 10-5"),
             ("--bind-ports 0-5", "LO-HI"),

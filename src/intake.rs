@@ -1,9 +1,11 @@
 //! Where the client socket comes from: fd 3 under `LISTEN_FDS` (a systemd
 //! socket unit with `Accept=yes`), or fd 0 (inetd `nowait`, xinetd,
-//! `StandardInput=socket`).
+//! `StandardInput=socket`). Or, when what was passed is a listening socket
+//! (a socket unit with `Accept=no`, inetd `wait`), the listening sockets,
+//! which [`crate::listen`] then serves as `--listen` does.
 
 use std::fs::OpenOptions;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -23,6 +25,9 @@ pub struct Client {
 /// What was found at start-up.
 pub enum Found {
     Client(Client),
+    /// Listening sockets, to accept connections from. The flag says
+    /// whether stderr may carry log lines (it is not a passed socket).
+    Listeners(Vec<TcpListener>, bool),
     /// A socket was passed but cannot be served; the text says why and how
     /// to fix the setup. The flag says whether stderr may carry it (it is
     /// not the passed socket).
@@ -42,25 +47,74 @@ pub fn socket_passed() -> bool {
 pub fn find() -> Found {
     let mut fds = listenfd::ListenFd::from_env();
     if fds.len() > 0 {
-        return match fds.take_raw_fd(0) {
-            Ok(Some(raw)) => {
-                // SAFETY: systemd passed this fd to this process (listenfd
-                // checked LISTEN_PID) and nothing else owns it.
-                let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-                // systemd passes it without close-on-exec; a rule's command
-                // must not inherit the client's connection and hold it open.
-                let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
-                check(fd, "fd 3 (LISTEN_FDS)")
+        let mut taken = Vec::new();
+        for i in 0..fds.len() {
+            match fds.take_raw_fd(i) {
+                Ok(Some(raw)) => {
+                    // SAFETY: systemd passed this fd to this process
+                    // (listenfd checked LISTEN_PID) and nothing else owns it.
+                    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                    // systemd passes it without close-on-exec; a rule's
+                    // command must not inherit a socket and hold it open.
+                    let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+                    taken.push(fd);
+                }
+                _ => return Found::SetupError(format!("LISTEN_FDS is set but fd {} cannot be taken", 3 + i), true),
             }
-            _ => Found::SetupError("LISTEN_FDS is set but fd 3 cannot be taken".into(), true),
-        };
+        }
+        let first = taken.remove(0);
+        if listening(&first) {
+            return listeners(std::iter::once(first).chain(taken).collect(), "LISTEN_FDS", true);
+        }
+        if !taken.is_empty() {
+            return Found::SetupError(
+                format!(
+                    "LISTEN_FDS passes {} sockets and fd 3 is a connection: with Accept=yes the unit \
+                     must have one ListenStream= only",
+                    taken.len() + 1
+                ),
+                true,
+            );
+        }
+        return check(first, "fd 3 (LISTEN_FDS)");
     }
     if is_socket(0) {
         // SAFETY: fd 0 is a socket handed to us by inetd; this is the only
         // place that takes ownership of it.
-        return check(unsafe { OwnedFd::from_raw_fd(0) }, "stdin");
+        let fd = unsafe { OwnedFd::from_raw_fd(0) };
+        if listening(&fd) {
+            let stderr_allowed = !same_file(&fd, 2);
+            quiet_std_fds(&fd);
+            let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+            return listeners(vec![fd], "stdin (inetd wait)", stderr_allowed);
+        }
+        return check(fd, "stdin");
     }
     Found::Nothing
+}
+
+fn listening(fd: &OwnedFd) -> bool {
+    getsockopt(fd, sockopt::AcceptConn).unwrap_or(false)
+}
+
+/// Checks that each of `fds` is a listening TCP socket and takes them.
+fn listeners(fds: Vec<OwnedFd>, what: &str, stderr_allowed: bool) -> Found {
+    let mut out = Vec::with_capacity(fds.len());
+    for (i, fd) in fds.into_iter().enumerate() {
+        let ok = matches!(getsockopt(&fd, sockopt::SockType), Ok(SockType::Stream)) && listening(&fd);
+        let l = TcpListener::from(fd);
+        if !ok || l.local_addr().is_err() {
+            return Found::SetupError(
+                format!(
+                    "{what}: socket {} is not a listening TCP socket (ListenStream= only)",
+                    i + 1
+                ),
+                stderr_allowed,
+            );
+        }
+        out.push(l);
+    }
+    Found::Listeners(out, stderr_allowed)
 }
 
 fn is_socket(fd: i32) -> bool {
@@ -81,22 +135,26 @@ fn check(fd: OwnedFd, what: &str) -> Found {
         Ok(other) => return fail(format!("{what} is a {other:?} socket, not a TCP stream")),
         Err(e) => return fail(format!("{what} is not a socket: {e}")),
     }
-    if getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
-        return fail(format!(
-            "{what} is a listening socket: socks4d serves one accepted connection per run; \
-             set Accept=yes in the socket unit (or use `nowait` in inetd.conf)"
-        ));
-    }
     let stream = TcpStream::from(fd);
     let (peer, local) = match (stream.peer_addr(), stream.local_addr()) {
         (Ok(p), Ok(l)) => (p, l),
         (Err(e), _) | (_, Err(e)) => return fail(format!("{what} is not a connected TCP socket: {e}")),
     };
-    // inetd may put the socket on fds 1 and 2 too. Point them at /dev/null
-    // so that nothing written there can reach the client, and so that the
-    // socket is really closed when the stream is dropped.
+    quiet_std_fds(&stream);
+    Found::Client(Client {
+        stream,
+        peer,
+        local,
+        stderr_was_client,
+    })
+}
+
+/// inetd may put the socket on fds 1 and 2 too. Point them at /dev/null
+/// so that nothing written there can reach the client, and so that the
+/// socket is really closed when its owner is dropped.
+fn quiet_std_fds(socket: &impl AsFd) {
     for other in [1, 2] {
-        if same_file(&stream, other) {
+        if same_file(socket, other) {
             if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
                 // SAFETY: fds 1 and 2 are the process's own standard fds;
                 // dup2 replaces them atomically.
@@ -106,12 +164,6 @@ fn check(fd: OwnedFd, what: &str) -> Found {
             }
         }
     }
-    Found::Client(Client {
-        stream,
-        peer,
-        local,
-        stderr_was_client,
-    })
 }
 
 fn same_file(a: &impl AsFd, b: i32) -> bool {

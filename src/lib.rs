@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bind;
 pub mod config;
+pub mod confine;
 pub mod ident;
 pub mod intake;
 pub mod listen;
@@ -14,3 +15,4 @@ pub mod relay;
 pub mod request;
 pub mod rules;
 pub mod session;
+pub mod syscalls;

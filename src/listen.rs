@@ -1,6 +1,7 @@
-//! `--listen`: a foreground mode for trials and tests. It accepts
-//! connections and forks one child per connection, which runs the same
-//! handler as inetd and socket-unit modes.
+//! Serving listening sockets: those of `--listen`, or those passed by a
+//! socket unit with `Accept=no` or by inetd's `wait`. One forked child per
+//! connection, which confines itself and runs the same handler as inetd
+//! and socket-unit modes.
 
 use std::collections::HashSet;
 use std::net::{TcpListener, TcpStream};
@@ -17,30 +18,34 @@ use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::audit::{self, Line, Log};
 use crate::config::Config;
+use crate::confine;
 use crate::rules::Loaded;
 use crate::session;
 
 /// How long children get to finish after SIGTERM before SIGKILL.
 const CHILD_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves `cfg.listen` until SIGTERM or SIGINT. Children are reaped as
+/// Binds the `--listen` addresses.
+pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>> {
+    cfg.listen
+        .iter()
+        .map(|addr| TcpListener::bind(addr).with_context(|| format!("listen on {addr}")))
+        .collect()
+}
+
+/// Serves `listeners` until SIGTERM or SIGINT. Children are reaped as
 /// they exit; at most `cfg.max_children` run at once, and a connection
 /// over the cap is closed at once and logged. On a stop signal the
 /// listening sockets are closed, the children are sent SIGTERM and waited
 /// for, and the function returns.
-pub fn serve(cfg: &Config, rules: &Loaded, log: &Log) -> Result<()> {
-    let listeners = cfg
-        .listen
-        .iter()
-        .map(|addr| {
-            let l = TcpListener::bind(addr).with_context(|| format!("listen on {addr}"))?;
-            l.set_nonblocking(true).context("set listener non-blocking")?;
-            Ok(l)
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-    // The ports are bound; children need no more than `--user`.
+pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Log) -> Result<()> {
+    for l in &listeners {
+        l.set_nonblocking(true).context("set listener non-blocking")?;
+    }
+    // The ports are bound; children need no more than `--user`, and each
+    // confines itself further with this plan, made once here.
     crate::privilege::drop_root(&cfg.user)?;
+    let plan = confine::Plan::new(cfg);
 
     let mut mask = SigSet::empty();
     for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
@@ -102,6 +107,7 @@ pub fn serve(cfg: &Config, rules: &Loaded, log: &Log) -> Result<()> {
                     drop(signals);
                     let _ = mask.thread_unblock();
                     log.after_fork();
+                    plan.enter().log(log);
                     let local = stream.local_addr().unwrap_or(peer);
                     session::handle(stream, peer, local, cfg, rules, log);
                     std::process::exit(0);

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use socks4d::audit::Log;
 use socks4d::config::{self, Action, Config};
 use socks4d::intake::{self, Found};
-use socks4d::{listen, privilege, rules, session};
+use socks4d::{confine, listen, privilege, rules, session};
 
 /// Exit status after a setup error.
 const EXIT_SETUP: u8 = 1;
@@ -14,7 +14,7 @@ const EXIT_USAGE: u8 = 64;
 
 const HOW_TO_RUN: &str = "socks4d: no client socket. Run it from inetd \
 (`socks stream tcp nowait nobody /usr/sbin/socks4d socks4d`), from a systemd \
-socket unit with Accept=yes, or try it with `socks4d --listen 127.0.0.1:1080 --log-stderr`";
+socket unit (Accept=yes, or Accept=no for one long-running socks4d), or try it with `socks4d --listen 127.0.0.1:1080 --log-stderr`";
 
 fn main() -> ExitCode {
     let mut cfg = match config::parse_args(std::env::args().skip(1)) {
@@ -52,22 +52,41 @@ fn main() -> ExitCode {
     }
 
     if !cfg.listen.is_empty() {
-        return serve_listen(&cfg);
+        return match listen::bind(&cfg) {
+            Ok(listeners) => serve_listeners(&cfg, listeners, true),
+            Err(e) => {
+                let msg = format!("setup error: {e:#}");
+                open_log(&cfg, true).error(&msg);
+                if !cfg.log_stderr {
+                    eprintln!("socks4d: {msg}");
+                }
+                ExitCode::from(EXIT_SETUP)
+            }
+        };
     }
 
     match intake::find() {
         Found::Client(c) => {
             let log = open_log(&cfg, !c.stderr_was_client);
-            // Syslog is open and the rules are read; drop root before
-            // reading a byte from the client.
+            if cfg.max_children_given {
+                log.error(
+                    "setup error: --max-children needs --listen or a listening socket \
+                     (Accept=no, inetd wait); here one connection was passed",
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            // Syslog is open and the rules are read; drop root and confine
+            // the process before reading a byte from the client.
             let rules = load_rules(&cfg, &log);
             if let Err(e) = privilege::drop_root(&cfg.user) {
                 log.error(&format!("setup error: {e:#}"));
                 return ExitCode::from(EXIT_SETUP);
             }
+            confine::Plan::new(&cfg).enter().log(&log);
             session::handle(c.stream, c.peer, c.local, &cfg, &rules, &log);
             ExitCode::SUCCESS
         }
+        Found::Listeners(listeners, stderr_allowed) => serve_listeners(&cfg, listeners, stderr_allowed),
         Found::SetupError(why, stderr_allowed) => {
             open_log(&cfg, stderr_allowed).error(&format!("setup error: {why}"));
             ExitCode::from(EXIT_SETUP)
@@ -178,15 +197,17 @@ fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> ExitCo
     ExitCode::SUCCESS
 }
 
-fn serve_listen(cfg: &Config) -> ExitCode {
-    let log = open_log(cfg, true);
+/// `--listen`, `Accept=no` or inetd `wait`: one forked handler per
+/// connection until SIGTERM.
+fn serve_listeners(cfg: &Config, listeners: Vec<std::net::TcpListener>, stderr_allowed: bool) -> ExitCode {
+    let log = open_log(cfg, stderr_allowed);
     let rules = load_rules(cfg, &log);
-    match listen::serve(cfg, &rules, &log) {
+    match listen::serve(listeners, cfg, &rules, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("setup error: {e:#}");
             log.error(&msg);
-            if !cfg.log_stderr {
+            if !cfg.log_stderr && stderr_allowed && !intake::socket_passed() {
                 eprintln!("socks4d: {msg}");
             }
             ExitCode::from(EXIT_SETUP)

@@ -73,14 +73,65 @@ fn fd3_connect_relays_and_exits() {
     assert!(line(&log, "decision").contains("reason=granted"));
 }
 
+/// Serves a passed listening socket the way `--listen` does: two clients
+/// relayed at once by two children, then SIGTERM stops it with exit 0.
+fn serves_listening_socket(child: &mut std::process::Child, addr: std::net::SocketAddr) {
+    let dst = echo_server();
+    let mut clients: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            c.write_all(&connect_req(dst, b"")).unwrap();
+            assert_eq!(&read_reply(&mut c)[..2], &[0, 0x5A]);
+            c
+        })
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let data = payload(1 << 20, 60 + i as u64);
+        assert_eq!(checksum(&echo_through(c, data.clone())), checksum(&data));
+    }
+    drop(clients);
+    // SAFETY: signalling our own child.
+    unsafe { nix::libc::kill(child.id() as i32, nix::libc::SIGTERM) };
+    let status = wait_exit(child, EXIT);
+    let log = stderr_of(child);
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert_eq!(log.matches(" decision ").count(), 2, "{log}");
+    assert_eq!(log.matches(" end ").count(), 2, "{log}");
+    assert!(log.contains("stopping"), "{log}");
+}
+
 #[test]
-fn fd3_listening_socket_is_a_setup_error() {
+fn fd3_listening_socket_is_served_as_accept_no() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut child = spawn_with_fd3(OwnedFd::from(l), &["--log-stderr"]);
-    let status = wait_exit(&mut child, EXIT);
-    let log = stderr_of(&mut child);
-    assert_eq!(status.code(), Some(1));
-    assert!(log.contains("listening socket") && log.contains("Accept=yes"), "{log}");
+    let addr = l.local_addr().unwrap();
+    let mut child = spawn_with_fd3(OwnedFd::from(l), &["--ident", "off", "--log-stderr"]);
+    serves_listening_socket(&mut child, addr);
+}
+
+#[test]
+fn stdin_listening_socket_is_served_as_inetd_wait() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut child = Command::new(bin())
+        .args(["--ident", "off", "--log-stderr"])
+        .stdin(Stdio::from(OwnedFd::from(l)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    serves_listening_socket(&mut child, addr);
+}
+
+#[test]
+fn max_children_with_one_passed_connection_is_a_usage_error() {
+    let mut s = spawn_fd3(&["--log-stderr", "--max-children", "4"]);
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(64), "{log}");
+    assert!(
+        log.contains("--max-children needs --listen or a listening socket"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -253,7 +253,8 @@ fn rule_command_runs_with_sanitised_substitutions() {
     let out = format!("{dir}/out");
     let conf = write_conf(&dir, &format!("permit 127.0.0.0/8 : echo %c %a %u %s %U %%>{out}\n"));
     let user = b"eve;touch /tmp/pwned`id`$(id)";
-    let (code, _) = connect_with(&conf, &[], user);
+    // Commands run confined: they may write only under --writable.
+    let (code, _) = connect_with(&conf, &["--writable", &dir], user);
     assert_eq!(code, 0x5A);
     let got = wait_for_file(&out);
     let parts: Vec<&str> = got.split_whitespace().collect();
@@ -274,14 +275,14 @@ fn deny_command_and_no_identd_hook_run() {
         &dir,
         &format!("deny *=mallory 127.0.0.0/8 : echo denied %u >{denied}\npermit ?=I 127.0.0.0/8\n#NO_IDENTD: echo no identd on %a for %u >{hook}\n"),
     );
-    let (code, _) = connect_with(&conf, &[], b"mallory");
+    let (code, _) = connect_with(&conf, &["--writable", &dir], b"mallory");
     assert_eq!(code, 0x5B);
     assert_eq!(wait_for_file(&denied), "denied mallory\n");
 
     // Required ident by the rule; nothing listens on the ident port.
     let dst = echo_dest();
     let mut args: Vec<&str> = ARGS.to_vec();
-    args.extend_from_slice(&["-f", &conf]);
+    args.extend_from_slice(&["-f", &conf, "--writable", &dir]);
     let mut s = spawn_stdin_with(&args, &[("SOCKS4D_IDENT_PORT", free_port().to_string())]);
     s.client.write_all(&connect_req(dst.addr, b"alice")).unwrap();
     assert_eq!(read_reply(&mut s.client)[1], 0x5C);

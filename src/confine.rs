@@ -1,0 +1,220 @@
+//! What a handler may still do once it holds its client, applied in one
+//! place right after intake and the same under inetd, socket units and
+//! `--listen`: read (and run) the system's programs, libraries and
+//! configuration, write nothing, open Internet and local sockets only,
+//! gain no privilege, and trace or signal no process outside itself. The
+//! rules' commands inherit all of it.
+//!
+//! Three kernel mechanisms carry it, each optional on old kernels:
+//! - Landlock: the file-system allow-list below, plus (ABI 6) no signals to
+//!   and no abstract-socket connections with processes outside the handler.
+//!   Each handler gets its own Landlock domain, so handlers that share a
+//!   user id are still kept apart.
+//! - A seccomp allow-list of system calls ([`crate::syscalls`]).
+//! - `PR_SET_NO_NEW_PRIVS`, `PR_SET_DUMPABLE` 0 and `RLIMIT_CORE` 0.
+//!
+//! [`Plan::new`] does the work that can be shared (opening the allowed
+//! paths, building the filter); [`Plan::enter`] applies it to the calling
+//! process. `--listen` makes the plan once and enters it in every child.
+
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    Access, AccessFs, CompatLevel, Compatible, LandlockStatus, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+};
+
+use crate::audit::{Line, Log};
+use crate::config::Config;
+use crate::syscalls;
+
+/// The ABI whose file-system rights are handled: everything up to device
+/// ioctls. Later ABIs add rights (such as connecting to path-named Unix
+/// sockets) that a handler needs for syslog and name services.
+const FS_ABI: ABI = ABI::V5;
+/// The ABI whose scopes are handled: signals and abstract Unix sockets.
+const SCOPE_ABI: ABI = ABI::V6;
+
+/// Directories whose files a handler and its commands may read and run:
+/// programs, libraries, configuration (name service, `/etc/services`) and
+/// the run-time sockets of the name services. Not `/home`, `/root`,
+/// `/tmp`, `/var`, `/proc`, `/sys` or `/dev`. Those missing on a host are
+/// left out.
+pub const READABLE: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/run", "/opt",
+];
+
+/// Device files a handler and its commands may open; `/dev/null` also for
+/// writing (the commands' standard streams).
+const DEVICES: &[(&str, bool)] = &[
+    ("/dev/null", true),
+    ("/dev/zero", false),
+    ("/dev/full", false),
+    ("/dev/random", false),
+    ("/dev/urandom", false),
+];
+
+/// The confinement to apply, prepared.
+pub struct Plan {
+    landlock: Result<RulesetCreated, String>,
+    filter: Result<syscalls::Filter, String>,
+    /// Paths named by `--readable`/`--writable` that could not be used.
+    skipped: Vec<String>,
+}
+
+/// What [`Plan::enter`] could not apply. Each entry is a sentence for the
+/// log; an empty list means fully confined.
+#[derive(Debug, Default)]
+pub struct Gaps(pub Vec<String>);
+
+impl Gaps {
+    /// One warning line per gap.
+    pub fn log(&self, log: &Log) {
+        for gap in &self.0 {
+            log.warning(Line::new("confine").quoted("gap", gap.as_bytes()).as_str());
+        }
+    }
+}
+
+impl Plan {
+    /// Prepares the confinement for `cfg`: the allowed paths opened, the
+    /// system-call filter built. Cheap (tens of microseconds); nothing is
+    /// applied yet.
+    pub fn new(cfg: &Config) -> Plan {
+        let mut skipped = Vec::new();
+        let landlock = ruleset(&cfg.readable, &cfg.writable, &mut skipped).map_err(|e| e.to_string());
+        Plan {
+            landlock,
+            filter: syscalls::Filter::new(),
+            skipped,
+        }
+    }
+
+    /// Confines the calling process, which must be single-threaded. What
+    /// cannot be applied on this kernel is left out and named in the
+    /// returned [`Gaps`]; the rest is applied regardless.
+    pub fn enter(&self) -> Gaps {
+        let mut gaps = Gaps(self.skipped.clone());
+        // SAFETY: prctl and setrlimit with these constant arguments touch
+        // only this process's attributes.
+        unsafe {
+            if nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                gaps.0
+                    .push(format!("no_new_privs: {}", std::io::Error::last_os_error()));
+            }
+            // Nobody else may ptrace or read this process's memory, and a
+            // crash writes no core file.
+            nix::libc::prctl(nix::libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+            let zero = nix::libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            nix::libc::setrlimit(nix::libc::RLIMIT_CORE, &zero);
+        }
+        match &self.landlock {
+            Err(e) => gaps.0.push(format!("landlock: {e}; file system not confined")),
+            Ok(created) => match created.try_clone().map_err(|e| e.to_string()).and_then(restrict) {
+                Ok(None) => {}
+                Ok(Some(gap)) => gaps.0.push(gap),
+                Err(e) => gaps.0.push(format!("landlock: {e}; file system not confined")),
+            },
+        }
+        match &self.filter {
+            Err(e) => gaps.0.push(format!("seccomp: {e}; system calls not filtered")),
+            Ok(f) => {
+                if let Err(e) = f.apply() {
+                    gaps.0.push(format!("seccomp: {e}; system calls not filtered"));
+                }
+            }
+        }
+        gaps
+    }
+}
+
+/// Enforces a prepared ruleset; `Some` names what this kernel left out.
+fn restrict(created: RulesetCreated) -> Result<Option<String>, String> {
+    let status = created.restrict_self().map_err(|e| e.to_string())?;
+    Ok(match (status.ruleset, status.landlock) {
+        (RulesetStatus::FullyEnforced, _) => None,
+        (RulesetStatus::NotEnforced, LandlockStatus::NotImplemented) => {
+            Some("landlock: not in this kernel (ENOSYS); file system not confined".into())
+        }
+        (RulesetStatus::NotEnforced, LandlockStatus::NotEnabled) => Some(
+            "landlock: not enabled in this kernel (add landlock to lsm= on its command line); file system not confined"
+                .into(),
+        ),
+        (RulesetStatus::NotEnforced, _) => Some("landlock: not enforced; file system not confined".into()),
+        (RulesetStatus::PartiallyEnforced, LandlockStatus::Available { effective_abi, .. }) => Some(format!(
+            "landlock: only ABI {} here; {}",
+            abi_number(effective_abi),
+            if effective_abi < SCOPE_ABI {
+                "signals to other processes not confined"
+            } else {
+                "some file rights not confined"
+            }
+        )),
+        (RulesetStatus::PartiallyEnforced, _) => Some("landlock: partly enforced".into()),
+    })
+}
+
+fn abi_number(abi: ABI) -> u32 {
+    [
+        ABI::V1,
+        ABI::V2,
+        ABI::V3,
+        ABI::V4,
+        ABI::V5,
+        ABI::V6,
+        ABI::V7,
+        ABI::V8,
+        ABI::V9,
+        ABI::V10,
+    ]
+    .iter()
+    .position(|a| *a == abi)
+    .map_or(0, |i| i as u32 + 1)
+}
+
+/// The Landlock ruleset: [`READABLE`] and `readable` for reading and
+/// running, `writable` for everything, [`DEVICES`]. A path of the
+/// administrator's that cannot be opened is left out (less access, never
+/// more) and noted in `skipped`.
+fn ruleset(
+    readable: &[PathBuf],
+    writable: &[PathBuf],
+    skipped: &mut Vec<String>,
+) -> Result<RulesetCreated, landlock::RulesetError> {
+    let read = AccessFs::from_read(FS_ABI);
+    let mut created = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(FS_ABI))?
+        .scope(Scope::from_all(SCOPE_ABI))?
+        .create()?;
+    let mut add = |created: RulesetCreated, path: &Path, access, named: bool| match PathFd::new(path) {
+        Ok(fd) => created.add_rule(PathBeneath::new(fd, access)),
+        Err(e) => {
+            if named {
+                skipped.push(format!("{}: {e}; left out of the confinement", path.display()));
+            }
+            Ok(created)
+        }
+    };
+    for p in READABLE {
+        created = add(created, Path::new(p), read, false)?;
+    }
+    for p in readable {
+        created = add(created, p, read, true)?;
+    }
+    for p in writable {
+        created = add(created, p, AccessFs::from_all(FS_ABI), true)?;
+    }
+    for &(dev, write) in DEVICES {
+        let access = if write {
+            AccessFs::ReadFile | AccessFs::WriteFile
+        } else {
+            AccessFs::ReadFile.into()
+        };
+        created = add(created, Path::new(dev), access, false)?;
+    }
+    Ok(created)
+}
