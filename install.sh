@@ -1,13 +1,17 @@
 #!/bin/sh
-# Installs socks4d: the release binary, the man pages, the systemd units and
-# an example /etc/socks4d.conf (never over an existing one).
+# Installs socks4d: the release binary, the man pages, the systemd units
+# (socks4d.socket with socks4d@.service, socks4d-listen.socket with
+# socks4d-listen.service), the sysusers.d entry for the socks4d user, and an
+# example /etc/socks4d.conf (never over an existing one).
 #
 #   ./install.sh                      # build if needed, install under /usr
 #   PREFIX=/usr/local ./install.sh
 #   DESTDIR=/tmp/stage ./install.sh   # stage for a package
 #
 # PREFIX (default /usr) holds sbin/ and share/man/; the units go to
-# $PREFIX/lib/systemd/system and the rules file to /etc, both under DESTDIR.
+# $PREFIX/lib/systemd/system, the user to $PREFIX/lib/sysusers.d and the
+# rules file to /etc, all under DESTDIR. Without DESTDIR, on a host that
+# runs systemd, it creates the user (systemd-sysusers) and reloads systemd.
 # The binary is target/release/socks4d, built with `cargo build --release`
 # when it is missing; set SOCKS4D_BIN to install another one.
 set -eu
@@ -16,6 +20,7 @@ PREFIX=${PREFIX:-/usr}
 DESTDIR=${DESTDIR:-}
 SYSCONFDIR=${SYSCONFDIR:-/etc}
 SYSTEMDUNITDIR=${SYSTEMDUNITDIR:-$PREFIX/lib/systemd/system}
+SYSUSERSDIR=${SYSUSERSDIR:-$PREFIX/lib/sysusers.d}
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${SOCKS4D_BIN:-$here/target/release/socks4d}
 
@@ -39,13 +44,15 @@ put 0644 "$here/man/socks4d.8" "$PREFIX/share/man/man8/socks4d.8"
 put 0644 "$here/man/socks4d.conf.5" "$PREFIX/share/man/man5/socks4d.conf.5"
 
 # The units name /usr/sbin/socks4d; point them at the installed binary.
-for unit in socks4d.socket socks4d@.service; do
+for unit in socks4d.socket socks4d@.service socks4d-listen.socket socks4d-listen.service; do
 	install -d "$DESTDIR$SYSTEMDUNITDIR"
 	sed "s|^ExecStart=/usr/sbin/socks4d|ExecStart=$PREFIX/sbin/socks4d|" \
 		"$here/systemd/$unit" >"$DESTDIR$SYSTEMDUNITDIR/$unit"
 	chmod 0644 "$DESTDIR$SYSTEMDUNITDIR/$unit"
 	say "$DESTDIR$SYSTEMDUNITDIR/$unit"
 done
+
+put 0644 "$here/systemd/socks4d.sysusers" "$SYSUSERSDIR/socks4d.conf"
 
 conf=$DESTDIR$SYSCONFDIR/socks4d.conf
 if [ -e "$conf" ]; then
@@ -54,7 +61,11 @@ else
 	put 0644 "$here/examples/socks4d.conf" "$SYSCONFDIR/socks4d.conf"
 fi
 
+if [ -z "$DESTDIR" ] && command -v systemd-sysusers >/dev/null 2>&1; then
+	systemd-sysusers "$SYSUSERSDIR/socks4d.conf" && say "user socks4d is there"
+fi
 if [ -z "$DESTDIR" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true
 	say "start it with: systemctl enable --now socks4d.socket"
+	say "         (or): systemctl enable --now socks4d-listen.socket"
 fi

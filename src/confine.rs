@@ -112,18 +112,18 @@ impl Plan {
             nix::libc::setrlimit(nix::libc::RLIMIT_CORE, &zero);
         }
         match &self.landlock {
-            Err(e) => gaps.0.push(format!("landlock: {e}; file system not confined")),
+            Err(e) => gaps.0.push(format!("landlock: {e}; {LANDLOCK_NONE}")),
             Ok(created) => match created.try_clone().map_err(|e| e.to_string()).and_then(restrict) {
                 Ok(None) => {}
                 Ok(Some(gap)) => gaps.0.push(gap),
-                Err(e) => gaps.0.push(format!("landlock: {e}; file system not confined")),
+                Err(e) => gaps.0.push(format!("landlock: {e}; {LANDLOCK_NONE}")),
             },
         }
         match &self.filter {
             Err(e) => gaps.0.push(format!("seccomp: {e}; system calls not filtered")),
             Ok(f) => {
                 if let Err(e) = f.apply() {
-                    gaps.0.push(format!("seccomp: {e}; system calls not filtered"));
+                    gaps.0.push(format!("seccomp: {e}"));
                 }
             }
         }
@@ -131,30 +131,45 @@ impl Plan {
     }
 }
 
+/// What is left open when no Landlock ruleset applies.
+const LANDLOCK_NONE: &str = "files, signals and abstract sockets not confined";
+
 /// Enforces a prepared ruleset; `Some` names what this kernel left out.
 fn restrict(created: RulesetCreated) -> Result<Option<String>, String> {
     let status = created.restrict_self().map_err(|e| e.to_string())?;
     Ok(match (status.ruleset, status.landlock) {
         (RulesetStatus::FullyEnforced, _) => None,
         (RulesetStatus::NotEnforced, LandlockStatus::NotImplemented) => {
-            Some("landlock: not in this kernel (ENOSYS); file system not confined".into())
+            Some(format!("landlock: not in this kernel (ENOSYS); {LANDLOCK_NONE}"))
         }
-        (RulesetStatus::NotEnforced, LandlockStatus::NotEnabled) => Some(
-            "landlock: not enabled in this kernel (add landlock to lsm= on its command line); file system not confined"
-                .into(),
-        ),
-        (RulesetStatus::NotEnforced, _) => Some("landlock: not enforced; file system not confined".into()),
-        (RulesetStatus::PartiallyEnforced, LandlockStatus::Available { effective_abi, .. }) => Some(format!(
-            "landlock: only ABI {} here; {}",
-            abi_number(effective_abi),
-            if effective_abi < SCOPE_ABI {
-                "signals to other processes not confined"
-            } else {
-                "some file rights not confined"
-            }
+        (RulesetStatus::NotEnforced, LandlockStatus::NotEnabled) => Some(format!(
+            "landlock: not enabled in this kernel (add landlock to lsm= on its command line); {LANDLOCK_NONE}"
         )),
+        (RulesetStatus::NotEnforced, _) => Some(format!("landlock: not enforced; {LANDLOCK_NONE}")),
+        (RulesetStatus::PartiallyEnforced, LandlockStatus::Available { effective_abi, .. }) => {
+            Some(partial_gap(abi_number(effective_abi)))
+        }
         (RulesetStatus::PartiallyEnforced, _) => Some("landlock: partly enforced".into()),
     })
+}
+
+/// The gap of a kernel whose Landlock has only ABI `abi` (1 to 5): what
+/// the later ABIs would have confined.
+fn partial_gap(abi: u32) -> String {
+    let mut open = Vec::new();
+    if abi < 3 {
+        open.push("truncating files");
+    }
+    if abi < abi_number(FS_ABI) {
+        open.push("device ioctls");
+    }
+    if abi < abi_number(SCOPE_ABI) {
+        open.push("signals and abstract sockets outside the handler");
+    }
+    if open.is_empty() {
+        open.push("some file rights");
+    }
+    format!("landlock: only ABI {abi} here; not confined: {}", open.join(", "))
 }
 
 fn abi_number(abi: ABI) -> u32 {
@@ -217,4 +232,23 @@ fn ruleset(
         created = add(created, Path::new(dev), access, false)?;
     }
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_landlock_names_what_it_leaves_open() {
+        assert_eq!(
+            partial_gap(5),
+            "landlock: only ABI 5 here; not confined: signals and abstract sockets outside the handler"
+        );
+        assert_eq!(
+            partial_gap(2),
+            "landlock: only ABI 2 here; not confined: truncating files, device ioctls, \
+             signals and abstract sockets outside the handler"
+        );
+        assert_eq!(abi_number(ABI::V6), 6);
+    }
 }

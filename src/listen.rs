@@ -4,7 +4,7 @@
 //! and socket-unit modes.
 
 use std::collections::HashSet;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -61,7 +61,6 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
     }
 
     let mut children: HashSet<Pid> = HashSet::new();
-    let mut accepted: Vec<(TcpStream, std::net::SocketAddr)> = Vec::new();
     loop {
         let mut fds: Vec<PollFd> = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         fds.extend(listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)));
@@ -82,13 +81,11 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
             break;
         }
 
-        for l in &listeners {
-            // Accept everything waiting; the listener is non-blocking.
-            while let Ok((stream, peer)) = l.accept() {
-                accepted.push((stream, peer));
-            }
-        }
-        for (stream, peer) in accepted.drain(..) {
+        // Accept everything waiting (the listeners are non-blocking), one
+        // connection at a time: a child must not inherit the sockets of
+        // other clients, or a connection refused here would stay open
+        // until that child ends.
+        while let Some((stream, peer)) = listeners.iter().find_map(|l| l.accept().ok()) {
             if children.len() >= cfg.max_children {
                 log.warning(
                     Line::new("refused")

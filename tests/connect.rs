@@ -453,6 +453,37 @@ fn listen_mode_caps_children() {
     drop(guard);
 }
 
+/// Connections accepted together: the one over the cap is closed at once,
+/// even though the children forked for the others were forked while it was
+/// open (they must not inherit it and hold it open).
+#[test]
+fn listen_mode_refusal_is_not_held_open_by_a_sibling() {
+    let (guard, proxy) = spawn_listen(&["--ident", "off", "--log-stderr", "--max-children", "2"]);
+    thread::sleep(Duration::from_millis(300));
+    let pid = nix::unistd::Pid::from_raw(guard.0.id() as i32);
+    // Stopped, socks4d accepts nothing: all three wait in the backlog and
+    // are accepted in one go when it resumes.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let mut conns: Vec<TcpStream> = (0..3).map(|_| connect_to(proxy)).collect();
+    thread::sleep(Duration::from_millis(200));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let t = Instant::now();
+    let third = conns.pop().unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut third = third;
+    assert!(closed(&mut third), "the refused connection got data");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the refused connection was closed only after {:?}",
+        t.elapsed()
+    );
+    for c in &mut conns {
+        c.write_all(&connect_req(closed_port(), b"")).unwrap();
+        assert_eq!(&read_reply(c)[..2], &[0, 0x5B]);
+    }
+    drop(guard);
+}
+
 /// Under `systemd-socket-activate --inetd -a`, a curl download through
 /// socks4d matches the direct one.
 #[test]

@@ -1,0 +1,263 @@
+//! A Debian bookworm container with systemd booted as PID 1, for the tests
+//! that run socks4d the way an administrator does: `systemd-nspawn -b` over
+//! a root built once by `mkroot.sh` (reused between runs), with a private
+//! network (loopback only) and a volatile overlay, so every boot starts
+//! from the same clean root. The repository is bind-mounted read-only at
+//! its own path, so install.sh and the built binary are there as here.
+//!
+//! Commands run inside with `nsenter` into all of the container's
+//! namespaces; the test's own sockets and the host's clients (curl) run in
+//! its network namespace only.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a boot may take until `systemctl is-system-running` answers.
+const BOOT_LIMIT: Duration = Duration::from_secs(90);
+/// How long one command inside may take.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(120);
+
+pub struct Container {
+    nspawn: Child,
+    /// The container's init, as a host pid.
+    pub leader: u32,
+    pub root: PathBuf,
+    log: PathBuf,
+}
+
+/// Where the root is built: under the target directory, reused by later
+/// runs and by bench/container.sh.
+pub fn root_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("container").join("bookworm")
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Why this machine cannot boot the container, if it cannot.
+fn cannot_boot() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { nix::libc::geteuid() } != 0 {
+        return Some("needs root (systemd-nspawn, debootstrap)".into());
+    }
+    for p in ["systemd-nspawn", "debootstrap", "nsenter", "timeout"] {
+        if !have(p) {
+            return Some(format!(
+                "{p} is missing (apt-get install systemd-container debootstrap util-linux)"
+            ));
+        }
+    }
+    if !Path::new("/sys/fs/cgroup").is_dir() {
+        return Some("no /sys/fs/cgroup".into());
+    }
+    None
+}
+
+/// Boots the container, building its root first if needed. `Err` says
+/// why this machine cannot; under `CI=true` that is a failure, not a skip.
+pub fn boot(name: &str) -> Result<Container, String> {
+    let skip_or_fail = |why: String| -> Result<Container, String> {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("the systemd container must run under CI=true: {why}");
+        }
+        Err(why)
+    };
+    if let Some(why) = cannot_boot() {
+        return skip_or_fail(why);
+    }
+    let root = root_dir();
+    let mk = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/container/mkroot.sh");
+    let out = Command::new(&mk)
+        .arg(&root)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", mk.display()))?;
+    if !out.status.success() {
+        return skip_or_fail(format!(
+            "building the root failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let log = root.with_file_name(format!("{name}.log"));
+    let top = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_socks4d"));
+    let mut cmd = Command::new("systemd-nspawn");
+    cmd.args(["-q", "-b", "--private-network", "--register=no", "--keep-unit"])
+        .arg("--volatile=overlay")
+        // systemd-nspawn 252's own filter predates Landlock and answers its
+        // calls with ENOSYS, as a kernel without it would.
+        .arg("--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self")
+        .arg(format!("--machine={name}"))
+        .arg("--console=passive")
+        .arg("-D")
+        .arg(&root)
+        .arg(format!("--bind-ro={}", top.display()));
+    if let Some(dir) = bin.parent().filter(|d| !d.starts_with(top)) {
+        cmd.arg(format!("--bind-ro={}", dir.display()));
+    }
+    let nspawn = cmd
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&log).map_err(|e| e.to_string())?)
+        .stderr(Stdio::from(fs::File::options().append(true).open(&log).unwrap()))
+        .spawn()
+        .map_err(|e| format!("systemd-nspawn: {e}"))?;
+    let mut c = Container {
+        nspawn,
+        leader: 0,
+        root,
+        log,
+    };
+    let start = Instant::now();
+    loop {
+        if let Some(status) = c.nspawn.try_wait().unwrap() {
+            let log = fs::read_to_string(&c.log).unwrap_or_default();
+            return skip_or_fail(format!("systemd-nspawn exited ({status}): {log}"));
+        }
+        if let Some(pid) = init_of(c.nspawn.id()) {
+            c.leader = pid;
+            let state = c.sh("systemctl is-system-running --wait");
+            let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+            if state == "running" || state == "degraded" {
+                if state == "degraded" {
+                    let failed = c.sh_ok("systemctl --failed --no-legend");
+                    panic!("the container booted degraded: {failed}");
+                }
+                return Ok(c);
+            }
+        }
+        if start.elapsed() > BOOT_LIMIT {
+            let log = fs::read_to_string(&c.log).unwrap_or_default();
+            return skip_or_fail(format!("no booted systemd after {BOOT_LIMIT:?}: {log}"));
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The container's init: the first descendant of nspawn named systemd.
+fn init_of(nspawn: u32) -> Option<u32> {
+    let mut queue = vec![nspawn];
+    while let Some(p) = queue.pop() {
+        let children = fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+            if fs::read_to_string(format!("/proc/{c}/comm")).ok()?.trim() == "systemd" {
+                return Some(c);
+            }
+            queue.push(c);
+        }
+    }
+    None
+}
+
+impl Container {
+    /// Runs `script` with /bin/sh inside the container, as root.
+    pub fn sh(&self, script: &str) -> Output {
+        Command::new("timeout")
+            .arg(COMMAND_LIMIT.as_secs().to_string())
+            .args(["nsenter", "-t", &self.leader.to_string(), "-a", "/bin/sh", "-c", script])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nsenter")
+    }
+
+    /// As [`Container::sh`]; panics unless it succeeds, returns stdout.
+    pub fn sh_ok(&self, script: &str) -> String {
+        let out = self.sh(script);
+        assert!(
+            out.status.success(),
+            "in the container: {script}\nexit {}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A host program run in the container's network namespace only (the
+    /// host's file system): e.g. the host's curl against the container's
+    /// services.
+    pub fn net_cmd(&self, program: &str) -> Command {
+        let mut cmd = Command::new("timeout");
+        cmd.arg(COMMAND_LIMIT.as_secs().to_string())
+            .args(["nsenter", "-t", &self.leader.to_string(), "-n", program]);
+        cmd
+    }
+
+    /// Runs `f` on a thread inside the container's network namespace, so
+    /// that the sockets it makes (clients, servers) are there. With `fsuid`,
+    /// the thread's file-system uid is set first: its sockets then belong
+    /// to that user, which is what identd reports.
+    pub fn in_net<T: Send + 'static>(&self, fsuid: Option<u32>, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = fs::File::open(format!("/proc/{}/ns/net", self.leader)).expect("open the net namespace");
+        thread::spawn(move || {
+            // SAFETY: setns and setfsuid change only this thread, which
+            // ends after `f`.
+            unsafe {
+                assert_eq!(
+                    nix::libc::setns(ns.as_raw_fd(), nix::libc::CLONE_NEWNET),
+                    0,
+                    "setns: {}",
+                    std::io::Error::last_os_error()
+                );
+                if let Some(uid) = fsuid {
+                    nix::libc::setfsuid(uid);
+                }
+            }
+            f()
+        })
+        .join()
+        .expect("the thread in the container's network")
+    }
+
+    /// The journal's messages with this syslog identifier, one per line.
+    pub fn journal(&self, ident: &str) -> String {
+        self.sh_ok(&format!("journalctl --no-pager -q -o cat -t {ident}"))
+    }
+
+    /// Waits up to `limit` for `cond` on the journal lines of `ident`;
+    /// returns the last lines seen.
+    pub fn wait_journal(&self, ident: &str, limit: Duration, cond: impl Fn(&str) -> bool) -> Result<String, String> {
+        let start = Instant::now();
+        loop {
+            let j = self.journal(ident);
+            if cond(&j) {
+                return Ok(j);
+            }
+            if start.elapsed() > limit {
+                return Err(j);
+            }
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // SIGTERM makes nspawn shut the container down; then make sure.
+        // SAFETY: signalling our own child.
+        unsafe { nix::libc::kill(self.nspawn.id() as i32, nix::libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.nspawn.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+    }
+}

@@ -1,0 +1,475 @@
+//! socks4d the way most administrators run it: systemd 252 booted as PID 1
+//! in a container (tests/container), socks4d installed there with
+//! install.sh, and the shipped units driven by real programs — curl
+//! downloads, BIND, ident against the container's oidentd, rule commands
+//! and hooks that outlive their connection, the journal, bursts of a
+//! thousand connections against the limits, the Accept=no unit, and the
+//! inetd path in the same container.
+//!
+//! Slow (a minute or two; building the container root once takes another
+//! minute or so). Skipped with the reason where the machine cannot boot a
+//! container, except under CI=true, where it must run.
+
+mod common;
+mod container;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{bin, checksum, connect_req, encode, payload, Cd, Request};
+use container::Container;
+
+const PROXY: &str = "127.0.0.1:1080";
+/// The inetd line's address in the container.
+const INETD_PROXY: &str = "127.0.0.1:1081";
+/// The uid of the container's user alice, whom oidentd names for sockets
+/// the test makes with that file-system uid.
+const ALICE: u32 = 2001;
+/// How long the instances and commands of a step get to finish.
+const SETTLE: Duration = Duration::from_secs(60);
+const IO: Duration = Duration::from_secs(30);
+
+/// The rules in the container. Clients from 127.0.1.0/24 (the bursts) need
+/// no ident; the rest must be confirmed by oidentd. Every command and hook
+/// first sleeps, so each outlives its connection.
+const RULES: &str = "\
+permit ?=n 127.0.1.0/24
+deny *=mallory 127.0.0.0/8 : sleep 1; logger -t socks4d-cmd \"deny %u %p\"
+permit *=alice 127.0.0.0/8 : sleep 1; logger -t socks4d-cmd \"permit %u %p\"
+permit 127.0.0.0/8
+#BAD_ID: sleep 1; logger -t socks4d-cmd \"bad_id %u %p\"
+#NO_IDENTD: sleep 1; logger -t socks4d-cmd \"no_identd %u %p\"
+";
+
+#[test]
+fn socks4d_under_systemd_as_pid1() {
+    let c = match container::boot("socks4d-systemd-test") {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED: cannot boot a systemd container here: {why}");
+            return;
+        }
+    };
+    install(&c);
+    let servers = Servers::start(&c);
+    let mut ports = Vec::new();
+
+    // Accept=yes: socks4d.socket with socks4d@.service.
+    c.sh_ok("systemctl enable --now socks4d.socket");
+    assert_eq!(c.sh_ok("systemctl is-active socks4d.socket").trim(), "active");
+    downloads(&c, &servers, PROXY);
+    ident_and_hooks(&c, &servers, PROXY, &mut ports);
+    bind(&c, PROXY, &mut ports);
+    commands_run_to_their_end(&c, &servers, PROXY, 20, &mut ports);
+    settled(&c, "socks4d.socket");
+    audit_lines(&c, &ports);
+    burst(&c, &servers, PROXY, Burst::OneAddress, Expect::Served(32));
+    settled(&c, "socks4d.socket");
+    burst(&c, &servers, PROXY, Burst::ManyAddresses, Expect::Served(256));
+    settled(&c, "socks4d.socket");
+    assert_eq!(
+        exchange(&c, &servers, PROXY, None, b"root"),
+        0x5A,
+        "served after the bursts"
+    );
+
+    // Accept=no: socks4d-listen.socket with one socks4d-listen.service.
+    c.sh_ok("systemctl disable --now socks4d.socket && systemctl enable --now socks4d-listen.socket");
+    downloads(&c, &servers, PROXY);
+    let mut listen_ports = Vec::new();
+    commands_run_to_their_end(&c, &servers, PROXY, 5, &mut listen_ports);
+    burst(&c, &servers, PROXY, Burst::ManyAddresses, Expect::Served(256));
+    assert_eq!(c.sh_ok("systemctl is-active socks4d-listen.service").trim(), "active");
+    assert_eq!(
+        exchange(&c, &servers, PROXY, None, b"root"),
+        0x5A,
+        "served after the burst"
+    );
+    audit_lines(&c, &listen_ports);
+    c.sh_ok("systemctl stop socks4d-listen.socket socks4d-listen.service");
+    assert_eq!(
+        c.sh_ok("systemctl show -p Result --value socks4d-listen.service")
+            .trim(),
+        "success"
+    );
+    let journal = c.journal("socks4d");
+    assert!(journal.contains("stopping children="), "{journal}");
+    assert!(
+        !journal.contains("confine gap="),
+        "a handler was not fully confined:\n{journal}"
+    );
+
+    // inetd, with the line from examples/inetd.conf.
+    inetd(&c, &servers);
+    settled(&c, "inetd.service");
+}
+
+/// install.sh run inside, as an administrator would: it creates the user
+/// and reloads systemd. Then the rules and a user for ident.
+fn install(c: &Container) {
+    let top = env!("CARGO_MANIFEST_DIR");
+    let out = c.sh_ok(&format!("SOCKS4D_BIN={} {top}/install.sh", bin().display()));
+    assert!(out.contains("user socks4d is there"), "{out}");
+    assert!(c.sh_ok("id -u socks4d").trim().parse::<u32>().is_ok());
+    c.sh_ok(&format!(
+        "cat > /etc/socks4d.conf <<'EOF'\n{RULES}EOF\nuseradd -u {ALICE} -M -s /usr/sbin/nologin alice"
+    ));
+}
+
+/// Destinations in the container's network: a web server for curl, an echo
+/// server, and a holder that keeps every connection open until released.
+struct Servers {
+    body: Vec<u8>,
+    web: SocketAddr,
+    echo: SocketAddr,
+    hold: SocketAddr,
+    held: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Servers {
+    fn start(c: &Container) -> Servers {
+        let body = payload(4 << 20, 90);
+        let b = body.clone();
+        let web = c.in_net(None, move || support::http_server(b));
+        let echo = c.in_net(None, common::echo_server);
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let h = held.clone();
+        let hold = c.in_net(None, move || {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            thread::spawn(move || {
+                for s in l.incoming().flatten() {
+                    h.lock().unwrap().push(s);
+                }
+            });
+            addr
+        });
+        Servers {
+            body,
+            web,
+            echo,
+            hold,
+            held,
+        }
+    }
+}
+
+/// curl through `proxy` by address and by name, byte for byte. curl runs as
+/// root, whom oidentd names, so it claims root.
+fn downloads(c: &Container, s: &Servers, proxy: &str) {
+    for (scheme, host) in [("socks4", "127.0.0.1"), ("socks4a", "localhost")] {
+        let url = format!("http://{host}:{}/file", s.web.port());
+        let out = c
+            .net_cmd("curl")
+            .args(["-sS", "--max-time", "30", "--proxy"])
+            .arg(format!("{scheme}://root@{proxy}"))
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {scheme} {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout.len(), s.body.len(), "curl {scheme}");
+        assert_eq!(checksum(&out.stdout), checksum(&s.body), "curl {scheme}: bytes differ");
+    }
+}
+
+/// One CONNECT to the echo server claiming `user`, from a socket of file-system
+/// uid `fsuid`. When granted, a message goes through and back. Returns
+/// the reply code.
+fn exchange(c: &Container, s: &Servers, proxy: &str, fsuid: Option<u32>, user: &[u8]) -> u8 {
+    exchange_port(c, s, proxy, fsuid, user).0
+}
+
+/// As [`exchange`], also returning the client's port.
+fn exchange_port(c: &Container, s: &Servers, proxy: &str, fsuid: Option<u32>, user: &[u8]) -> (u8, u16) {
+    let req = connect_req(s.echo, user);
+    let proxy: SocketAddr = proxy.parse().unwrap();
+    c.in_net(fsuid, move || {
+        let mut t = TcpStream::connect(proxy).expect("connect to the proxy");
+        t.set_read_timeout(Some(IO)).unwrap();
+        let port = t.local_addr().unwrap().port();
+        t.write_all(&req).unwrap();
+        let mut reply = [0u8; 8];
+        t.read_exact(&mut reply).expect("a reply");
+        if reply[1] == 0x5A {
+            let msg = payload(100_000, u64::from(port));
+            t.write_all(&msg).unwrap();
+            let mut back = vec![0u8; msg.len()];
+            t.read_exact(&mut back).unwrap();
+            assert!(back == msg, "echo through the proxy differs");
+        }
+        (reply[1], port)
+    })
+}
+
+/// Ident required, against the container's oidentd: a match is 5A, a
+/// mismatch 5D (and the #BAD_ID: hook runs), no identd 5C (and the
+/// #NO_IDENTD: hook runs); a denied user gets 5B and its rule's command.
+fn ident_and_hooks(c: &Container, s: &Servers, proxy: &str, ports: &mut Vec<u16>) {
+    let mut one = |fsuid, user: &[u8], want: u8| {
+        let (code, port) = exchange_port(c, s, proxy, fsuid, user);
+        assert_eq!(
+            code,
+            want,
+            "{} claiming {:?}",
+            fsuid.map_or("root".into(), |u: u32| u.to_string()),
+            String::from_utf8_lossy(user)
+        );
+        ports.push(port);
+    };
+    one(Some(ALICE), b"alice", 0x5A);
+    one(None, b"root", 0x5A);
+    one(Some(ALICE), b"bob", 0x5D);
+    one(None, b"mallory", 0x5B);
+    c.sh_ok("systemctl stop oidentd.socket oidentd.service");
+    one(Some(ALICE), b"alice", 0x5C);
+    c.sh_ok("systemctl start oidentd.socket");
+    one(Some(ALICE), b"alice", 0x5A);
+
+    let cmds = c
+        .wait_journal("socks4d-cmd", SETTLE, |j| {
+            j.contains("bad_id bob") && j.contains("no_identd alice") && j.contains("deny mallory")
+        })
+        .unwrap_or_else(|j| panic!("hooks missing; the command journal:\n{j}"));
+    assert!(cmds.contains("permit alice"), "{cmds}");
+}
+
+/// BIND: the first reply names where to call, the call from the
+/// application server's address gets the second reply, then bytes flow
+/// both ways.
+fn bind(c: &Container, proxy: &str, ports: &mut Vec<u16>) {
+    let proxy: SocketAddr = proxy.parse().unwrap();
+    let port = c.in_net(None, move || {
+        let mut t = TcpStream::connect(proxy).unwrap();
+        t.set_read_timeout(Some(IO)).unwrap();
+        let port = t.local_addr().unwrap().port();
+        t.write_all(&encode(&Request {
+            command: Cd::Bind,
+            port: 21,
+            ip: Ipv4Addr::LOCALHOST,
+            userid: b"root".to_vec(),
+            hostname: None,
+        }))
+        .unwrap();
+        let mut first = [0u8; 8];
+        t.read_exact(&mut first).unwrap();
+        assert_eq!(first[1], 0x5A, "BIND first reply {first:02x?}");
+        let at = SocketAddrV4::new(Ipv4Addr::LOCALHOST, u16::from_be_bytes([first[2], first[3]]));
+        let mut app = TcpStream::connect(at).expect("call the BIND address");
+        app.set_read_timeout(Some(IO)).unwrap();
+        let mut second = [0u8; 8];
+        t.read_exact(&mut second).unwrap();
+        assert_eq!(second[1], 0x5A, "BIND second reply {second:02x?}");
+        let (up, down) = (payload(300_000, 1), payload(500_000, 2));
+        let u = up.clone();
+        let mut t2 = t.try_clone().unwrap();
+        let w = thread::spawn(move || {
+            t2.write_all(&u).unwrap();
+            t2.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut got_up = vec![0u8; up.len()];
+        app.read_exact(&mut got_up).unwrap();
+        app.write_all(&down).unwrap();
+        app.shutdown(Shutdown::Write).unwrap();
+        let mut got_down = Vec::new();
+        t.read_to_end(&mut got_down).unwrap();
+        w.join().unwrap();
+        assert_eq!(checksum(&got_up), checksum(&up), "BIND: upstream bytes");
+        assert_eq!(checksum(&got_down), checksum(&down), "BIND: downstream bytes");
+        port
+    });
+    ports.push(port);
+}
+
+/// `n` connections whose rule runs a command that sleeps a second, then
+/// logs: every one of them must log, long after its socks4d has exited.
+fn commands_run_to_their_end(c: &Container, s: &Servers, proxy: &str, n: usize, ports: &mut Vec<u16>) {
+    let before = c.journal("socks4d-cmd").matches("permit alice").count();
+    for _ in 0..n {
+        let (code, port) = exchange_port(c, s, proxy, Some(ALICE), b"alice");
+        assert_eq!(code, 0x5A);
+        ports.push(port);
+    }
+    let want = before + n;
+    c.wait_journal("socks4d-cmd", SETTLE, |j| j.matches("permit alice").count() >= want)
+        .unwrap_or_else(|j| {
+            panic!(
+                "{} of {n} commands ran to their end:\n{j}",
+                j.matches("permit alice").count() - before
+            )
+        });
+}
+
+/// Waits until no socks4d instance is left and nothing failed; `unit`
+/// must still be active.
+fn settled(c: &Container, unit: &str) {
+    let start = Instant::now();
+    loop {
+        let left = c.sh_ok("systemctl list-units --all --no-legend --plain 'socks4d@*'");
+        let procs = c.sh("pgrep -x socks4d");
+        let running = String::from_utf8_lossy(&procs.stdout).trim().to_string();
+        if left.trim().is_empty() && running.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "instances left after {SETTLE:?}:\n{left}\nprocesses: {running}"
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+    let failed = c.sh_ok("systemctl --failed --no-legend --plain");
+    assert!(failed.trim().is_empty(), "failed units: {failed}");
+    assert_eq!(c.sh_ok(&format!("systemctl is-active {unit}")).trim(), "active");
+}
+
+/// A decision line and an end line in the journal for each client port.
+fn audit_lines(c: &Container, ports: &[u16]) {
+    let j = c
+        .wait_journal("socks4d", SETTLE, |j| {
+            ports.iter().all(|p| {
+                let client = format!("client=127.0.0.1:{p} ");
+                j.lines().any(|l| l.starts_with("decision ") && l.contains(&client))
+                    && j.lines().any(|l| l.starts_with("end ") && l.contains(&client))
+            })
+        })
+        .unwrap_or_else(|j| panic!("audit lines missing for some of {ports:?}:\n{j}"));
+    assert!(!j.contains("confine gap="), "a handler was not fully confined:\n{j}");
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Burst {
+    /// 1000 connections from 127.0.1.1.
+    OneAddress,
+    /// 1000 connections, 10 from each of 127.0.1.2 to 127.0.1.101.
+    ManyAddresses,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Expect {
+    /// Held open: exactly this many served, the rest closed at once.
+    Served(usize),
+    /// Each closed after its reply: every one served.
+    All,
+}
+
+/// 1000 connections within about 2 s. Served ones are relayed to the
+/// holder and kept open until the burst is over (or, with `Expect::All`,
+/// closed after their reply); the others must be closed without a reply,
+/// and none may hang.
+fn burst(c: &Container, s: &Servers, proxy: &str, kind: Burst, expect: Expect) {
+    const TOTAL: usize = 1000;
+    const THREADS: usize = 50;
+    let proxy: SocketAddr = proxy.parse().unwrap();
+    let keep = matches!(expect, Expect::Served(_));
+    // Held connections go to the holder; the others to the echo server,
+    // which closes when the client does.
+    let dest = if keep { s.hold } else { s.echo };
+    let started = Instant::now();
+    let results: Vec<(bool, Duration)> = c.in_net(None, move || {
+        let per = TOTAL / THREADS;
+        let spacing = Duration::from_secs(2) / per as u32;
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                thread::spawn(move || {
+                    let mut kept = Vec::new();
+                    let mut out = Vec::new();
+                    for i in 0..per {
+                        let n = t * per + i;
+                        let src = match kind {
+                            Burst::OneAddress => Ipv4Addr::new(127, 0, 1, 1),
+                            Burst::ManyAddresses => Ipv4Addr::new(127, 0, 1, 2 + (n % 100) as u8),
+                        };
+                        let t0 = Instant::now();
+                        let mut sock = common::connect_from(src, proxy);
+                        sock.set_read_timeout(Some(IO)).unwrap();
+                        let served = sock.write_all(&connect_req(dest, b"")).is_ok() && {
+                            let mut r = [0u8; 8];
+                            match sock.read_exact(&mut r) {
+                                Ok(()) => r[1] == 0x5A,
+                                Err(e)
+                                    if e.kind() == std::io::ErrorKind::WouldBlock
+                                        || e.kind() == std::io::ErrorKind::TimedOut =>
+                                {
+                                    panic!("connection {n} got neither a reply nor a close in {IO:?}")
+                                }
+                                Err(_) => false,
+                            }
+                        };
+                        out.push((served, t0.elapsed()));
+                        if served && keep {
+                            kept.push(sock);
+                        }
+                        thread::sleep(spacing.saturating_sub(t0.elapsed()));
+                    }
+                    (out, kept)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        let mut kept = Vec::new();
+        for h in handles {
+            let (o, k) = h.join().unwrap();
+            all.extend(o);
+            kept.extend(k);
+        }
+        drop(kept);
+        all
+    });
+    let took = started.elapsed();
+    s.held.lock().unwrap().clear();
+    let served = results.iter().filter(|r| r.0).count();
+    let slowest_refusal = results.iter().filter(|r| !r.0).map(|r| r.1).max().unwrap_or_default();
+    eprintln!(
+        "burst {kind:?} through {proxy}: {served} of {TOTAL} served, slowest refusal {slowest_refusal:?}, {took:?} in all"
+    );
+    match expect {
+        Expect::Served(n) => assert_eq!(served, n, "{kind:?}: served"),
+        Expect::All => assert_eq!(served, TOTAL, "{kind:?}: served"),
+    }
+    assert!(
+        slowest_refusal < Duration::from_secs(20),
+        "a refusal took {slowest_refusal:?}"
+    );
+}
+
+/// The inetd line of examples/inetd.conf, on 127.0.0.1:1081: downloads, a
+/// command run to its end, and a burst of 1000 short connections that
+/// leaves the service on.
+fn inetd(c: &Container, s: &Servers) {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/inetd.conf")).unwrap();
+    let line = example
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .expect("an active line in examples/inetd.conf");
+    let mut fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[0], "socks");
+    fields[0] = INETD_PROXY;
+    c.sh_ok(&format!(
+        "echo '{}' > /etc/inetd.conf && systemctl restart inetd.service",
+        fields.join("\t")
+    ));
+    let addr: SocketAddr = INETD_PROXY.parse().unwrap();
+    let start = Instant::now();
+    while c.in_net(None, move || TcpStream::connect(addr).is_err()) {
+        assert!(start.elapsed() < IO, "inetd does not listen on {INETD_PROXY}");
+        thread::sleep(Duration::from_millis(100));
+    }
+    downloads(c, s, INETD_PROXY);
+    let mut ports = Vec::new();
+    commands_run_to_their_end(c, s, INETD_PROXY, 5, &mut ports);
+    ident_and_hooks(c, s, INETD_PROXY, &mut ports);
+    audit_lines(c, &ports);
+    burst(c, s, INETD_PROXY, Burst::OneAddress, Expect::All);
+    assert_eq!(
+        exchange(c, s, INETD_PROXY, None, b"root"),
+        0x5A,
+        "inetd serves after the burst"
+    );
+}
