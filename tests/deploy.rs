@@ -428,6 +428,11 @@ fn openbsd_inetd_serves_the_example_line() {
     let web = http_server(body.clone());
     downloads_match(proxy, web, &body);
 
+    // 1000 connections in about 2 s: past openbsd-inetd's default of 256
+    // starts a minute, which would turn the service off for ten minutes.
+    burst(proxy, echo_server(), Burst::OneAddress, Expect::All).check(Burst::OneAddress, Expect::All);
+    downloads_match(proxy, web, &body);
+
     // Each socks4d inetd started has exited; then stop inetd itself.
     wait_no_children(pid, CHILDREN_EXIT);
     drop(guard);
@@ -436,6 +441,21 @@ fn openbsd_inetd_serves_the_example_line() {
         std::net::TcpStream::connect(proxy).is_err(),
         "{proxy} still accepts after inetd stopped"
     );
+}
+
+/// A destination that keeps every connection open until the list is
+/// cleared.
+fn holder() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = held.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            h.lock().unwrap().push(s);
+        }
+    });
+    (addr, held)
 }
 
 /// examples/xinetd.d/socks4d, adapted: an unlisted service on
@@ -506,6 +526,17 @@ fn xinetd_serves_the_example_service() {
 
     let body = payload(3 << 20, 52);
     let web = http_server(body.clone());
+    downloads_match(proxy, web, &body);
+
+    // 1000 connections in about 2 s, held open: per_source and instances
+    // decide how many are served, the rest are closed at once, and the
+    // service stays on (xinetd's default cps would turn it off).
+    let (hold, held) = holder();
+    for (kind, served) in [(Burst::OneAddress, 32), (Burst::ManyAddresses, 256)] {
+        burst(proxy, hold, kind, Expect::Served(served)).check(kind, Expect::Served(served));
+        held.lock().unwrap().clear();
+        wait_no_children(pid, CHILDREN_EXIT);
+    }
     downloads_match(proxy, web, &body);
 
     wait_no_children(pid, CHILDREN_EXIT);

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{bin, checksum, connect_req, encode, payload, Cd, Request};
 use container::Container;
+use support::{Burst, Expect};
 
 const PROXY: &str = "127.0.0.1:1080";
 /// The inetd line's address in the container.
@@ -343,100 +344,16 @@ fn audit_lines(c: &Container, ports: &[u16]) {
     assert!(!j.contains("confine gap="), "a handler was not fully confined:\n{j}");
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Burst {
-    /// 1000 connections from 127.0.1.1.
-    OneAddress,
-    /// 1000 connections, 10 from each of 127.0.1.2 to 127.0.1.101.
-    ManyAddresses,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Expect {
-    /// Held open: exactly this many served, the rest closed at once.
-    Served(usize),
-    /// Each closed after its reply: every one served.
-    All,
-}
-
-/// 1000 connections within about 2 s. Served ones are relayed to the
-/// holder and kept open until the burst is over (or, with `Expect::All`,
-/// closed after their reply); the others must be closed without a reply,
-/// and none may hang.
+/// 1000 connections within about 2 s through `proxy` (see
+/// [`support::burst`]), from the container's network; checks what was served.
 fn burst(c: &Container, s: &Servers, proxy: &str, kind: Burst, expect: Expect) {
-    const TOTAL: usize = 1000;
-    const THREADS: usize = 50;
     let proxy: SocketAddr = proxy.parse().unwrap();
-    let keep = matches!(expect, Expect::Served(_));
     // Held connections go to the holder; the others to the echo server,
     // which closes when the client does.
-    let dest = if keep { s.hold } else { s.echo };
-    let started = Instant::now();
-    let results: Vec<(bool, Duration)> = c.in_net(None, move || {
-        let per = TOTAL / THREADS;
-        let spacing = Duration::from_secs(2) / per as u32;
-        let handles: Vec<_> = (0..THREADS)
-            .map(|t| {
-                thread::spawn(move || {
-                    let mut kept = Vec::new();
-                    let mut out = Vec::new();
-                    for i in 0..per {
-                        let n = t * per + i;
-                        let src = match kind {
-                            Burst::OneAddress => Ipv4Addr::new(127, 0, 1, 1),
-                            Burst::ManyAddresses => Ipv4Addr::new(127, 0, 1, 2 + (n % 100) as u8),
-                        };
-                        let t0 = Instant::now();
-                        let mut sock = common::connect_from(src, proxy);
-                        sock.set_read_timeout(Some(IO)).unwrap();
-                        let served = sock.write_all(&connect_req(dest, b"")).is_ok() && {
-                            let mut r = [0u8; 8];
-                            match sock.read_exact(&mut r) {
-                                Ok(()) => r[1] == 0x5A,
-                                Err(e)
-                                    if e.kind() == std::io::ErrorKind::WouldBlock
-                                        || e.kind() == std::io::ErrorKind::TimedOut =>
-                                {
-                                    panic!("connection {n} got neither a reply nor a close in {IO:?}")
-                                }
-                                Err(_) => false,
-                            }
-                        };
-                        out.push((served, t0.elapsed()));
-                        if served && keep {
-                            kept.push(sock);
-                        }
-                        thread::sleep(spacing.saturating_sub(t0.elapsed()));
-                    }
-                    (out, kept)
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        let mut kept = Vec::new();
-        for h in handles {
-            let (o, k) = h.join().unwrap();
-            all.extend(o);
-            kept.extend(k);
-        }
-        drop(kept);
-        all
-    });
-    let took = started.elapsed();
+    let dest = if matches!(expect, Expect::Served(_)) { s.hold } else { s.echo };
+    let outcome = c.in_net(None, move || support::burst(proxy, dest, kind, expect));
     s.held.lock().unwrap().clear();
-    let served = results.iter().filter(|r| r.0).count();
-    let slowest_refusal = results.iter().filter(|r| !r.0).map(|r| r.1).max().unwrap_or_default();
-    eprintln!(
-        "burst {kind:?} through {proxy}: {served} of {TOTAL} served, slowest refusal {slowest_refusal:?}, {took:?} in all"
-    );
-    match expect {
-        Expect::Served(n) => assert_eq!(served, n, "{kind:?}: served"),
-        Expect::All => assert_eq!(served, TOTAL, "{kind:?}: served"),
-    }
-    assert!(
-        slowest_refusal < Duration::from_secs(20),
-        "a refusal took {slowest_refusal:?}"
-    );
+    outcome.check(kind, expect);
 }
 
 /// The inetd line of examples/inetd.conf, on 127.0.0.1:1081: downloads, a

@@ -239,3 +239,112 @@ pub fn wait_no_children(parent: u32, limit: Duration) {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Where the connections of a [`burst`] come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Burst {
+    /// All from 127.0.1.1.
+    OneAddress,
+    /// 10 from each of 127.0.1.2 to 127.0.1.101.
+    ManyAddresses,
+}
+
+/// What a [`burst`] should find.
+#[derive(Clone, Copy, Debug)]
+pub enum Expect {
+    /// Held open: exactly this many served, the rest closed at once.
+    Served(usize),
+    /// Each closed after its reply: every one served.
+    All,
+}
+
+/// What a [`burst`] found.
+pub struct BurstOutcome {
+    pub served: usize,
+    pub total: usize,
+    pub slowest_refusal: Duration,
+    pub took: Duration,
+}
+
+impl BurstOutcome {
+    /// Asserts `expect`, and that every refusal came within 20 s.
+    pub fn check(&self, kind: Burst, expect: Expect) {
+        eprintln!(
+            "burst {kind:?}: {} of {} served, slowest refusal {:?}, {:?} in all",
+            self.served, self.total, self.slowest_refusal, self.took
+        );
+        match expect {
+            Expect::Served(n) => assert_eq!(self.served, n, "{kind:?}: served"),
+            Expect::All => assert_eq!(self.served, self.total, "{kind:?}: served"),
+        }
+        assert!(
+            self.slowest_refusal < Duration::from_secs(20),
+            "{kind:?}: a refusal took {:?}",
+            self.slowest_refusal
+        );
+    }
+}
+
+/// 1000 SOCKS4 CONNECTs to `dest` through `proxy` within about 2 s, from
+/// 50 threads. With `Expect::Served`, each served connection is kept open
+/// until the burst is over; otherwise each is closed after its reply. A
+/// connection must get a reply or be closed within the test timeout; one
+/// that gets neither fails the test.
+pub fn burst(proxy: SocketAddr, dest: SocketAddr, kind: Burst, expect: Expect) -> BurstOutcome {
+    const TOTAL: usize = 1000;
+    const THREADS: usize = 50;
+    let keep = matches!(expect, Expect::Served(_));
+    let started = Instant::now();
+    let per = TOTAL / THREADS;
+    let spacing = Duration::from_secs(2) / per as u32;
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            thread::spawn(move || {
+                let mut kept = Vec::new();
+                let mut out = Vec::new();
+                for i in 0..per {
+                    let n = t * per + i;
+                    let src = match kind {
+                        Burst::OneAddress => std::net::Ipv4Addr::new(127, 0, 1, 1),
+                        Burst::ManyAddresses => std::net::Ipv4Addr::new(127, 0, 1, 2 + (n % 100) as u8),
+                    };
+                    let t0 = Instant::now();
+                    let mut sock = crate::common::connect_from(src, proxy);
+                    let served = sock.write_all(&crate::common::connect_req(dest, b"")).is_ok() && {
+                        let mut r = [0u8; 8];
+                        match sock.read_exact(&mut r) {
+                            Ok(()) => r[1] == 0x5A,
+                            Err(e)
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut =>
+                            {
+                                panic!("connection {n} got neither a reply nor a close in {IO_TIMEOUT:?}")
+                            }
+                            Err(_) => false,
+                        }
+                    };
+                    out.push((served, t0.elapsed()));
+                    if served && keep {
+                        kept.push(sock);
+                    }
+                    thread::sleep(spacing.saturating_sub(t0.elapsed()));
+                }
+                (out, kept)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut kept = Vec::new();
+    for h in handles {
+        let (o, k) = h.join().unwrap();
+        all.extend(o);
+        kept.extend(k);
+    }
+    drop(kept);
+    BurstOutcome {
+        served: all.iter().filter(|r| r.0).count(),
+        total: all.len(),
+        slowest_refusal: all.iter().filter(|r| !r.0).map(|r| r.1).max().unwrap_or_default(),
+        took: started.elapsed(),
+    }
+}
