@@ -191,7 +191,7 @@ fn abi_number(abi: ABI) -> u32 {
 }
 
 /// The Landlock ruleset: [`READABLE`] and `readable` for reading and
-/// running, `writable` for everything, [`DEVICES`]. A path of the
+/// running, `writable` for everything but running, [`DEVICES`]. A path of the
 /// administrator's that cannot be opened is left out (less access, never
 /// more) and noted in `skipped`.
 fn ruleset(
@@ -220,8 +220,10 @@ fn ruleset(
     for p in readable {
         created = add(created, p, read, true)?;
     }
+    // Writable, but nothing there may be run: a handler must not bring its
+    // own program.
     for p in writable {
-        created = add(created, p, AccessFs::from_all(FS_ABI), true)?;
+        created = add(created, p, AccessFs::from_all(FS_ABI) & !AccessFs::Execute, true)?;
     }
     for &(dev, write) in DEVICES {
         let access = if write {

@@ -42,7 +42,6 @@ const ALLOWED: &[i64] = &[
     libc::SYS_dup,
     libc::SYS_dup3,
     libc::SYS_fcntl,
-    libc::SYS_ioctl,
     libc::SYS_flock,
     libc::SYS_fsync,
     libc::SYS_fdatasync,
@@ -277,13 +276,14 @@ pub enum Verdict {
 }
 
 /// A condition on the low 32 bits of argument `arg` (or, with `high`, its
-/// high 32 bits): `(value & mask) == equals`.
+/// high 32 bits): `(value & mask) == equals`, or with `negate` `!=`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cond {
     pub arg: u8,
     pub high: bool,
     pub mask: u32,
     pub equals: u32,
+    pub negate: bool,
 }
 
 fn low(arg: u8, mask: u32, equals: u32) -> Cond {
@@ -292,6 +292,14 @@ fn low(arg: u8, mask: u32, equals: u32) -> Cond {
         high: false,
         mask,
         equals,
+        negate: false,
+    }
+}
+
+fn ne(arg: u8, value: u32) -> Cond {
+    Cond {
+        negate: true,
+        ..low(arg, u32::MAX, value)
     }
 }
 
@@ -333,10 +341,8 @@ pub fn table() -> BTreeMap<u32, Verdict> {
         vec![
             eq(arg, 0),
             Cond {
-                arg,
                 high: true,
-                mask: u32::MAX,
-                equals: 0,
+                ..eq(arg, 0)
             },
         ]
     };
@@ -366,6 +372,14 @@ pub fn table() -> BTreeMap<u32, Verdict> {
         }
     }
     t.insert(libc::SYS_socket as u32, check(socket));
+
+    // Any ioctl but the two that type into a terminal (a descriptor opened
+    // before the confinement, such as --listen's stderr, may be one). The
+    // kernel takes the request as 32 bits.
+    t.insert(
+        libc::SYS_ioctl as u32,
+        check(vec![vec![ne(1, libc::TIOCSTI as u32), ne(1, libc::TIOCLINUX as u32)]]),
+    );
     t.insert(
         libc::SYS_socketpair as u32,
         check(vec![vec![eq(0, libc::AF_UNIX as u32)]]),
@@ -558,7 +572,12 @@ fn leaf(v: &Verdict, p: &mut Vec<libc::sock_filter>) -> Result<(), String> {
                         left -= 1;
                     }
                     left -= 1;
-                    p.push(jump(JEQ_K, c.equals, 0, short(left)?));
+                    let skip = short(left)?;
+                    p.push(if c.negate {
+                        jump(JEQ_K, c.equals, skip, 0)
+                    } else {
+                        jump(JEQ_K, c.equals, 0, skip)
+                    });
                 }
                 p.push(stmt(RET_K, RET_ALLOW));
             }
@@ -651,6 +670,8 @@ mod tests {
     }
 
     #[test]
+    // The libc constants' types differ between targets.
+    #[allow(clippy::unnecessary_cast)]
     fn arguments_decide_where_they_should() {
         let (r, w, x) = (libc::PROT_READ as u64, libc::PROT_WRITE as u64, libc::PROT_EXEC as u64);
         assert_eq!(verdict(libc::SYS_mmap, [0, 4096, r | w, 0, 0, 0]), RET_ALLOW);
@@ -679,6 +700,12 @@ mod tests {
         assert_eq!(verdict(libc::SYS_prlimit64, [0, 4, 1 << 40, 0, 0, 0]), EPERM);
         assert_eq!(verdict(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0]), RET_ALLOW);
         assert_eq!(verdict(libc::SYS_personality, [0x0040_0000, 0, 0, 0, 0, 0]), EPERM);
+        let ioctl = |req: u64| verdict(libc::SYS_ioctl, [1, req, 0, 0, 0, 0]);
+        assert_eq!(ioctl(libc::FIONBIO as u64), RET_ALLOW);
+        assert_eq!(ioctl(libc::TCGETS as u64), RET_ALLOW);
+        assert_eq!(ioctl(libc::TIOCSTI as u64), EPERM);
+        assert_eq!(ioctl(libc::TIOCLINUX as u64), EPERM);
+        assert_eq!(ioctl((1 << 32) | libc::TIOCSTI as u64), EPERM);
     }
 
     #[test]

@@ -350,7 +350,11 @@ fn burst(c: &Container, s: &Servers, proxy: &str, kind: Burst, expect: Expect) {
     let proxy: SocketAddr = proxy.parse().unwrap();
     // Held connections go to the holder; the others to the echo server,
     // which closes when the client does.
-    let dest = if matches!(expect, Expect::Served(_)) { s.hold } else { s.echo };
+    let dest = if matches!(expect, Expect::Served(_)) {
+        s.hold
+    } else {
+        s.echo
+    };
     let outcome = c.in_net(None, move || support::burst(proxy, dest, kind, expect));
     s.held.lock().unwrap().clear();
     outcome.check(kind, expect);

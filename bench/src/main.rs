@@ -6,6 +6,14 @@
 //!
 //! Usage: socks4d-bench --bin PATH [--extra "ARGS"] [--bytes N] [--rounds N]
 //!        [--latency N] [--conns N] [--idle N] [--out FILE] [--no-dante]
+//!        [--external NAME=ADDR]... [--external-floor NAME=ADDR]... [--only-external]
+//!
+//! `--external` adds a proxy someone else started (a systemd unit, inetd)
+//! and `--external-floor` a handler that echoes the request back (the
+//! floor of its launcher); they get the per-connection figures only
+//! (latency, connections per second), as there is no process tree to
+//! account. `--only-external` starts no variants of its own (no --bin
+//! needed); bench/container.sh runs it that way inside a booted container.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -31,6 +39,8 @@ struct Opts {
     idle: usize,
     out: String,
     dante: bool,
+    external: Vec<(String, SocketAddr, bool)>,
+    only_external: bool,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -44,6 +54,8 @@ fn parse() -> Result<Opts, String> {
         idle: 200,
         out: "bench/results.txt".into(),
         dante: true,
+        external: Vec::new(),
+        only_external: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -59,10 +71,17 @@ fn parse() -> Result<Opts, String> {
             "--idle" => o.idle = num(val()?)? as usize,
             "--out" => o.out = val()?,
             "--no-dante" => o.dante = false,
+            "--external" | "--external-floor" => {
+                let v = val()?;
+                let (name, addr) = v.split_once('=').ok_or(format!("{a} {v}: expected NAME=ADDR"))?;
+                let addr = addr.parse().map_err(|e| format!("{a} {v}: {e}"))?;
+                o.external.push((name.to_string(), addr, a == "--external-floor"));
+            }
+            "--only-external" => o.only_external = true,
             _ => return Err(format!("unknown argument {a}")),
         }
     }
-    if o.bin.is_empty() {
+    if o.bin.is_empty() && !o.only_external {
         return Err("--bin PATH is required".into());
     }
     Ok(o)
@@ -160,6 +179,9 @@ enum Kind {
     Listen,
     Dante,
     Floor,
+    /// Started by someone else: per-connection figures only.
+    External,
+    ExternalFloor,
 }
 
 struct Variant {
@@ -264,7 +286,7 @@ fn open(v: &Variant, dst: SocketAddr) -> io::Result<(TcpStream, Duration)> {
     let _ = s.set_nodelay(true);
     match v.kind {
         Kind::Direct => {}
-        Kind::Floor => {
+        Kind::Floor | Kind::ExternalFloor => {
             // cat echoes: the "reply" is the request coming back.
             s.write_all(b"\x04\x01\0\0\0\0\0\0")?;
             let mut r = [0u8; 8];
@@ -561,6 +583,24 @@ fn main() {
         addr: None,
         child: None,
     }];
+    for (name, addr, floor) in &o.external {
+        // Names live as long as the run; leak them into &'static str.
+        let name: &'static str = Box::leak(name.clone().into_boxed_str());
+        vars.push(Variant {
+            name,
+            kind: if *floor { Kind::ExternalFloor } else { Kind::External },
+            addr: Some(*addr),
+            child: None,
+        });
+    }
+    if !o.only_external {
+        local_variants(&o, &dir, &mut vars);
+    }
+    run(&o, d, vars, dir);
+}
+
+/// The variants this client starts itself.
+fn local_variants(o: &Opts, dir: &std::path::Path, vars: &mut Vec<Variant>) {
     let up = |r: io::Result<Variant>, what: &str| match r {
         Ok(v) => Some(v),
         Err(e) => {
@@ -590,7 +630,9 @@ fn main() {
         vars.extend(up(dante(dir.to_str().unwrap()), "dante"));
     }
     vars.extend(up(activate("exec-floor", Kind::Floor, "/bin/cat", &[]), "exec floor"));
+}
 
+fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
     let mut s = Samples::default();
     let mut failures = Vec::new();
     let gib = o.bytes as f64 / GIB;
@@ -605,7 +647,8 @@ fn main() {
                     failures.push(format!("{} {what}: {e}", v.name));
                 }
             };
-            if v.kind != Kind::Floor {
+            let per_connection_only = matches!(v.kind, Kind::Floor | Kind::External | Kind::ExternalFloor);
+            if !per_connection_only {
                 let root = root_pid(v);
                 let c0 = root.map(cpu);
                 run(
@@ -641,7 +684,7 @@ fn main() {
                     conns_per_sec(v, &d, c, o.conns).map(|r| s.add(&fig, v.name, r)),
                 );
             }
-            if v.kind != Kind::Direct {
+            if !matches!(v.kind, Kind::Direct | Kind::External | Kind::ExternalFloor) {
                 run(
                     "idle",
                     idle_cost(v, &d, o.idle).map(|((pss, rss), one)| {
@@ -745,9 +788,35 @@ fn main() {
             "PSS per held conn, inetd / floor (<= 1.1)",
             r(&held, "socks4d-inetd", "exec-floor"),
         ),
+        // Under a booted systemd (bench/container.sh).
+        (
+            "p50, accept-yes unit / trivial accept-yes unit (<= 1.50)",
+            r("connect-to-reply p50 ms", "unit-accept-yes", "unit-floor"),
+        ),
+        (
+            "conn/s 8, accept-yes unit / trivial accept-yes unit (>= 0.67)",
+            r("conn/s, 8 clients", "unit-accept-yes", "unit-floor"),
+        ),
+        (
+            "conn/s 32, accept-yes unit / trivial accept-yes unit (>= 0.67)",
+            r("conn/s, 32 clients", "unit-accept-yes", "unit-floor"),
+        ),
+        (
+            "p50, accept-no unit / --listen (<= 1.20)",
+            r("connect-to-reply p50 ms", "unit-accept-no", "listen"),
+        ),
+        (
+            "conn/s 8, accept-no unit / --listen (>= 0.80)",
+            r("conn/s, 8 clients", "unit-accept-no", "listen"),
+        ),
+        (
+            "conn/s 32, accept-no unit / --listen (>= 0.80)",
+            r("conn/s, 32 clients", "unit-accept-no", "listen"),
+        ),
     ];
     out += "\n| ratio (target) | value |\n|---|---|\n";
-    for (k, v) in lines {
+    // Only the ratios whose variants ran.
+    for (k, v) in lines.into_iter().filter(|(_, v)| v != "-") {
         out += &format!("| {k} | {v} |\n");
     }
     if !failures.is_empty() {

@@ -103,13 +103,16 @@ pub fn boot(name: &str) -> Result<Container, String> {
         // calls with ENOSYS, as a kernel without it would.
         .arg("--system-call-filter=landlock_create_ruleset landlock_add_rule landlock_restrict_self")
         .arg(format!("--machine={name}"))
-        .arg("--console=passive")
+        .arg("--console=pipe")
         .arg("-D")
         .arg(&root)
         .arg(format!("--bind-ro={}", top.display()));
     if let Some(dir) = bin.parent().filter(|d| !d.starts_with(top)) {
         cmd.arg(format!("--bind-ro={}", dir.display()));
     }
+    // The console goes to the log file (a pty nobody read would fill up
+    // and block the container's systemd); no status lines on it.
+    cmd.arg("systemd.show_status=no");
     let nspawn = cmd
         .stdin(Stdio::null())
         .stdout(fs::File::create(&log).map_err(|e| e.to_string())?)
