@@ -526,7 +526,7 @@ fn start_commands(
         ident_user: rec.ident_user.clone(),
         user: req.userid.clone(),
     };
-    let templates = decision.command().into_iter().chain(hook.map(|h| h.command.as_slice()));
+    let templates = decision.command().into_iter().chain(hook.and_then(Hook::command));
     for t in templates {
         commands.push(rules::spawn(t.to_vec(), subst()));
     }

@@ -2,7 +2,6 @@
 //! input.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 use proptest::prelude::*;
 use socks4d::audit::quote;
@@ -128,17 +127,21 @@ proptest! {
 
     #[test]
     fn rules_parser_never_panics(text in prop::collection::vec(any::<u8>(), 0..3000)) {
-        let _ = rules::parse(&text, "fuzz.conf", rules::Services::default(), &mut |_: &Path| Ok(Vec::new()));
+        let _ = rules::parse(&text, "fuzz.conf", rules::Services::default(), &mut rules::Fixed::default());
     }
 
     #[test]
-    fn rules_errors_name_a_line_in_the_file(lines in prop::collection::vec("[ -~]{0,80}", 1..20)) {
+    fn rules_errors_and_warnings_name_a_line_in_the_file(lines in prop::collection::vec("[ -~]{0,80}", 1..20)) {
         let text = lines.join("\n");
-        if let Err(errors) = rules::parse(text.as_bytes(), "f", rules::Services::default(), &mut |_: &Path| Ok(Vec::new())) {
+        let checked = rules::check(text.as_bytes(), "f", rules::Services::default(), &mut rules::Fixed::default());
+        if let Err(errors) = checked.loaded {
             for e in errors {
                 let n = e.line.unwrap();
                 prop_assert!(n >= 1 && n <= lines.len());
             }
+        }
+        for note in checked.notes {
+            prop_assert!(note.line >= 1 && note.line <= lines.len());
         }
     }
 

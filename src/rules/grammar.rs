@@ -1,0 +1,1086 @@
+//! The grammar of a rules file: its text to [`Rules`], pure.
+//!
+//! Lines in the classic grammar mean what they meant to CSTC sockd,
+//! including the legacy forms sockd accepted (host names and `inet_addr`
+//! forms in address fields, `?=` with more than one letter, an empty
+//! `*=`, a port such as `23abc`, an empty command, `::` before the
+//! command, fields after a complete rule). Each such line gets a [`Note`]
+//! saying what sockd did with it, what socks4d does and how to write it
+//! today. Legacy meanings that would open the proxy or quietly narrow a
+//! rule (an address or mask sockd could not read, which it took for
+//! 255.255.255.255) are errors. Lines that use the extensions (CIDR,
+//! IPv6) had no meaning to sockd, and get none of the leniency.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::{classic, users, Action, Error, Hook, Loaded, Lookups, Net, Origin, PortOp, Rule, Rules, Services};
+use crate::ident::Mode;
+
+/// The longest rules-file line, without its newline.
+pub const MAX_LINE_LEN: usize = 1023;
+
+/// A parse, and the notes on its lines.
+#[derive(Debug)]
+pub struct Checked {
+    pub loaded: Loaded,
+    pub notes: Vec<Note>,
+}
+
+/// What a note is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NoteKind {
+    /// A rule whose port test was sockd's 9th field, which sockd dropped.
+    NineFields,
+    /// An 8-field rule ending in a service name followed by more text,
+    /// which sockd skipped as "Invalid port number".
+    EighthFieldService,
+    /// A line of 1022 bytes or more, which sockd read in pieces.
+    LongLine,
+    /// `*=` with nothing after it: any user.
+    EmptyUsers,
+    /// `?=` followed by more than one letter: the first counts.
+    IdentLetters,
+    /// A host name in an address field, resolved when the file is read.
+    HostName,
+    /// An `inet_addr` form such as `10.1` or `010.0.0.1`.
+    InetAton,
+    /// A port such as `23abc`: its leading digits.
+    PortDigits,
+    /// `:` with no command after it.
+    EmptyCommand,
+    /// A hook line with no command.
+    EmptyHook,
+    /// A command that begins with `:` (the line has `::`).
+    DoubleColon,
+    /// Fields after a complete rule, ignored.
+    ExtraFields,
+}
+
+impl NoteKind {
+    /// Whether CSTC sockd decided such lines otherwise than socks4d does
+    /// (its bugs, where socks4d is right); the other kinds are legacy forms
+    /// that socks4d reads as sockd did.
+    pub fn sockd_differs(self) -> bool {
+        matches!(
+            self,
+            NoteKind::NineFields | NoteKind::EighthFieldService | NoteKind::LongLine
+        )
+    }
+}
+
+/// A line that CSTC sockd read otherwise, or that uses a legacy form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub file: String,
+    pub line: usize,
+    pub kind: NoteKind,
+    pub message: String,
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: warning: {}", self.file, self.line, self.message)
+    }
+}
+
+/// Notes on one line, before the file name and line number are known.
+pub(crate) type LineNotes = Vec<(NoteKind, String)>;
+
+/// Parses the text of rules file `file`. Every line is checked, and every
+/// error returned.
+pub fn parse(text: &[u8], file: &str, services: Services, lookups: &mut dyn Lookups) -> Loaded {
+    check(text, file, services, lookups).loaded
+}
+
+/// As [`parse`], with a note for each line that CSTC sockd read otherwise
+/// or that uses a legacy form.
+pub fn check(text: &[u8], file: &str, services: Services, lookups: &mut dyn Lookups) -> Checked {
+    let mut rules = Rules {
+        origin: Origin::File(file.into()),
+        rules: Vec::new(),
+        no_identd: None,
+        bad_id: None,
+        services,
+    };
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    for (i, raw) in lines.into_iter().enumerate() {
+        let n = i + 1;
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let mut found = classic::line_notes(raw);
+        match parse_line(line, n, &rules.services, lookups, &mut found) {
+            Ok(Item::Nothing) => {}
+            Ok(Item::Rule(r, is_classic)) => {
+                if is_classic {
+                    found.extend(classic::field_notes(raw));
+                }
+                rules.rules.push(*r);
+            }
+            // As in the classic server, the first hook line of each kind is
+            // the one that runs.
+            Ok(Item::NoIdentd(h)) => {
+                rules.no_identd.get_or_insert(h);
+            }
+            Ok(Item::BadId(h)) => {
+                rules.bad_id.get_or_insert(h);
+            }
+            Err(message) => errors.push(Error {
+                file: file.into(),
+                line: Some(n),
+                message,
+            }),
+        }
+        notes.extend(found.into_iter().map(|(kind, message)| Note {
+            file: file.into(),
+            line: n,
+            kind,
+            message,
+        }));
+    }
+    Checked {
+        loaded: if errors.is_empty() { Ok(rules) } else { Err(errors) },
+        notes,
+    }
+}
+
+enum Item {
+    Nothing,
+    /// A rule, and whether it is written in the classic grammar (no CIDR,
+    /// no IPv6).
+    Rule(Box<Rule>, bool),
+    NoIdentd(Hook),
+    BadId(Hook),
+}
+
+const NO_IDENTD: &[u8] = b"#NO_IDENTD:";
+const BAD_ID: &[u8] = b"#BAD_ID:";
+
+fn parse_line(
+    line: &[u8],
+    n: usize,
+    services: &Services,
+    lookups: &mut dyn Lookups,
+    notes: &mut LineNotes,
+) -> Result<Item, String> {
+    if line.len() > MAX_LINE_LEN {
+        return Err(format!(
+            "line longer than {MAX_LINE_LEN} bytes (CSTC sockd cut such a line into pieces of {} bytes \
+             and read each piece as a line of its own; shorten it)",
+            classic::SOCKD_PIECE_LEN
+        ));
+    }
+    if line.contains(&0) {
+        return Err("NUL byte in line".into());
+    }
+    for (prefix, make) in [(NO_IDENTD, Item::NoIdentd as fn(Hook) -> Item), (BAD_ID, Item::BadId)] {
+        if let Some(cmd) = line.strip_prefix(prefix) {
+            let command = trim(cmd);
+            let name = String::from_utf8_lossy(prefix);
+            if command.is_empty() {
+                notes.push((
+                    NoteKind::EmptyHook,
+                    format!(
+                        "{name} with no command: CSTC sockd ran an empty command for it and socks4d runs none; \
+                         being the first {name} line it still hides any later one, as in sockd; delete it"
+                    ),
+                ));
+            } else if command.starts_with(b":") {
+                notes.push(double_colon(command));
+            }
+            return Ok(make(Hook {
+                line: n,
+                command: command.to_vec(),
+            }));
+        }
+    }
+
+    let (body, command) = split_command(line);
+    let command = match command.map(trim) {
+        Some([]) => {
+            notes.push((
+                NoteKind::EmptyCommand,
+                "':' with no command after it: CSTC sockd ran an empty command and socks4d runs none; \
+                 delete the ':'"
+                    .into(),
+            ));
+            None
+        }
+        Some(c) => {
+            if c.starts_with(b":") {
+                notes.push(double_colon(c));
+            }
+            Some(c.to_vec())
+        }
+        None => None,
+    };
+    let tokens: Vec<&[u8]> = body.split(|&b| is_blank(b)).filter(|t| !t.is_empty()).collect();
+    let Some((&first, mut rest)) = tokens.split_first() else {
+        return match command {
+            Some(_) => Err("a command but no rule".into()),
+            None => Ok(Item::Nothing),
+        };
+    };
+    let action = match first {
+        b"permit" => Action::Permit,
+        b"deny" => Action::Deny,
+        other => return Err(format!("unknown action {} (permit or deny)", show(other))),
+    };
+
+    let mut ident = None;
+    if let Some(flag) = rest.first().and_then(|t| t.strip_prefix(b"?=")) {
+        ident = Some(match flag.first() {
+            Some(b'I') => Mode::Required,
+            Some(b'i') => Mode::Optional,
+            Some(b'n') | None => Mode::Off,
+            Some(_) => return Err(format!("unknown ident flag ?={} (?=I, ?=i or ?=n)", show(flag))),
+        });
+        if flag.len() > 1 {
+            let one = flag[0] as char;
+            notes.push((
+                NoteKind::IdentLetters,
+                format!(
+                    "?={}: CSTC sockd read only the first letter after ?=, and so does socks4d; write ?={one}",
+                    String::from_utf8_lossy(flag)
+                ),
+            ));
+        }
+        rest = &rest[1..];
+    }
+    let mut users = None;
+    if let Some(list) = rest.first().and_then(|t| t.strip_prefix(b"*=")) {
+        if list.is_empty() {
+            notes.push((
+                NoteKind::EmptyUsers,
+                "empty *=: CSTC sockd matched every user-id, and so does socks4d; leave the field out".into(),
+            ));
+        } else {
+            users = Some(users::parse_list(list, lookups)?);
+        }
+        rest = &rest[1..];
+    }
+
+    let fields = rest;
+    let mut at = 0;
+    let mut modern = false;
+    if fields.is_empty() {
+        return Err("no source address".into());
+    }
+    let src = net(fields, &mut at, "source", lookups, notes, &mut modern)?;
+    let mut dst = None;
+    if let Some(&t) = fields.get(at) {
+        // As in sockd, a destination needs both its fields; a lone field
+        // here is left over (below).
+        if PortOp::from_token(t).is_none() && (t.contains(&b'/') || fields.len() > at + 1 || modern) {
+            dst = Some(net(fields, &mut at, "destination", lookups, notes, &mut modern)?);
+        }
+    }
+    let mut port = None;
+    if let Some(&t) = fields.get(at) {
+        match (PortOp::from_token(t), fields.get(at + 1)) {
+            (Some(op), Some(p)) => {
+                port = Some((op, rule_port(p, services, notes)?));
+                at += 2;
+            }
+            (Some(_), None) if modern => return Err("no port after the comparison".into()),
+            (None, Some(_)) if dst.is_some() => {
+                return Err(format!("expected eq, neq, lt, gt, le or ge, not {}", show(t)))
+            }
+            _ => {}
+        }
+    }
+    if let Some(&extra) = fields.get(at) {
+        if modern {
+            return Err(format!("unexpected {} after the rule", show(extra)));
+        }
+        notes.push(extra_fields(&fields[at..], dst.is_some()));
+    }
+    Ok(Item::Rule(
+        Box::new(Rule {
+            line: n,
+            text: String::from_utf8_lossy(trim(line)).into_owned(),
+            action,
+            ident,
+            users,
+            src,
+            dst,
+            port,
+            command,
+        }),
+        !modern,
+    ))
+}
+
+fn double_colon(command: &[u8]) -> (NoteKind, String) {
+    let rest = String::from_utf8_lossy(trim(&command[1..]));
+    (
+        NoteKind::DoubleColon,
+        format!(
+            "the command begins with ':' (\"::\" before it): CSTC sockd, like socks4d, took everything after \
+             the first ':' as the command, so the shell runs \"{}\", its no-op ':', and \"{rest}\" never runs; \
+             write one ':' to run it",
+            String::from_utf8_lossy(command)
+        ),
+    )
+}
+
+fn extra_fields(extra: &[&[u8]], has_dst: bool) -> (NoteKind, String) {
+    let text = extra
+        .iter()
+        .map(|t| String::from_utf8_lossy(t))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = match extra {
+        [op] if PortOp::from_token(op).is_some() => format!(
+            "{text:?} with no port after it: CSTC sockd ignored it, so this rule matches every port, and so \
+             does socks4d; complete the port test or delete {text:?}"
+        ),
+        [_] if !has_dst => format!(
+            "{text:?} alone where a destination address and mask would go: CSTC sockd ignored it, so this rule \
+             applies to every destination, and so does socks4d; add the mask ({text} 255.255.255.255) or delete it"
+        ),
+        _ => format!("{text:?} after a complete rule: CSTC sockd ignored it, and so does socks4d; delete it"),
+    };
+    (NoteKind::ExtraFields, message)
+}
+
+/// Splits a rule line at the `:` that starts its command, and drops a `#`
+/// comment. As in the classic server, whichever of the two comes first
+/// counts. A `:` within an IPv6 address starts nothing, unless the
+/// address begins with `:` and has no `/prefix` (so that `::` before a
+/// command means what it meant to sockd).
+fn split_command(line: &[u8]) -> (&[u8], Option<&[u8]>) {
+    let mut i = 0;
+    while i < line.len() {
+        if is_blank(line[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < line.len() && !is_blank(line[i]) {
+            i += 1;
+        }
+        let token = &line[start..i];
+        match token.iter().position(|&b| b == b'#' || b == b':') {
+            None => {}
+            Some(p) if token[p] == b'#' => return (&line[..start + p], None),
+            Some(_) if is_ipv6_token(token) && (token[0] != b':' || token.contains(&b'/')) => {}
+            Some(p) => return (&line[..start + p], Some(&line[start + p + 1..])),
+        }
+    }
+    (line, None)
+}
+
+fn is_ipv6_token(t: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(t) else { return false };
+    let addr = s.split_once('/').map_or(s, |(a, _)| a);
+    addr.parse::<Ipv6Addr>().is_ok()
+}
+
+/// An address field at `fields[*at]`: `addr/prefix` (one field), or
+/// `addr mask` (two). Advances `at` past what it used; sets `modern` for
+/// CIDR and IPv6.
+fn net(
+    fields: &[&[u8]],
+    at: &mut usize,
+    what: &str,
+    lookups: &mut dyn Lookups,
+    notes: &mut LineNotes,
+    modern: &mut bool,
+) -> Result<Vec<Net>, String> {
+    let t = fields.get(*at).ok_or_else(|| format!("no {what} address"))?;
+    let s = std::str::from_utf8(t).map_err(|_| format!("{what} address {} is not an IP address", show(t)))?;
+    *at += 1;
+    if let Some((a, prefix)) = s.split_once('/') {
+        *modern = true;
+        let ip = a
+            .parse::<Ipv4Addr>()
+            .map(std::net::IpAddr::V4)
+            .or_else(|_| a.parse::<Ipv6Addr>().map(std::net::IpAddr::V6))
+            .map_err(|_| format!("{what} {} is not an IP address", show(a.as_bytes())))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let bits: u32 = match prefix.parse() {
+            Ok(b) if b <= max && prefix.bytes().all(|c| c.is_ascii_digit()) => b,
+            _ => return Err(format!("{what} prefix /{prefix} is not a number from 0 to {max}")),
+        };
+        return Ok(vec![match ip {
+            std::net::IpAddr::V4(a) => Net::V4 {
+                addr: a.into(),
+                mask: u32::MAX.checked_shl(32 - bits).unwrap_or(0),
+            },
+            std::net::IpAddr::V6(a) => Net::V6 {
+                addr: a.into(),
+                mask: u128::MAX.checked_shl(128 - bits).unwrap_or(0),
+            },
+        }]);
+    }
+    let addr = address(s, what, lookups, notes)?;
+    let m = fields
+        .get(*at)
+        .ok_or_else(|| format!("no mask after {what} address {s}"))?;
+    *at += 1;
+    let m = std::str::from_utf8(m).map_err(|_| format!("{what} mask {} is not an IP address", show(m)))?;
+    match addr {
+        Addr::V4(addrs) => {
+            let mask = v4_mask(s, m, what, notes)?;
+            Ok(addrs
+                .into_iter()
+                .map(|a| Net::V4 {
+                    addr: a.into(),
+                    mask: mask.into(),
+                })
+                .collect())
+        }
+        Addr::V6(a) => {
+            *modern = true;
+            let mask = m.parse::<Ipv6Addr>().map_err(|_| match classic_v4(m) {
+                Some(_) => format!("{what} address {s} and mask {m} are not of one family"),
+                None => format!("{what} mask {} is not an IP address", show(m.as_bytes())),
+            })?;
+            Ok(vec![Net::V6 {
+                addr: a.into(),
+                mask: mask.into(),
+            }])
+        }
+    }
+}
+
+enum Addr {
+    /// One address, or every IPv4 address of a host name.
+    V4(Vec<Ipv4Addr>),
+    V6(Ipv6Addr),
+}
+
+/// An address field of the `addr mask` form: a dotted quad, an
+/// `inet_addr` form, an IPv6 address, or a host name.
+fn address(s: &str, what: &str, lookups: &mut dyn Lookups, notes: &mut LineNotes) -> Result<Addr, String> {
+    if let Some(ip) = classic_v4_noted(s, &format!("{what} address"), notes) {
+        return Ok(Addr::V4(vec![ip]));
+    }
+    if let Ok(ip) = s.parse::<Ipv6Addr>() {
+        return Ok(Addr::V6(ip));
+    }
+    if !is_host_name(s) {
+        return Err(format!(
+            "{what} address {} is neither an IP address nor a host name (CSTC sockd took such a field for \
+             255.255.255.255; socks4d refuses it)",
+            show(s.as_bytes())
+        ));
+    }
+    let addrs = lookups.resolve(s).map_err(|why| {
+        format!(
+            "{what} address {s}: the host name does not resolve ({why}); CSTC sockd then used 255.255.255.255, \
+             socks4d refuses the file (no service) until the name resolves or the address is written"
+        )
+    })?;
+    let list = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+    let mut message = format!(
+        "host name {s} in the {what} address: CSTC sockd looked it up for every request; socks4d looks it up \
+         each time it reads the file (within {} s for all names; a name that does not resolve means no service) \
+         and matches {list}",
+        super::RESOLVE_TIMEOUT.as_secs()
+    );
+    if addrs.len() > 1 {
+        message.push_str(" (CSTC sockd took only the first address its resolver returned; socks4d matches any)");
+    }
+    message.push_str(&format!("; write {} to avoid the lookup", addrs[0]));
+    notes.push((NoteKind::HostName, message));
+    Ok(Addr::V4(addrs))
+}
+
+/// The mask of an IPv4 `addr mask` pair: a dotted quad or an `inet_addr`
+/// form. A mask sockd could not read became 255.255.255.255 there, a
+/// single host: refused.
+fn v4_mask(addr: &str, m: &str, what: &str, notes: &mut LineNotes) -> Result<Ipv4Addr, String> {
+    if let Some(mask) = classic_v4_noted(m, &format!("{what} mask"), notes) {
+        return Ok(mask);
+    }
+    if m.parse::<Ipv6Addr>().is_ok() {
+        return Err(format!("{what} address {addr} and mask {m} are not of one family"));
+    }
+    Err(format!(
+        "{what} mask {} is not a dotted-quad mask (CSTC sockd took such a field for 255.255.255.255, \
+         a single host; socks4d refuses it)",
+        show(m.as_bytes())
+    ))
+}
+
+/// A dotted quad, or an `inet_addr` form with a note naming the dotted
+/// quad it stands for.
+fn classic_v4_noted(s: &str, what: &str, notes: &mut LineNotes) -> Option<Ipv4Addr> {
+    if let Ok(ip) = s.parse::<Ipv4Addr>() {
+        return Some(ip);
+    }
+    let ip = inet_aton(s)?;
+    notes.push((
+        NoteKind::InetAton,
+        format!(
+            "{what} {s} is inet_addr's way of writing {ip}: CSTC sockd read it so, and so does socks4d; write {ip}"
+        ),
+    ));
+    Some(ip)
+}
+
+fn classic_v4(s: &str) -> Option<Ipv4Addr> {
+    s.parse::<Ipv4Addr>().ok().or_else(|| inet_aton(s))
+}
+
+/// The forms `inet_aton(3)` reads: one to four parts separated by dots,
+/// each decimal, octal (a leading `0`) or hexadecimal (`0x`), the last
+/// part filling the bytes that remain: `10.1` is 10.0.0.1, `010.0.0.1`
+/// is 8.0.0.1, `0x0a000001` is 10.0.0.1.
+pub fn inet_aton(s: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(4);
+    for p in &parts {
+        values.push(c_number(p)?);
+    }
+    let (last, head) = values.split_last()?;
+    if head.iter().any(|&v| v > 0xff) {
+        return None;
+    }
+    let last_max = u32::MAX >> (8 * head.len());
+    if *last > u64::from(last_max) {
+        return None;
+    }
+    let mut addr = *last as u32;
+    for (k, &v) in head.iter().enumerate() {
+        addr |= (v as u32) << (24 - 8 * k);
+    }
+    Some(Ipv4Addr::from(addr))
+}
+
+/// A number as C's `strtoul` with base 0 reads it, whole: decimal, octal
+/// after a leading `0`, hexadecimal after `0x`. At most `u32::MAX`.
+fn c_number(p: &str) -> Option<u64> {
+    let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
+        (h, 16)
+    } else if p.len() > 1 && p.starts_with('0') {
+        (&p[1..], 8)
+    } else {
+        (p, 10)
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    let v = u64::from_str_radix(digits.trim_start_matches('0'), radix)
+        .ok()
+        .or_else(|| digits.chars().all(|c| c == '0').then_some(0))?;
+    (v <= u64::from(u32::MAX)).then_some(v)
+}
+
+/// A host name as a resolver takes it: letters, digits, `-`, `.` and `_`,
+/// with at least one letter, not starting with `-` or `.`.
+fn is_host_name(s: &str) -> bool {
+    (1..=253).contains(&s.len())
+        && !s.starts_with(['-', '.'])
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        && s.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+/// The port of a rule's `op port`: a number, a service name, or, as sockd
+/// read it, the leading digits of a field such as `23abc`.
+fn rule_port(t: &[u8], services: &Services, notes: &mut LineNotes) -> Result<u16, String> {
+    match port_number(t, services) {
+        Ok(p) => Ok(p),
+        Err(e) if !t.first().is_some_and(u8::is_ascii_digit) => Err(e),
+        Err(_) => {
+            let digits = &t[..t.iter().take_while(|b| b.is_ascii_digit()).count()];
+            let p = port_number(digits, services)?;
+            notes.push((
+                NoteKind::PortDigits,
+                format!(
+                    "port {}: CSTC sockd read its leading digits, {p}, and so does socks4d; write {p}",
+                    String::from_utf8_lossy(t)
+                ),
+            ));
+            Ok(p)
+        }
+    }
+}
+
+/// A port number, or a TCP service name from /etc/services.
+pub fn port_number(t: &[u8], services: &Services) -> Result<u16, String> {
+    if !t.is_empty() && t.iter().all(u8::is_ascii_digit) {
+        return std::str::from_utf8(t)
+            .ok()
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| format!("port {} is above 65535", show(t)));
+    }
+    std::str::from_utf8(t)
+        .ok()
+        .and_then(|s| services.port(s))
+        .ok_or_else(|| {
+            format!(
+                "{} is neither a port number nor a service in {}",
+                show(t),
+                super::SERVICES_FILE
+            )
+        })
+}
+
+/// The field separators: blanks, and the other bytes C's `isspace` takes
+/// for blanks, as sockd did.
+pub(crate) fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | 0x0b | 0x0c)
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b, rest @ ..] = s {
+        if !is_blank(*b) {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., b] = s {
+        if !is_blank(*b) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// A token quoted for an error message.
+pub(crate) fn show(t: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{decide, Facts, Fixed};
+    use super::*;
+
+    const SERVICES: &str = "ftp\t\t21/tcp\ntelnet\t\t23/tcp\nhttp\t\t80/tcp\t\twww # WorldWideWeb\ndomain\t53/udp\n";
+
+    fn services() -> Services {
+        Services::parse(SERVICES.as_bytes())
+    }
+
+    fn lookups() -> Fixed {
+        Fixed::default()
+            .host("localhost", &[Ipv4Addr::LOCALHOST])
+            .host("gw.example", &[Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)])
+    }
+
+    fn checked_with(text: &str, files: &[(&str, &str)]) -> Checked {
+        let mut l = lookups();
+        for (p, t) in files {
+            l = l.file(p, t);
+        }
+        check(text.as_bytes(), "test.conf", services(), &mut l)
+    }
+
+    fn rules_with(text: &str, files: &[(&str, &str)]) -> Loaded {
+        checked_with(text, files).loaded
+    }
+
+    fn rules(text: &str) -> Rules {
+        rules_with(text, &[]).unwrap_or_else(|e| panic!("{e:?}"))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        rules_with(text, &[])
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
+    }
+
+    /// The notes of a file that parses: (line, kind, message).
+    fn notes(text: &str) -> Vec<(usize, NoteKind, String)> {
+        let c = checked_with(text, &[]);
+        assert!(c.loaded.is_ok(), "{:?}", c.loaded.err());
+        c.notes.into_iter().map(|n| (n.line, n.kind, n.message)).collect()
+    }
+
+    /// The deciding line's number (0: none), and whether it permits.
+    fn check_req(r: &Rules, user: &str, src: &str, dst: &str, port: u16) -> (usize, bool) {
+        let d = decide(
+            r,
+            &Facts {
+                user: user.as_bytes(),
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+                port,
+            },
+        );
+        (d.rule.map_or(0, |r| r.line), d.permit())
+    }
+
+    /// The example of the classic sockd.conf(5), as administrators have it.
+    const CLASSIC: &str = include_str!("../../tests/data/classic-sockd.conf");
+
+    #[test]
+    fn classic_example_decides_as_test_sockd_conf() {
+        let c = checked_with(CLASSIC, &[]);
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        let r = c.loaded.unwrap();
+        assert_eq!(r.rules.len(), 4);
+        assert_eq!(
+            r.rules[0].command.as_deref(),
+            Some(&b"/bin/echo rejected %u >>/tmp/x"[..])
+        );
+        assert_eq!(r.no_identd.as_ref().unwrap().line, 5);
+        assert_eq!(
+            r.no_identd.as_ref().unwrap().command,
+            b"/bin/echo please run identd on %A"
+        );
+        assert_eq!(
+            r.bad_id.as_ref().unwrap().command,
+            b"/bin/echo %U pretends to be %u on %A"
+        );
+        // The cases and answers of the classic test script.
+        assert_eq!(check_req(&r, "clyde", "128.12.6.34", "112.3.24.1", 21), (1, false));
+        assert_eq!(check_req(&r, "ylee", "128.12.6.4", "137.12.4.15", 23), (2, true));
+        assert_eq!(check_req(&r, "jane", "128.12.2.13", "137.12.4.15", 23), (3, false));
+        assert_eq!(check_req(&r, "jim", "128.12.6.4", "126.87.13.2", 23), (3, false));
+        assert_eq!(check_req(&r, "ylee", "128.12.6.4", "126.87.13.2", 21), (4, true));
+        assert_eq!(check_req(&r, "sam", "128.12.36.7", "10.53.23.1", 70), (4, true));
+        assert_eq!(check_req(&r, "don", "23.2.6.127", "10.53.23.1", 70), (0, false));
+        assert_eq!(check_req(&r, "clyde", "128.12.1.62", "112.3.24.1", 21), (4, true));
+    }
+
+    #[test]
+    fn masks_need_not_be_contiguous() {
+        let r = rules("permit 0.0.0.7 0.0.0.255 10.0.0.0 255.0.0.0\n");
+        assert_eq!(check_req(&r, "u", "192.168.1.7", "10.1.1.1", 1), (1, true));
+        assert_eq!(check_req(&r, "u", "192.168.1.8", "10.1.1.1", 1), (0, false));
+        assert_eq!(check_req(&r, "u", "192.168.1.7", "11.1.1.1", 1), (0, false));
+        let any = rules("permit 0.0.0.0 0.0.0.0\n");
+        assert_eq!(check_req(&any, "u", "8.8.8.8", "1.1.1.1", 1), (1, true));
+        // An IPv4 rule says nothing about IPv6 clients.
+        assert_eq!(check_req(&any, "u", "::1", "1.1.1.1", 1), (0, false));
+    }
+
+    #[test]
+    fn cidr_v4_and_v6() {
+        let r = rules("deny 192.168.1.128/25\npermit 192.168.0.0/16 10.0.0.0/8\npermit 2001:db8::/32 ::/0 eq 443\npermit ::1/128 : echo hi\npermit fe80:: ffff:: : echo ll\n");
+        assert_eq!(check_req(&r, "u", "192.168.1.200", "10.0.0.1", 1), (1, false));
+        assert_eq!(check_req(&r, "u", "192.168.1.100", "10.0.0.1", 1), (2, true));
+        assert_eq!(check_req(&r, "u", "192.168.1.100", "11.0.0.1", 1), (0, false));
+        assert_eq!(check_req(&r, "u", "2001:db8:1::5", "2001:4860::1", 443), (3, true));
+        assert_eq!(check_req(&r, "u", "2001:db8:1::5", "2001:4860::1", 80), (0, false));
+        assert_eq!(check_req(&r, "u", "2001:db9::5", "2001:4860::1", 443), (0, false));
+        assert_eq!(check_req(&r, "u", "::1", "127.0.0.1", 9), (4, true));
+        assert_eq!(r.rules[3].command.as_deref(), Some(&b"echo hi"[..]));
+        assert_eq!(check_req(&r, "u", "fe80::1", "127.0.0.1", 9), (5, true));
+        assert_eq!(r.rules[4].command.as_deref(), Some(&b"echo ll"[..]));
+        let all = rules("permit 0.0.0.0/0\n");
+        assert_eq!(check_req(&all, "u", "1.2.3.4", "5.6.7.8", 9), (1, true));
+    }
+
+    #[test]
+    fn port_operators_and_service_names() {
+        for (op, yes, no) in [
+            ("eq", &[23][..], &[22, 24][..]),
+            ("neq", &[22, 24], &[23]),
+            ("lt", &[1, 22], &[23, 24]),
+            ("gt", &[24, 65535], &[23, 22]),
+            ("le", &[22, 23], &[24]),
+            ("ge", &[23, 24], &[22]),
+        ] {
+            for port in ["23", "telnet"] {
+                let r = rules(&format!("permit 0.0.0.0 0.0.0.0 {op} {port}\n"));
+                for &p in yes {
+                    assert!(check_req(&r, "u", "1.1.1.1", "2.2.2.2", p).1, "{op} {port}: {p}");
+                }
+                for &p in no {
+                    assert!(!check_req(&r, "u", "1.1.1.1", "2.2.2.2", p).1, "{op} {port}: {p}");
+                }
+            }
+        }
+        // Aliases name ports too; UDP-only services do not.
+        assert_eq!(rules("permit 0.0.0.0/0 eq www\n").rules[0].port, Some((PortOp::Eq, 80)));
+        assert!(errors("permit 0.0.0.0/0 eq domain\n")[0].contains("domain"));
+        assert_eq!(port_number(b"8080", &services()), Ok(8080));
+        assert!(port_number(b"65536", &services()).is_err());
+        assert!(port_number(b"23abc", &services()).is_err());
+    }
+
+    #[test]
+    fn userlists_names_and_files() {
+        let r = rules_with(
+            "permit *=root,/etc/ops.users 0.0.0.0/0\ndeny 0.0.0.0/0\n",
+            &[("/etc/ops.users", "# operators\nalice,bob\t carol # not dave\n\n")],
+        )
+        .unwrap();
+        for u in ["root", "alice", "bob", "carol"] {
+            assert_eq!(check_req(&r, u, "1.1.1.1", "2.2.2.2", 1), (1, true), "{u}");
+        }
+        for u in ["dave", "Alice", "", "not"] {
+            assert_eq!(check_req(&r, u, "1.1.1.1", "2.2.2.2", 1), (2, false), "{u}");
+        }
+    }
+
+    #[test]
+    fn ident_flags() {
+        let r = rules("permit ?=I 1.0.0.0/8\npermit ?=i 2.0.0.0/8\npermit ?=n 3.0.0.0/8\npermit ?= 4.0.0.0/8\npermit ?=i *=x 5.0.0.0/8\npermit 6.0.0.0/8\n");
+        let modes: Vec<_> = r.rules.iter().map(|r| r.ident).collect();
+        assert_eq!(
+            modes,
+            [
+                Some(Mode::Required),
+                Some(Mode::Optional),
+                Some(Mode::Off),
+                Some(Mode::Off),
+                Some(Mode::Optional),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn comments_and_commands() {
+        let r =
+            rules("# a comment\n\n   \t\npermit 1.0.0.0/8 # permit 2.0.0.0/8\npermit 2.0.0.0/8 : echo a # b : c\r\n");
+        assert_eq!(r.rules.len(), 2);
+        assert_eq!(r.rules[0].command, None);
+        assert_eq!(r.rules[1].command.as_deref(), Some(&b"echo a # b : c"[..]));
+        assert_eq!(r.rules[1].line, 5);
+        // The classic `addr mask: cmd` and `eq port:cmd`.
+        let r = rules("deny 1.0.0.0 255.0.0.0: echo x\ndeny 1.0.0.0 255.0.0.0 eq 23:echo y\n");
+        assert_eq!(r.rules[0].command.as_deref(), Some(&b"echo x"[..]));
+        assert_eq!(r.rules[1].port, Some((PortOp::Eq, 23)));
+        assert_eq!(r.rules[1].command.as_deref(), Some(&b"echo y"[..]));
+    }
+
+    #[test]
+    fn malformed_lines_name_their_line() {
+        let errs = errors(
+            "permit 0.0.0.0/0\n\
+             allow 1.2.3.4 255.255.255.255\n\
+             permit 1.2.3.4\n\
+             permit 1.2.3.4/33\n\
+             permit nosuchhost 255.0.0.0\n\
+             permit 1.2.3.4 ffff::\n\
+             permit 0.0.0.0/0 eq\n\
+             permit 0.0.0.0/0 eq 70000\n\
+             permit 0.0.0.0/0 eq nosuchservice\n\
+             permit 0.0.0.0/0 1.0.0.0/8 between 5\n\
+             permit 0.0.0.0/0 1.0.0.0/8 eq 5 6\n\
+             permit ?=x 0.0.0.0/0\n\
+             permit ?= *= 10.0.0.0/8 1.0.0.0/8 eq 1 2\n\
+             permit *=a,,b 0.0.0.0/0\n\
+             permit *=/no/such/file 0.0.0.0/0\n\
+             permit *=etc/users 0.0.0.0/0\n\
+             : echo x\n\
+             permit 10.0.0.0 255.0.0.0 1.2.3.4 5.6.7.8 frob 23\n\
+             permit\n\
+             permit 10.0.0.0 garbage!\n\
+             permit 10.0.0.0 256.0.0.0\n\
+             permit 300.1.1.1 255.0.0.0\n\
+             permit 10.0.0.0 localhost\n\
+             permit 10.0.0.0 255.0.0.0 eq 99999x\n",
+        );
+        let lines: Vec<&str> = errs.iter().map(|e| e.split(':').nth(1).unwrap()).collect();
+        let want: Vec<String> = (2..=24).map(|n| n.to_string()).collect();
+        assert_eq!(lines, want, "{errs:#?}");
+        assert!(
+            errs[0].starts_with("test.conf:2: unknown action \"allow\""),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[3].contains("nosuchhost: the host name does not resolve"),
+            "{}",
+            errs[3]
+        );
+        assert!(errs[13].contains("/no/such/file"), "{}", errs[13]);
+        assert!(errs[18].contains("255.255.255.255"), "{}", errs[18]);
+        assert!(errs[19].contains("not a dotted-quad mask"), "{}", errs[19]);
+    }
+
+    #[test]
+    fn long_lines_are_refused() {
+        let ok = format!("permit 0.0.0.0/0 : {}\n", "x".repeat(MAX_LINE_LEN - 19));
+        assert_eq!(rules(&ok).rules.len(), 1);
+        let long = format!("permit 0.0.0.0/0 : {}\n", "x".repeat(MAX_LINE_LEN - 18));
+        assert!(errors(&long)[0].starts_with("test.conf:1: line longer than 1023 bytes"));
+    }
+
+    #[test]
+    fn first_hook_line_of_each_kind_runs() {
+        let r = rules("#BAD_ID: one\n#BAD_ID: two\n#NO_IDENTD:three\n");
+        assert_eq!(r.bad_id.unwrap().command, b"one");
+        assert_eq!(r.no_identd.unwrap().command, b"three");
+    }
+
+    // One test per legacy form: the meaning sockd gave it, and the note
+    // naming its line.
+
+    #[test]
+    fn empty_star_equals_means_any_user() {
+        let n = notes("# x\npermit *= 10.0.0.0 255.0.0.0\n");
+        assert_eq!(n.len(), 1);
+        assert_eq!((n[0].0, n[0].1), (2, NoteKind::EmptyUsers));
+        let r = rules("permit *= 10.0.0.0 255.0.0.0\n");
+        assert_eq!(r.rules[0].users, None);
+        assert_eq!(check_req(&r, "anyone", "10.1.1.1", "1.1.1.1", 1), (1, true));
+        assert_eq!(check_req(&r, "", "10.1.1.1", "1.1.1.1", 1), (1, true));
+    }
+
+    #[test]
+    fn ident_flag_reads_its_first_letter() {
+        let r = rules("permit ?=Ident 1.0.0.0 255.0.0.0\npermit ?=no 2.0.0.0 255.0.0.0\npermit ?=ix 3.0.0.0/8\n");
+        let modes: Vec<_> = r.rules.iter().map(|r| r.ident).collect();
+        assert_eq!(modes, [Some(Mode::Required), Some(Mode::Off), Some(Mode::Optional)]);
+        let n = notes("permit ?=Ident 1.0.0.0 255.0.0.0\n");
+        assert_eq!((n[0].0, n[0].1), (1, NoteKind::IdentLetters));
+        assert!(n[0].2.contains("write ?=I"), "{}", n[0].2);
+        assert!(errors("permit ?=xI 1.0.0.0 255.0.0.0\n")[0].contains("unknown ident flag"));
+    }
+
+    #[test]
+    fn host_names_in_address_fields_are_resolved() {
+        let r = rules("deny localhost 255.255.255.255\npermit 0.0.0.0 0.0.0.0 gw.example 255.255.255.255\n");
+        assert_eq!(check_req(&r, "u", "127.0.0.1", "10.0.0.1", 1), (1, false));
+        assert_eq!(check_req(&r, "u", "127.0.0.2", "10.0.0.1", 1), (2, true));
+        // Any address of a name with several.
+        assert_eq!(check_req(&r, "u", "127.0.0.2", "10.0.0.2", 1), (2, true));
+        assert_eq!(check_req(&r, "u", "127.0.0.2", "10.0.0.3", 1), (0, false));
+        let n = notes("deny localhost 255.255.255.255\npermit 0.0.0.0 0.0.0.0 gw.example 255.255.255.255\n");
+        assert_eq!((n[0].0, n[0].1), (1, NoteKind::HostName));
+        assert!(n[0].2.contains("matches 127.0.0.1"), "{}", n[0].2);
+        assert_eq!((n[1].0, n[1].1), (2, NoteKind::HostName));
+        assert!(
+            n[1].2.contains("10.0.0.1, 10.0.0.2") && n[1].2.contains("only the first"),
+            "{}",
+            n[1].2
+        );
+        // Never an open rule: a name that does not resolve is an error.
+        let e = errors("# x\ndeny unknown.example 255.255.255.255\npermit 0.0.0.0 0.0.0.0\n");
+        assert_eq!(e.len(), 1);
+        assert!(
+            e[0].starts_with("test.conf:2: source address unknown.example"),
+            "{}",
+            e[0]
+        );
+        // Only address fields take names.
+        assert!(errors("permit 10.0.0.0 localhost\n")[0].contains("mask"));
+    }
+
+    #[test]
+    fn inet_addr_forms_mean_what_inet_aton_reads() {
+        for (form, ip) in [
+            ("10.1", "10.0.0.1"),
+            ("10.1.2", "10.1.0.2"),
+            ("010.0.0.1", "8.0.0.1"),
+            ("0x0a.0.0.1", "10.0.0.1"),
+            ("0x0a000001", "10.0.0.1"),
+            ("167772161", "10.0.0.1"),
+            ("0", "0.0.0.0"),
+            ("0377.0xff.255.0", "255.255.255.0"),
+        ] {
+            assert_eq!(inet_aton(form), Some(ip.parse().unwrap()), "{form}");
+        }
+        for bad in [
+            "",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "1.2.3.256",
+            "1.16777216",
+            "1.2.65536",
+            "08.1.1.1",
+            "0x",
+            "1..2",
+            "4294967296",
+            "a.b",
+        ] {
+            assert_eq!(inet_aton(bad), None, "{bad}");
+        }
+        let r = rules("permit 010.0.0.1 255.255.255.255 10.1 0xffffff00\n");
+        assert_eq!(check_req(&r, "u", "8.0.0.1", "10.0.0.77", 1), (1, true));
+        assert_eq!(check_req(&r, "u", "10.0.0.1", "10.0.0.77", 1), (0, false));
+        assert_eq!(check_req(&r, "u", "8.0.0.1", "10.0.1.77", 1), (0, false));
+        let n = notes("permit 010.0.0.1 255.255.255.255 10.1 0xffffff00\n");
+        let kinds: Vec<_> = n.iter().map(|n| (n.0, n.1)).collect();
+        assert_eq!(kinds, [(1, NoteKind::InetAton); 3]);
+        assert!(n[0].2.contains("write 8.0.0.1"), "{}", n[0].2);
+        assert!(n[2].2.contains("write 255.255.255.0"), "{}", n[2].2);
+    }
+
+    #[test]
+    fn port_reads_its_leading_digits() {
+        let r = rules("deny 0.0.0.0 0.0.0.0 eq 23abc\npermit 0.0.0.0 0.0.0.0\n");
+        assert_eq!(r.rules[0].port, Some((PortOp::Eq, 23)));
+        assert_eq!(check_req(&r, "u", "1.1.1.1", "2.2.2.2", 23), (1, false));
+        assert_eq!(check_req(&r, "u", "1.1.1.1", "2.2.2.2", 24), (2, true));
+        let n = notes("deny 0.0.0.0 0.0.0.0 eq 23abc\n");
+        assert_eq!((n[0].0, n[0].1), (1, NoteKind::PortDigits));
+        assert!(n[0].2.contains("write 23"), "{}", n[0].2);
+    }
+
+    #[test]
+    fn empty_command_and_empty_hook_run_nothing() {
+        let r = rules("deny 10.0.0.0 255.0.0.0 :\n#NO_IDENTD:\n#NO_IDENTD: echo later\n#BAD_ID:   \n");
+        assert_eq!(r.rules[0].command, None);
+        let h = r.no_identd.unwrap();
+        assert_eq!((h.line, h.command()), (2, None));
+        assert_eq!(r.bad_id.unwrap().command(), None);
+        let n = notes("deny 10.0.0.0 255.0.0.0 :\n#NO_IDENTD:\n");
+        let kinds: Vec<_> = n.iter().map(|n| (n.0, n.1)).collect();
+        assert_eq!(kinds, [(1, NoteKind::EmptyCommand), (2, NoteKind::EmptyHook)]);
+    }
+
+    #[test]
+    fn double_colon_passes_the_second_colon_to_the_shell() {
+        let r = rules("deny 10.0.0.0 255.0.0.0 :: /bin/echo x\npermit ::/0 :: echo y\npermit ::1/128 ::\n");
+        assert_eq!(r.rules[0].command.as_deref(), Some(&b": /bin/echo x"[..]));
+        assert_eq!(check_req(&r, "u", "10.1.1.1", "1.1.1.1", 1), (1, false));
+        assert_eq!(r.rules[1].command.as_deref(), Some(&b": echo y"[..]));
+        assert_eq!(r.rules[2].command.as_deref(), Some(&b":"[..]));
+        let n = notes("deny 10.0.0.0 255.0.0.0 :: /bin/echo x\n#BAD_ID:: logger x\n");
+        let kinds: Vec<_> = n.iter().map(|n| (n.0, n.1)).collect();
+        assert_eq!(kinds, [(1, NoteKind::DoubleColon), (2, NoteKind::DoubleColon)]);
+        assert!(n[0].2.contains("\"/bin/echo x\" never runs"), "{}", n[0].2);
+    }
+
+    #[test]
+    fn fields_after_a_complete_classic_rule_are_ignored() {
+        let text = "deny 10.0.0.0 255.0.0.0 eq 23 extra words\n\
+                    permit 10.0.0.0 255.0.0.0 192.168.1.5\n\
+                    deny 11.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq\n\
+                    permit 11.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 stray\n";
+        let r = rules(text);
+        assert_eq!(check_req(&r, "u", "10.1.1.1", "9.9.9.9", 23), (1, false));
+        // The lone destination address was ignored: every destination.
+        assert_eq!(check_req(&r, "u", "10.1.1.1", "9.9.9.9", 80), (2, true));
+        // The lone `eq`: every port.
+        assert_eq!(check_req(&r, "u", "11.1.1.1", "9.9.9.9", 80), (3, false));
+        let n = notes(text);
+        let kinds: Vec<_> = n.iter().map(|n| (n.0, n.1)).collect();
+        assert_eq!(kinds, (1..=4).map(|l| (l, NoteKind::ExtraFields)).collect::<Vec<_>>());
+        assert!(n[1].2.contains("every destination"), "{}", n[1].2);
+        assert!(n[2].2.contains("every port"), "{}", n[2].2);
+        // With the extensions there is no classic meaning to keep.
+        assert!(errors("permit 10.0.0.0/8 eq 23 extra\n")[0].contains("unexpected \"extra\""));
+    }
+
+    #[test]
+    fn colons_in_ipv6_addresses_start_no_command() {
+        assert_eq!(
+            split_command(b"permit ::1/128 : x"),
+            (&b"permit ::1/128 "[..], Some(&b" x"[..]))
+        );
+        assert_eq!(
+            split_command(b"permit fe80:: ffff::"),
+            (&b"permit fe80:: ffff::"[..], None)
+        );
+        assert_eq!(
+            split_command(b"permit 1.2.3.4 0.0.0.0 ::x"),
+            (&b"permit 1.2.3.4 0.0.0.0 "[..], Some(&b":x"[..]))
+        );
+        assert_eq!(
+            split_command(b"permit 1.0.0.0/8 # c : d"),
+            (&b"permit 1.0.0.0/8 "[..], None)
+        );
+    }
+}

@@ -1,0 +1,460 @@
+//! Access rules in the grammar of the classic CSTC `sockd.conf(5)`, one
+//! rule per line:
+//!
+//! ```text
+//! action [?=use_identd] [*=userlist] src_addr src_mask [dst_addr dst_mask] [op dst_port] [: shell_cmd]
+//! ```
+//!
+//! plus the hook lines `#NO_IDENTD: cmd` and `#BAD_ID: cmd`, and, as an
+//! extension, `addr/prefix` (IPv4 or IPv6) in place of `addr mask`.
+//!
+//! The parts, each with its own tests:
+//!
+//! - [`grammar`]: a file's text to [`Rules`], and the [`Note`]s on the
+//!   lines that a classic sockd read otherwise or that use a legacy form;
+//! - [`classic`]: where CSTC sockd's line and field limits made it read a
+//!   line otherwise than socks4d does;
+//! - [`decide`]: the first-match loop over the rules, pure;
+//! - [`users`]: `*=` lists and user-list files;
+//! - [`services`]: `/etc/services`, for port names and `%S`;
+//! - [`command`]: a rule's or hook's shell command, its `%` substitutions
+//!   and its detached start.
+//!
+//! Parsing and deciding are pure: what a rules file refers to outside
+//! itself (user-list files, host names in address fields) is looked up
+//! through a [`Lookups`] the caller passes in. [`load`] passes the real
+//! file system and resolver ([`System`]).
+
+pub mod classic;
+pub mod command;
+pub mod decide;
+pub mod grammar;
+pub mod services;
+pub mod users;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::ident::Mode;
+use crate::net::Deadline;
+
+pub use command::{expand, sanitize, spawn, Spawned, Subst, MAX_SUBST_LEN, NAME_LOOKUP_TIMEOUT};
+pub use decide::{decide, Decision, Facts};
+pub use grammar::{check, parse, port_number, Checked, Note, NoteKind, MAX_LINE_LEN};
+pub use services::{Services, SERVICES_FILE};
+
+/// Where the rules are read from unless `-f` names another file.
+pub const DEFAULT_FILE: &str = "/etc/socks4d.conf";
+/// The `rule=` label of the built-in policy.
+pub const BUILTIN: &str = "builtin";
+/// The largest rules file or user-list file read. Real ones are a few
+/// kilobytes, and every connection reads them.
+pub const MAX_FILE_LEN: u64 = 1 << 20;
+/// How long all the host-name lookups of one rules file may take together.
+/// A name still unresolved then is a config error: no service.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Permit,
+    Deny,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Permit => "permit",
+            Action::Deny => "deny",
+        }
+    }
+}
+
+/// An address with a mask: `ip` matches when `ip & mask == addr & mask`.
+/// An IPv4 net never matches an IPv6 address, nor the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    V4 { addr: u32, mask: u32 },
+    V6 { addr: u128, mask: u128 },
+}
+
+impl Net {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (*self, ip) {
+            (Net::V4 { addr, mask }, IpAddr::V4(a)) => u32::from(a) & mask == addr & mask,
+            (Net::V6 { addr, mask }, IpAddr::V6(a)) => u128::from(a) & mask == addr & mask,
+            _ => false,
+        }
+    }
+}
+
+/// The comparison in `op dst_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortOp {
+    Eq,
+    Neq,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+}
+
+impl PortOp {
+    pub fn from_token(t: &[u8]) -> Option<PortOp> {
+        Some(match t {
+            b"eq" => PortOp::Eq,
+            b"neq" => PortOp::Neq,
+            b"lt" => PortOp::Lt,
+            b"gt" => PortOp::Gt,
+            b"le" => PortOp::Le,
+            b"ge" => PortOp::Ge,
+            _ => return None,
+        })
+    }
+
+    /// Whether `port op against` holds.
+    pub fn holds(self, port: u16, against: u16) -> bool {
+        match self {
+            PortOp::Eq => port == against,
+            PortOp::Neq => port != against,
+            PortOp::Lt => port < against,
+            PortOp::Gt => port > against,
+            PortOp::Le => port <= against,
+            PortOp::Ge => port >= against,
+        }
+    }
+}
+
+/// One `permit` or `deny` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub line: usize,
+    /// The line as written, for `--explain`.
+    pub text: String,
+    pub action: Action,
+    /// `?=`: overrides `--ident` for this line.
+    pub ident: Option<Mode>,
+    /// `*=`: the claimed user-ids this line applies to, files expanded.
+    pub users: Option<Vec<Vec<u8>>>,
+    /// The source: one net, or one per address of a host name, any of
+    /// which matches.
+    pub src: Vec<Net>,
+    /// `None`: any destination.
+    pub dst: Option<Vec<Net>>,
+    pub port: Option<(PortOp, u16)>,
+    /// `: shell_cmd`, run when this line decides a request.
+    pub command: Option<Vec<u8>>,
+}
+
+/// A `#NO_IDENTD:` or `#BAD_ID:` line. An empty command (the line as a
+/// bare `#NO_IDENTD:`) runs nothing, and still is the first of its kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub line: usize,
+    pub command: Vec<u8>,
+}
+
+impl Hook {
+    /// The command to run, if the line has one.
+    pub fn command(&self) -> Option<&[u8]> {
+        (!self.command.is_empty()).then_some(self.command.as_slice())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The rules file's path.
+    File(String),
+    /// No rules file: permit loopback clients, deny the rest.
+    Builtin,
+}
+
+/// A parsed rules file, or the built-in policy.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub origin: Origin,
+    pub rules: Vec<Rule>,
+    /// Run when the client host's identd gives no USERID answer.
+    pub no_identd: Option<Hook>,
+    /// Run when the identd names another user than the one claimed.
+    pub bad_id: Option<Hook>,
+    pub services: Services,
+}
+
+impl Rules {
+    /// Loopback clients permitted (with the `--ident` mode), the rest
+    /// denied.
+    pub fn builtin(services: Services) -> Rules {
+        let permit = |text: &str, src: Net| Rule {
+            line: 0,
+            text: text.into(),
+            action: Action::Permit,
+            ident: None,
+            users: None,
+            src: vec![src],
+            dst: None,
+            port: None,
+            command: None,
+        };
+        Rules {
+            origin: Origin::Builtin,
+            rules: vec![
+                permit(
+                    "permit 127.0.0.0/8",
+                    Net::V4 {
+                        addr: 0x7f00_0000,
+                        mask: 0xff00_0000,
+                    },
+                ),
+                permit(
+                    "permit ::1/128",
+                    Net::V6 {
+                        addr: 1,
+                        mask: u128::MAX,
+                    },
+                ),
+            ],
+            no_identd: None,
+            bad_id: None,
+            services,
+        }
+    }
+
+    /// The `rule=` label of line `line`, or of no line matching.
+    pub fn label(&self, line: Option<usize>) -> String {
+        match (&self.origin, line) {
+            (Origin::Builtin, _) => BUILTIN.into(),
+            (Origin::File(f), Some(n)) => format!("{f}:{n}"),
+            (Origin::File(_), None) => "default".into(),
+        }
+    }
+}
+
+/// An error in a rules file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub file: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(n) => write!(f, "{}:{}: {}", self.file, n, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// The rules to serve with, or every error that stops the file being used.
+pub type Loaded = Result<Rules, Vec<Error>>;
+
+/// What a rules file names outside itself.
+pub trait Lookups {
+    /// The bytes of user-list file `path`.
+    fn read(&mut self, path: &Path) -> io::Result<Vec<u8>>;
+    /// The IPv4 addresses of host name `name` (an address field), or why
+    /// there are none.
+    fn resolve(&mut self, name: &str) -> Result<Vec<Ipv4Addr>, String>;
+}
+
+/// The real file system and resolver. All the lookups of one rules file
+/// share one deadline of [`RESOLVE_TIMEOUT`], and each name is looked up
+/// once.
+pub struct System {
+    deadline: Option<Deadline>,
+    names: HashMap<String, Result<Vec<Ipv4Addr>, String>>,
+}
+
+impl System {
+    pub fn new() -> System {
+        System {
+            deadline: None,
+            names: HashMap::new(),
+        }
+    }
+}
+
+impl Default for System {
+    fn default() -> System {
+        System::new()
+    }
+}
+
+impl Lookups for System {
+    fn read(&mut self, path: &Path) -> io::Result<Vec<u8>> {
+        read_capped(path)
+    }
+
+    fn resolve(&mut self, name: &str) -> Result<Vec<Ipv4Addr>, String> {
+        if let Some(known) = self.names.get(name) {
+            return known.clone();
+        }
+        let deadline = *self.deadline.get_or_insert_with(|| Deadline::after(RESOLVE_TIMEOUT));
+        let found = match crate::net::resolve(name, 0, deadline) {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(format!(
+                "no answer within {} s (all lookups of the file together)",
+                RESOLVE_TIMEOUT.as_secs()
+            )),
+            Err(e) => Err(e.to_string()),
+            Ok(addrs) => {
+                let mut v4: Vec<Ipv4Addr> = Vec::new();
+                for a in addrs {
+                    if let IpAddr::V4(ip) = a.ip() {
+                        if !v4.contains(&ip) {
+                            v4.push(ip);
+                        }
+                    }
+                }
+                if v4.is_empty() {
+                    Err("it has no IPv4 address".into())
+                } else {
+                    Ok(v4)
+                }
+            }
+        };
+        self.names.insert(name.to_string(), found.clone());
+        found
+    }
+}
+
+/// Fixed answers, for tests and fuzzing: files by path and hosts by name;
+/// anything else is not found.
+#[derive(Debug, Clone, Default)]
+pub struct Fixed {
+    pub files: HashMap<PathBuf, Vec<u8>>,
+    pub hosts: HashMap<String, Vec<Ipv4Addr>>,
+}
+
+impl Fixed {
+    pub fn file(mut self, path: &str, text: &str) -> Fixed {
+        self.files.insert(PathBuf::from(path), text.as_bytes().to_vec());
+        self
+    }
+
+    pub fn host(mut self, name: &str, addrs: &[Ipv4Addr]) -> Fixed {
+        self.hosts.insert(name.to_string(), addrs.to_vec());
+        self
+    }
+}
+
+impl Lookups for Fixed {
+    fn read(&mut self, path: &Path) -> io::Result<Vec<u8>> {
+        self.files
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn resolve(&mut self, name: &str) -> Result<Vec<Ipv4Addr>, String> {
+        self.hosts.get(name).cloned().ok_or_else(|| "unknown host".to_string())
+    }
+}
+
+/// Reads a whole file of at most [`MAX_FILE_LEN`] bytes.
+pub(crate) fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_LEN + 1)
+        .read_to_end(&mut text)?;
+    if text.len() as u64 > MAX_FILE_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_LEN} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
+/// Reads and parses `path`. When the file is absent and was not `named`
+/// on the command line, the built-in policy applies. A named file that is
+/// missing, and any file that cannot be read or parsed, is an error.
+pub fn load(path: &Path, named: bool) -> Loaded {
+    load_checked(path, named).loaded
+}
+
+/// As [`load`], with the notes `--check-config` prints.
+pub fn load_checked(path: &Path, named: bool) -> Checked {
+    let services = Services::system();
+    let file = path.display().to_string();
+    match read_capped(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !named => Checked {
+            loaded: Ok(Rules::builtin(services)),
+            notes: Vec::new(),
+        },
+        Err(e) => Checked {
+            loaded: Err(vec![Error {
+                file,
+                line: None,
+                message: format!("cannot read: {e}"),
+            }]),
+            notes: Vec::new(),
+        },
+        Ok(text) => check(&text, &file, services, &mut System::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_policy() {
+        let r = Rules::builtin(Services::parse(b""));
+        let check = |src: &str| {
+            let d = decide(
+                &r,
+                &Facts {
+                    user: b"u",
+                    src: src.parse().unwrap(),
+                    dst: "1.1.1.1".parse().unwrap(),
+                    port: 1,
+                },
+            );
+            (d.rule.map_or(0, |r| r.line), d.permit(), d.label())
+        };
+        assert_eq!(check("127.0.0.1"), (0, true, "builtin".into()));
+        assert_eq!(check("127.9.9.9"), (0, true, "builtin".into()));
+        assert_eq!(check("::1"), (0, true, "builtin".into()));
+        assert_eq!(check("10.0.0.1"), (0, false, "builtin".into()));
+    }
+
+    #[test]
+    fn system_lookups_resolve_localhost_once_and_refuse_unknown_names() {
+        let mut s = System::new();
+        assert_eq!(s.resolve("localhost"), Ok(vec![Ipv4Addr::LOCALHOST]));
+        assert_eq!(s.names.len(), 1);
+        assert_eq!(s.resolve("localhost"), Ok(vec![Ipv4Addr::LOCALHOST]));
+        assert!(s.resolve("no-such-host.invalid").is_err());
+    }
+
+    #[test]
+    fn fixed_lookups_answer_only_what_they_hold() {
+        let mut f = Fixed::default()
+            .file("/u", "alice")
+            .host("gw", &[Ipv4Addr::new(10, 0, 0, 1)]);
+        assert_eq!(f.read(Path::new("/u")).unwrap(), b"alice");
+        assert_eq!(f.read(Path::new("/v")).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(f.resolve("gw"), Ok(vec![Ipv4Addr::new(10, 0, 0, 1)]));
+        assert!(f.resolve("other").is_err());
+    }
+
+    #[test]
+    fn empty_hook_runs_nothing() {
+        let h = Hook {
+            line: 3,
+            command: Vec::new(),
+        };
+        assert_eq!(h.command(), None);
+        let h = Hook {
+            line: 3,
+            command: b"logger x".to_vec(),
+        };
+        assert_eq!(h.command(), Some(&b"logger x"[..]));
+    }
+}

@@ -1,0 +1,112 @@
+//! TCP services from `/etc/services`, for port names in rules and `%S` in
+//! commands.
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::read_capped;
+
+/// Service names for `eq telnet` and `%S`.
+pub const SERVICES_FILE: &str = "/etc/services";
+
+/// TCP services: names and aliases to ports, ports to their first name.
+/// The file is read on first use only: most rules files name no service,
+/// and every connection would pay for the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Services {
+    table: OnceCell<ServiceTable>,
+    /// Where to read the table from on first use; `None`: empty.
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct ServiceTable {
+    by_name: HashMap<String, u16>,
+    by_port: HashMap<u16, String>,
+}
+
+impl Services {
+    /// The system's table, read from [`SERVICES_FILE`] when first needed.
+    pub fn system() -> Services {
+        Services {
+            table: OnceCell::new(),
+            path: Some(PathBuf::from(SERVICES_FILE)),
+        }
+    }
+
+    /// A table from the text of a services file.
+    pub fn parse(text: &[u8]) -> Services {
+        Services {
+            table: OnceCell::from(ServiceTable::parse(text)),
+            path: None,
+        }
+    }
+
+    fn table(&self) -> &ServiceTable {
+        self.table.get_or_init(|| {
+            let text = self.path.as_ref().and_then(|p| read_capped(p).ok()).unwrap_or_default();
+            ServiceTable::parse(&text)
+        })
+    }
+
+    /// The TCP port of service `name` (a name or an alias).
+    pub fn port(&self, name: &str) -> Option<u16> {
+        self.table().by_name.get(name).copied()
+    }
+
+    /// The first name of TCP port `port`.
+    pub fn name(&self, port: u16) -> Option<&str> {
+        self.table().by_port.get(&port).map(String::as_str)
+    }
+}
+
+impl ServiceTable {
+    fn parse(text: &[u8]) -> ServiceTable {
+        let mut s = ServiceTable::default();
+        for line in String::from_utf8_lossy(text).lines() {
+            let line = line.split('#').next().unwrap_or_default();
+            let mut fields = line.split_whitespace();
+            let (Some(name), Some(port_proto)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            let Some((port, "tcp")) = port_proto.split_once('/') else {
+                continue;
+            };
+            let Ok(port) = port.parse::<u16>() else { continue };
+            s.by_port.entry(port).or_insert_with(|| name.to_string());
+            for n in std::iter::once(name).chain(fields) {
+                s.by_name.entry(n.to_string()).or_insert(port);
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVICES: &str = "ftp\t\t21/tcp\ntelnet\t\t23/tcp\nhttp\t\t80/tcp\t\twww # WorldWideWeb\ndomain\t53/udp\n# x 9/tcp\nbad\tnot/tcp\nhttp-alt 8080/tcp webcache\nwww2 80/tcp\n";
+
+    #[test]
+    fn names_aliases_and_first_name_per_port() {
+        let s = Services::parse(SERVICES.as_bytes());
+        assert_eq!(s.port("telnet"), Some(23));
+        assert_eq!(s.port("www"), Some(80));
+        assert_eq!(s.port("webcache"), Some(8080));
+        assert_eq!(s.port("www2"), Some(80));
+        assert_eq!(s.name(80), Some("http"));
+        assert_eq!(s.name(8080), Some("http-alt"));
+    }
+
+    #[test]
+    fn udp_only_comments_and_junk_name_nothing() {
+        let s = Services::parse(SERVICES.as_bytes());
+        assert_eq!(s.port("domain"), None);
+        assert_eq!(s.port("x"), None);
+        assert_eq!(s.port("bad"), None);
+        assert_eq!(s.name(53), None);
+        assert_eq!(Services::default().port("telnet"), None);
+    }
+}
