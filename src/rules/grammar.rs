@@ -350,11 +350,13 @@ fn extra_fields(extra: &[&[u8]], has_dst: bool) -> (NoteKind, String) {
 
 /// Splits a rule line at the `:` that starts its command, and drops a `#`
 /// comment. As in the classic server, whichever of the two comes first
-/// counts. A `:` within an IPv6 address starts nothing, unless the
-/// address begins with `:` and has no `/prefix` (so that `::` before a
-/// command means what it meant to sockd).
+/// counts. A `:` within an IPv6 address in an address field (before any
+/// port operator) starts nothing, unless the address begins with `:` and
+/// has no `/prefix`: so `::` before a command, and `23::cmd` after a port,
+/// mean what they meant to sockd.
 fn split_command(line: &[u8]) -> (&[u8], Option<&[u8]>) {
     let mut i = 0;
+    let mut after_op = false;
     while i < line.len() {
         if is_blank(line[i]) {
             i += 1;
@@ -368,9 +370,10 @@ fn split_command(line: &[u8]) -> (&[u8], Option<&[u8]>) {
         match token.iter().position(|&b| b == b'#' || b == b':') {
             None => {}
             Some(p) if token[p] == b'#' => return (&line[..start + p], None),
-            Some(_) if is_ipv6_token(token) && (token[0] != b':' || token.contains(&b'/')) => {}
+            Some(_) if !after_op && is_ipv6_token(token) && (token[0] != b':' || token.contains(&b'/')) => {}
             Some(p) => return (&line[..start + p], Some(&line[start + p + 1..])),
         }
+        after_op |= PortOp::from_token(token).is_some();
     }
     (line, None)
 }
@@ -1081,6 +1084,12 @@ mod tests {
         assert_eq!(
             split_command(b"permit 1.0.0.0/8 # c : d"),
             (&b"permit 1.0.0.0/8 "[..], None)
+        );
+        // After the port operator a colon is the classic separator, even
+        // where the field would read as IPv6 ("23::").
+        assert_eq!(
+            split_command(b"deny 1.0.0.0 255.0.0.0 eq 23:: x"),
+            (&b"deny 1.0.0.0 255.0.0.0 eq 23"[..], Some(&b": x"[..]))
         );
     }
 }
