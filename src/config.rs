@@ -111,7 +111,8 @@ pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children 
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
     let mut cfg = Config::default();
     let mut check = false;
-    let mut explain: Option<[String; 4]> = None;
+    let mut explain = false;
+    let mut words: Vec<String> = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         // Accept both `--opt value` and `--opt=value`.
@@ -198,16 +199,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                 list.push(PathBuf::from(v));
             }
             "--check-config" => check = true,
-            "--explain" => {
-                let mut four = Vec::with_capacity(4);
-                for what in ["USER", "SRC", "DST", "PORT"] {
-                    four.push(
-                        args.next()
-                            .ok_or_else(|| format!("--explain needs USER SRC DST PORT (missing {what})"))?,
-                    );
-                }
-                explain = four.try_into().ok();
-            }
+            // USER SRC DST PORT are the arguments that are not options,
+            // before or after the others (`--explain -f FILE alice ...`).
+            "--explain" => explain = true,
             "--no-socks4a" => cfg.socks4a = false,
             "--log-stderr" => cfg.log_stderr = true,
             "--log-facility" => {
@@ -216,10 +210,24 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                     .map_err(|_| format!("--log-facility {v}: unknown facility (e.g. daemon, local0)"))?;
             }
             _ if inline.is_some() => return Err(format!("{name}: unknown option")),
+            _ if !arg.starts_with('-') => words.push(arg),
             _ => return Err(format!("{arg}: unknown option")),
         }
     }
-    if let Some([user, src, dst, port]) = explain {
+    if explain {
+        const WHAT: [&str; 4] = ["USER", "SRC", "DST", "PORT"];
+        if let Some(extra) = words.get(WHAT.len()) {
+            return Err(format!(
+                "{extra}: unexpected argument (--explain takes USER SRC DST PORT)"
+            ));
+        }
+        let mut words = words.into_iter();
+        let mut next = |what: &str| {
+            words
+                .next()
+                .ok_or_else(|| format!("--explain needs USER SRC DST PORT (missing {what})"))
+        };
+        let (user, src, dst, port) = (next(WHAT[0])?, next(WHAT[1])?, next(WHAT[2])?, next(WHAT[3])?);
         return Ok(Action::Explain {
             cfg,
             user,
@@ -227,6 +235,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
             dst,
             port,
         });
+    }
+    if let Some(word) = words.first() {
+        return Err(format!("{word}: unexpected argument (only --explain takes arguments)"));
     }
     if check {
         return Ok(Action::CheckConfig(cfg));
@@ -306,6 +317,38 @@ mod tests {
         assert!(parse_args(args("--explain bob 10.0.0.1"))
             .unwrap_err()
             .contains("missing DST"));
+        // -f FILE may come after --explain, as socks4d(8) shows it.
+        for line in [
+            "--explain -f /x.conf alice 10.0.0.1 10.0.0.2 80",
+            "-f /x.conf --explain alice 10.0.0.1 10.0.0.2 80",
+            "--explain alice 10.0.0.1 10.0.0.2 80 -f /x.conf",
+            "--explain alice -i 10.0.0.1 10.0.0.2 80 --config=/x.conf",
+        ] {
+            match parse_args(args(line)) {
+                Ok(Action::Explain {
+                    cfg,
+                    user,
+                    src,
+                    dst,
+                    port,
+                }) => {
+                    assert_eq!(cfg.rules_file, PathBuf::from("/x.conf"), "{line}");
+                    assert!(cfg.rules_file_named);
+                    assert_eq!(
+                        [user, src, dst, port],
+                        ["alice", "10.0.0.1", "10.0.0.2", "80"],
+                        "{line}"
+                    );
+                }
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+        assert!(parse_args(args("--explain a b c d e"))
+            .unwrap_err()
+            .starts_with("e: unexpected argument"));
+        assert!(parse_args(args("-f /x.conf alice"))
+            .unwrap_err()
+            .starts_with("alice: unexpected argument"));
         assert!(parse_args(args("--ident maybe")).unwrap_err().contains("--ident maybe"));
     }
 

@@ -126,9 +126,26 @@ fn load_rules(cfg: &Config, log: &Log) -> rules::Loaded {
     loaded
 }
 
-/// `--check-config`: every error with its line on stderr; exit 0 or 1.
+/// `--check-config`: every error and every warning with its line on
+/// stderr, then a summary on stdout; exit 1 when the file cannot be used.
 fn check_config(cfg: &Config) -> ExitCode {
-    match rules::load(&cfg.rules_file, cfg.rules_file_named) {
+    let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named);
+    let mut diagnostics: Vec<(Option<usize>, String)> =
+        checked.notes.iter().map(|n| (Some(n.line), n.to_string())).collect();
+    if let Err(errors) = &checked.loaded {
+        diagnostics.extend(errors.iter().map(|e| (e.line, e.to_string())));
+    }
+    // In file order; the stable sort keeps a line's errors after its notes.
+    diagnostics.sort_by_key(|d| d.0);
+    for (_, d) in &diagnostics {
+        eprintln!("{d}");
+    }
+    let warnings = match checked.notes.len() {
+        0 => String::new(),
+        1 => ", 1 warning".to_string(),
+        n => format!(", {n} warnings"),
+    };
+    match checked.loaded {
         Ok(r) if r.origin == rules::Origin::Builtin => {
             println!(
                 "{}: absent; the built-in policy applies (permit loopback clients, deny the rest)",
@@ -137,21 +154,25 @@ fn check_config(cfg: &Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(r) => {
-            println!("{}: {} rules, OK", cfg.rules_file.display(), r.rules.len());
+            println!("{}: {} rules, OK{warnings}", cfg.rules_file.display(), r.rules.len());
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
+            println!(
+                "{}: {} error(s){warnings}; no service until fixed",
+                cfg.rules_file.display(),
+                errors.len()
+            );
             ExitCode::from(EXIT_SETUP)
         }
     }
 }
 
-/// `--explain USER SRC DST PORT`: which line decides that request, and how.
+/// `--explain USER SRC DST PORT`: which line decides that request, and how,
+/// with the warnings `--check-config` gives for that line.
 fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> ExitCode {
-    let loaded = match rules::load(&cfg.rules_file, cfg.rules_file_named) {
+    let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named);
+    let loaded = match checked.loaded {
         Ok(r) => r,
         Err(errors) => {
             for e in &errors {
@@ -187,6 +208,9 @@ fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> ExitCo
             }
             if let Some(cmd) = d.command() {
                 println!("command: {}", String::from_utf8_lossy(cmd));
+            }
+            for n in checked.notes.iter().filter(|n| n.line == rule.line) {
+                println!("warning: {}", n.message);
             }
         }
         None => {

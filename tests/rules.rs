@@ -340,3 +340,21 @@ fn a_command_does_not_hold_the_client_connection_open() {
     );
     finish(&mut s, EXIT);
 }
+
+#[test]
+fn explain_takes_dash_f_after_explain_as_the_man_page_shows() {
+    let dir = tempdir("explain-f");
+    let conf = write_conf(&dir, "deny 10.0.0.1 255.255.255.255\npermit 10.0.0.0 255.0.0.0\n");
+    let (code, out, err) = socks4d(&["--explain", "-f", &conf, "alice", "10.0.0.1", "10.0.0.2", "80"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("{conf}:1: deny")) && out.contains("decision: deny"),
+        "{out}"
+    );
+    let (code, out, _) = socks4d(&["--explain", "alice", "10.0.0.9", "10.0.0.2", "80", "-f", &conf]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("{conf}:2: permit")), "{out}");
+    let (code, _, err) = socks4d(&["--explain", "-f", &conf, "alice", "10.0.0.1", "10.0.0.2"]);
+    assert_eq!(code, 64);
+    assert!(err.contains("missing PORT"), "{err}");
+}
