@@ -23,7 +23,10 @@ fn lookups() -> &'static rules::Fixed {
 
 fuzz_target!(|data: &[u8]| {
     let lines = data.split(|&b| b == b'\n').count();
-    let services = rules::Services::parse(b"telnet 23/tcp\nhttp 80/tcp www\n");
+    thread_local! {
+        static SERVICES: rules::Services = rules::Services::parse(b"telnet 23/tcp\nhttp 80/tcp www\n");
+    }
+    let services = SERVICES.with(rules::Services::clone);
     let checked = rules::check(data, "fuzz.conf", services, &mut lookups().clone());
     for note in &checked.notes {
         assert!(note.line >= 1 && note.line <= lines);

@@ -632,7 +632,18 @@ pub fn port_number(t: &[u8], services: &Services) -> Result<u16, String> {
 /// The field separators: blanks, and the other bytes C's `isspace` takes
 /// for blanks, as sockd did.
 pub(crate) fn is_blank(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | 0x0b | 0x0c)
+    // A table rather than comparisons: this runs for every byte of every
+    // line, at each connection and in the fuzzer's instrumented build.
+    const BLANK: [bool; 256] = {
+        let mut t = [false; 256];
+        t[b' ' as usize] = true;
+        t[b'\t' as usize] = true;
+        t[b'\r' as usize] = true;
+        t[0x0b] = true;
+        t[0x0c] = true;
+        t
+    };
+    BLANK[usize::from(b)]
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -651,9 +662,44 @@ fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// A token quoted for an error message.
+/// The most bytes of a field an error message quotes.
+const MAX_SHOWN_LEN: usize = 64;
+
+/// A token quoted for an error message: printable ASCII as it is, `"`
+/// and `\\` escaped, any other byte as `\xHH`; cut at [`MAX_SHOWN_LEN`]
+/// bytes.
 pub(crate) fn show(t: &[u8]) -> String {
-    format!("{:?}", String::from_utf8_lossy(t))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Bytes shown as they are; a table, for the same reason as BLANK.
+    const PLAIN: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut b = 0x20;
+        while b <= 0x7e {
+            t[b] = b != b'"' as usize && b != b'\\' as usize;
+            b += 1;
+        }
+        t
+    };
+    let plain = |b: u8| PLAIN[usize::from(b)];
+    let mut rest = &t[..t.len().min(MAX_SHOWN_LEN)];
+    let mut out = Vec::with_capacity(rest.len() + 5);
+    out.push(b'"');
+    while !rest.is_empty() {
+        let run = rest.iter().position(|&b| !plain(b)).unwrap_or(rest.len());
+        out.extend_from_slice(&rest[..run]);
+        let Some(&b) = rest.get(run) else { break };
+        match b {
+            b'"' | b'\\' => out.extend_from_slice(&[b'\\', b]),
+            _ => out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]),
+        }
+        rest = &rest[run + 1..];
+    }
+    out.push(b'"');
+    if t.len() > MAX_SHOWN_LEN {
+        out.extend_from_slice(b"...");
+    }
+    // Only ASCII was written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -907,6 +953,21 @@ mod tests {
         assert_eq!(rules(&ok).rules.len(), 1);
         let long = format!("permit 0.0.0.0/0 : {}\n", "x".repeat(MAX_LINE_LEN - 18));
         assert!(errors(&long)[0].starts_with("test.conf:1: line longer than 1023 bytes"));
+    }
+
+    #[test]
+    fn errors_quote_at_most_64_bytes_of_a_field() {
+        let e = errors(&format!("{}\n", "x".repeat(900)));
+        assert_eq!(
+            e[0],
+            format!("test.conf:1: unknown action \"{}\"... (permit or deny)", "x".repeat(64))
+        );
+    }
+
+    #[test]
+    fn errors_quote_bytes_plainly() {
+        assert_eq!(show(b"a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(show(b"\x00\xff\tx"), r#""\x00\xff\x09x""#);
     }
 
     #[test]
