@@ -42,6 +42,11 @@ prop_compose! {
     }
 }
 
+extern "C" {
+    /// The C library's reading of a numeric IPv4 address.
+    fn inet_aton(cp: *const std::ffi::c_char, inp: *mut nix::libc::in_addr) -> std::ffi::c_int;
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -143,6 +148,15 @@ proptest! {
         for note in checked.notes {
             prop_assert!(note.line >= 1 && note.line <= lines.len());
         }
+    }
+
+    #[test]
+    fn inet_addr_forms_read_as_the_c_library_reads_them(s in "[0-9xXa-fA-F.]{0,24}") {
+        let c = std::ffi::CString::new(s.as_str()).unwrap();
+        let mut a = nix::libc::in_addr { s_addr: 0 };
+        // SAFETY: `c` is NUL-terminated and `a` is a valid in_addr.
+        let libc = (unsafe { inet_aton(c.as_ptr(), &mut a) } != 0).then(|| Ipv4Addr::from(u32::from_be(a.s_addr)));
+        prop_assert_eq!(rules::grammar::inet_aton(&s), libc, "{:?}", s);
     }
 
     #[test]
