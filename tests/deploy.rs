@@ -249,6 +249,7 @@ fn man_pages_are_lint_clean() {
         "socat 1",
         "logger 1",
         "systemd 1",
+        "systemd-nspawn 1",
         "syslog 3",
         "services 5",
         "systemd.socket 5",
