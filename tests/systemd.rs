@@ -35,10 +35,13 @@ const SETTLE: Duration = Duration::from_secs(60);
 const IO: Duration = Duration::from_secs(30);
 
 /// The rules in the container. Clients from 127.0.1.0/24 (the bursts) need
-/// no ident; the rest must be confirmed by oidentd. Every command and hook
-/// first sleeps, so each outlives its connection.
+/// no ident, nor does the user probe, whose command is the confinement
+/// probe (its path and the collector's address are filled in); the rest
+/// must be confirmed by oidentd. Every other command and hook first sleeps,
+/// so each outlives its connection.
 const RULES: &str = "\
 permit ?=n 127.0.1.0/24
+permit ?=n *=probe 127.0.0.0/8 : PROBE COLLECTOR %p
 deny *=mallory 127.0.0.0/8 : sleep 1; logger -t socks4d-cmd \"deny %u %p\"
 permit *=alice 127.0.0.0/8 : sleep 1; logger -t socks4d-cmd \"permit %u %p\"
 permit 127.0.0.0/8
@@ -55,7 +58,8 @@ fn socks4d_under_systemd_as_pid1() {
             return;
         }
     };
-    install(&c);
+    let probes = Probes::start(&c);
+    install(&c, &probes);
     let servers = Servers::start(&c);
     let mut ports = Vec::new();
 
@@ -63,6 +67,7 @@ fn socks4d_under_systemd_as_pid1() {
     c.sh_ok("systemctl enable --now socks4d.socket");
     assert_eq!(c.sh_ok("systemctl is-active socks4d.socket").trim(), "active");
     downloads(&c, &servers, PROXY);
+    confined(&c, &servers, &probes, PROXY, "socks4d.socket");
     ident_and_hooks(&c, &servers, PROXY, &mut ports);
     bind(&c, PROXY, &mut ports);
     commands_run_to_their_end(&c, &servers, PROXY, 20, &mut ports);
@@ -81,6 +86,7 @@ fn socks4d_under_systemd_as_pid1() {
     // Accept=no: socks4d-listen.socket with one socks4d-listen.service.
     c.sh_ok("systemctl disable --now socks4d.socket && systemctl enable --now socks4d-listen.socket");
     downloads(&c, &servers, PROXY);
+    confined(&c, &servers, &probes, PROXY, "socks4d-listen.socket");
     let mut listen_ports = Vec::new();
     commands_run_to_their_end(&c, &servers, PROXY, 5, &mut listen_ports);
     burst(&c, &servers, PROXY, Burst::ManyAddresses, Expect::Served(256));
@@ -105,20 +111,191 @@ fn socks4d_under_systemd_as_pid1() {
     );
 
     // inetd, with the line from examples/inetd.conf.
-    inetd(&c, &servers);
+    inetd(&c, &servers, &probes);
     settled(&c, "inetd.service");
 }
 
 /// install.sh run inside, as an administrator would: it creates the user
-/// and reloads systemd. Then the rules and a user for ident.
-fn install(c: &Container) {
+/// and reloads systemd. Then the rules, a user for ident, and drop-ins
+/// that let the handlers run the probe (`--readable` its directory; the
+/// confinement is otherwise the shipped one).
+fn install(c: &Container, probes: &Probes) {
     let top = env!("CARGO_MANIFEST_DIR");
     let out = c.sh_ok(&format!("SOCKS4D_BIN={} {top}/install.sh", bin().display()));
     assert!(out.contains("user socks4d is there"), "{out}");
     assert!(c.sh_ok("id -u socks4d").trim().parse::<u32>().is_ok());
+    let rules = RULES
+        .replace("PROBE", &probes.path.display().to_string())
+        .replace("COLLECTOR", &probes.addr.to_string());
     c.sh_ok(&format!(
-        "cat > /etc/socks4d.conf <<'EOF'\n{RULES}EOF\nuseradd -u {ALICE} -M -s /usr/sbin/nologin alice"
+        "cat > /etc/socks4d.conf <<'EOF'\n{rules}EOF\nuseradd -u {ALICE} -M -s /usr/sbin/nologin alice"
     ));
+    let readable = probes.readable();
+    for (unit, args) in [
+        ("socks4d@.service", readable.clone()),
+        ("socks4d-listen.service", format!("--max-children 256 {readable}")),
+    ] {
+        c.sh_ok(&format!(
+            "mkdir -p /etc/systemd/system/{unit}.d && \
+             printf '[Service]\\nExecStart=\\nExecStart=/usr/sbin/socks4d {args}\\n' > /etc/systemd/system/{unit}.d/probe.conf"
+        ));
+    }
+    c.sh_ok("systemctl daemon-reload");
+}
+
+/// The collector of the confinement probe's reports (tests/probe), in the
+/// container's network. Each probe says `hello PID` (its handler's pid) and
+/// is told `other PID`: the handler of the round's first probe, or 0.
+struct Probes {
+    path: std::path::PathBuf,
+    addr: SocketAddr,
+    /// (handler pid, lines) of the reports of this round.
+    reports: Arc<Mutex<Vec<(u32, Vec<String>)>>>,
+}
+
+impl Probes {
+    fn start(c: &Container) -> Probes {
+        let reports: Arc<Mutex<Vec<(u32, Vec<String>)>>> = Arc::new(Mutex::new(Vec::new()));
+        let r = reports.clone();
+        let addr = c.in_net(None, move || {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            thread::spawn(move || {
+                for s in l.incoming().flatten() {
+                    let r = r.clone();
+                    thread::spawn(move || collect(s, &r));
+                }
+            });
+            addr
+        });
+        Probes {
+            path: support::probe(),
+            addr,
+            reports,
+        }
+    }
+
+    /// The option that lets handlers run the probe.
+    fn readable(&self) -> String {
+        format!("--readable {}", self.path.parent().unwrap().display())
+    }
+}
+
+fn collect(s: TcpStream, reports: &Mutex<Vec<(u32, Vec<String>)>>) {
+    use std::io::BufRead;
+    s.set_read_timeout(Some(IO)).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut lines = std::io::BufReader::new(s).lines();
+    let Some(Ok(hello)) = lines.next() else { return };
+    let Some(pid) = hello.strip_prefix("hello ").and_then(|p| p.parse::<u32>().ok()) else {
+        return;
+    };
+    let other = reports.lock().unwrap().first().map_or(0, |r| r.0);
+    if w.write_all(format!("other {other}\n").as_bytes()).is_err() {
+        return;
+    }
+    let index = {
+        let mut all = reports.lock().unwrap();
+        all.push((pid, Vec::new()));
+        all.len() - 1
+    };
+    for line in lines.map_while(Result::ok) {
+        reports.lock().unwrap()[index].1.push(line);
+    }
+}
+
+/// The probe as the rule's command of two connections held open at once
+/// under `what`: what the second one may do, to the system and to the
+/// first handler. The checks of tests/confine.rs, under the real units.
+fn confined(c: &Container, s: &Servers, probes: &Probes, proxy: &str, what: &str) {
+    probes.reports.lock().unwrap().clear();
+    let proxy: SocketAddr = proxy.parse().unwrap();
+    let hold = s.hold;
+    let open = |n: usize| {
+        let t = c.in_net(None, move || {
+            let mut t = TcpStream::connect(proxy).unwrap();
+            t.set_read_timeout(Some(IO)).unwrap();
+            t.write_all(&connect_req(hold, b"probe")).unwrap();
+            let mut r = [0u8; 8];
+            t.read_exact(&mut r).unwrap();
+            assert_eq!(r[1], 0x5A, "probe connection");
+            t
+        });
+        let start = Instant::now();
+        while !probes
+            .reports
+            .lock()
+            .unwrap()
+            .get(n)
+            .is_some_and(|r| r.1.iter().any(|l| l == "done"))
+        {
+            assert!(start.elapsed() < IO, "{what}: probe {n} did not report");
+            thread::sleep(Duration::from_millis(50));
+        }
+        t
+    };
+    let first = open(0);
+    let second = open(1);
+    let (first_pid, report) = {
+        let all = probes.reports.lock().unwrap();
+        (all[0].0, all[1].1.clone())
+    };
+    drop((first, second));
+    s.held.lock().unwrap().clear();
+    let outcome = |name: &str| -> String {
+        report
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{what}: no {name} in the probe's report:\n{report:#?}"))
+            .to_string()
+    };
+    for name in [
+        "write_tmp",
+        "write_var_tmp",
+        "write_etc",
+        "write_dev_shm",
+        "list_home",
+        "read_root",
+        "list_var",
+        "list_sys",
+        "proc_1",
+        "proc_self",
+        "proc_other",
+        "ptrace_other",
+        "process_vm_readv_other",
+        "kill_other",
+        "pidfd_signal_other",
+        "kill_init",
+        "socket_raw",
+        "setuid_root",
+        "clone_newuser",
+        "mount",
+        "chroot",
+        "mmap_wx",
+        "mprotect_x",
+        "io_uring_setup",
+        "keyctl",
+    ] {
+        let o = outcome(name);
+        assert!(
+            o.starts_with("denied "),
+            "{what}: {name} {o} (other handler {first_pid})"
+        );
+    }
+    for name in [
+        "tcp_connect",
+        "read_etc",
+        "write_dev_null",
+        "kill_handler",
+        "socket_udp",
+        "socket_unix",
+        "mmap_rw",
+    ] {
+        assert_eq!(outcome(name), "allowed", "{what}: {name}");
+    }
+    assert_eq!(outcome("no_new_privs"), "1", "{what}");
+    assert_eq!(outcome("seccomp_mode"), "2", "{what}");
+    assert_ne!(outcome("uid"), "0", "{what}");
 }
 
 /// Destinations in the container's network: a web server for curl, an echo
@@ -363,7 +540,7 @@ fn burst(c: &Container, s: &Servers, proxy: &str, kind: Burst, expect: Expect) {
 /// The inetd line of examples/inetd.conf, on 127.0.0.1:1081: downloads, a
 /// command run to its end, and a burst of 1000 short connections that
 /// leaves the service on.
-fn inetd(c: &Container, s: &Servers) {
+fn inetd(c: &Container, s: &Servers, probes: &Probes) {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/inetd.conf")).unwrap();
     let line = example
         .lines()
@@ -373,8 +550,9 @@ fn inetd(c: &Container, s: &Servers) {
     assert_eq!(fields[0], "socks");
     fields[0] = INETD_PROXY;
     c.sh_ok(&format!(
-        "echo '{}' > /etc/inetd.conf && systemctl restart inetd.service",
-        fields.join("\t")
+        "echo '{} {}' > /etc/inetd.conf && systemctl restart inetd.service",
+        fields.join("\t"),
+        probes.readable()
     ));
     let addr: SocketAddr = INETD_PROXY.parse().unwrap();
     let start = Instant::now();
@@ -383,6 +561,7 @@ fn inetd(c: &Container, s: &Servers) {
         thread::sleep(Duration::from_millis(100));
     }
     downloads(c, s, INETD_PROXY);
+    confined(c, s, probes, INETD_PROXY, "inetd");
     let mut ports = Vec::new();
     commands_run_to_their_end(c, s, INETD_PROXY, 5, &mut ports);
     ident_and_hooks(c, s, INETD_PROXY, &mut ports);

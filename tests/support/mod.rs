@@ -348,3 +348,39 @@ pub fn burst(proxy: SocketAddr, dest: SocketAddr, kind: Burst, expect: Expect) -
         took: started.elapsed(),
     }
 }
+
+/// The probe: target/<profile>/examples/confine-probe, next to this
+/// test binary's deps directory. `cargo test` builds it; a run limited to this
+/// test (`cargo test --test confine`) does not, so it is built here when
+/// missing or older than its source.
+pub fn probe() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap();
+    let probe = profile_dir.join("examples").join("confine-probe");
+    BUILT.call_once(|| {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probe/confine_probe.rs");
+        if modified(&probe).is_none() || modified(&probe) < modified(&source) {
+            build_probe(profile_dir);
+        }
+    });
+    assert!(probe.exists(), "no probe at {}", probe.display());
+    probe
+}
+
+fn build_probe(profile_dir: &Path) {
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "--example", "confine-probe"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if release {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("run cargo build --example confine-probe");
+    assert!(
+        out.status.success(),
+        "cargo build --example confine-probe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
