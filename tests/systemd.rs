@@ -143,6 +143,9 @@ fn install(c: &Container, probes: &Probes) {
     c.sh_ok("systemctl daemon-reload");
 }
 
+/// The probe reports of a round: (handler pid, lines).
+type Reports = Vec<(u32, Vec<String>)>;
+
 /// The collector of the confinement probe's reports (tests/probe), in the
 /// container's network. Each probe says `hello PID` (its handler's pid) and
 /// is told `other PID`: the handler of the round's first probe, or 0.
@@ -150,12 +153,12 @@ struct Probes {
     path: std::path::PathBuf,
     addr: SocketAddr,
     /// (handler pid, lines) of the reports of this round.
-    reports: Arc<Mutex<Vec<(u32, Vec<String>)>>>,
+    reports: Arc<Mutex<Reports>>,
 }
 
 impl Probes {
     fn start(c: &Container) -> Probes {
-        let reports: Arc<Mutex<Vec<(u32, Vec<String>)>>> = Arc::new(Mutex::new(Vec::new()));
+        let reports: Arc<Mutex<Reports>> = Arc::new(Mutex::new(Vec::new()));
         let r = reports.clone();
         let addr = c.in_net(None, move || {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -181,7 +184,7 @@ impl Probes {
     }
 }
 
-fn collect(s: TcpStream, reports: &Mutex<Vec<(u32, Vec<String>)>>) {
+fn collect(s: TcpStream, reports: &Mutex<Reports>) {
     use std::io::BufRead;
     s.set_read_timeout(Some(IO)).unwrap();
     let mut w = s.try_clone().unwrap();
