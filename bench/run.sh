@@ -9,8 +9,10 @@ set -eu
 cd "$(dirname "$0")/.."
 
 # Extra arguments given to socks4d in both the inetd and --listen variants.
-# No identd runs on a bench machine, hence --ident off.
-SOCKS4D_ARGS="${SOCKS4D_ARGS:---ident off}"
+# No identd runs on a bench machine, hence --ident off; nor, often, a
+# syslog daemon, and socks4d grants nothing it cannot log, hence
+# --log-stderr (the bench sends socks4d's stderr to /dev/null).
+SOCKS4D_ARGS="${SOCKS4D_ARGS:---ident off --log-stderr}"
 
 need() { command -v "$1" >/dev/null 2>&1; }
 install() {

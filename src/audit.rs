@@ -6,26 +6,74 @@
 //! client cannot forge a line, a key or a field.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
+use std::fs::OpenOptions;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::Mutex;
+use std::time::Duration;
 
-use syslog::{Facility, Formatter3164, Logger, LoggerBackend};
+use nix::errno::Errno;
+use nix::poll::PollFlags;
+use nix::sys::socket::{self, MsgFlags};
+use syslog::{Facility, Formatter3164, LogFormat, Severity};
+
+use crate::net::{self, Deadline};
 
 /// At most this many bytes of a wire-supplied value reach the log.
 pub const MAX_LOGGED_VALUE_LEN: usize = 256;
+/// How long one log line may wait for the logger by default: long enough
+/// for journald or rsyslogd to restart, short enough that a stuck logger
+/// does not pile up handlers.
+pub const DEFAULT_LOG_TIMEOUT: Duration = Duration::from_secs(5);
+/// Where syslog(3) looks for the local logger, in order.
+const SYSLOG_PATHS: &[&str] = &["/dev/log", "/var/run/syslog", "/var/run/log"];
 
 /// Where log lines go. Opened once per process, before the client is read.
+///
+/// No write waits longer than the log timeout: the sockets are written
+/// without blocking and each wait is a bounded `poll`. After a line has
+/// timed out, later lines are tried once without waiting until one gets
+/// through, so a stuck logger costs a process one timeout, not one per
+/// line.
 pub struct Log {
-    sink: Mutex<Sink>,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    sink: Sink,
+    timeout: Duration,
+    /// A line timed out and none has been written since.
+    stuck: bool,
 }
 
 enum Sink {
-    Syslog(Logger<LoggerBackend, Formatter3164>),
-    Stderr,
-    /// No syslog socket and stderr not allowed: lines are dropped, since
-    /// stdout and stderr may be the client's socket.
-    Nowhere,
+    /// The local syslog socket, connected when first needed and again
+    /// after the logger has gone away (a restart makes a new socket).
+    Syslog {
+        formatter: Formatter3164,
+        socket: Option<Socket>,
+    },
+    /// Standard error (`--log-stderr`), made non-blocking for us alone.
+    Stderr(Stderr),
+}
+
+enum Socket {
+    Datagram(UnixDatagram),
+    /// Some syslog daemons listen on a stream socket; lines end in NUL.
+    Stream(UnixStream),
+}
+
+enum Stderr {
+    /// A pipe or FIFO, opened again through /proc with O_NONBLOCK, so that
+    /// the flag does not change the file description others share.
+    Pipe(OwnedFd),
+    /// A socket: written with MSG_DONTWAIT.
+    Socket,
+    /// A file, a terminal or /dev/null: written as it is.
+    Plain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,76 +83,263 @@ pub enum Level {
     Error,
 }
 
+/// A line that could not be written, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlogged(pub String);
+
+impl std::fmt::Display for Unlogged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl Log {
-    /// Syslog with ident `socks4d`, the pid and `facility`.
-    pub fn syslog(facility: Facility) -> Log {
+    /// Syslog with ident `socks4d`, the pid and `facility`; each line
+    /// waits at most `timeout` for the logger.
+    pub fn syslog(facility: Facility, timeout: Duration) -> Log {
         let formatter = Formatter3164 {
             facility,
             hostname: None,
             process: "socks4d".into(),
             pid: std::process::id(),
         };
-        let sink = match syslog::unix(formatter) {
-            Ok(logger) => Sink::Syslog(logger),
-            Err(_) => Sink::Nowhere,
-        };
-        Log { sink: Mutex::new(sink) }
+        Log::with(
+            Sink::Syslog {
+                formatter,
+                socket: syslog_connect().ok(),
+            },
+            timeout,
+        )
     }
 
     /// The same lines on stderr, prefixed `socks4d[PID]: `.
-    pub fn stderr() -> Log {
+    pub fn stderr(timeout: Duration) -> Log {
+        Log::with(Sink::Stderr(Stderr::open()), timeout)
+    }
+
+    fn with(sink: Sink, timeout: Duration) -> Log {
         Log {
-            sink: Mutex::new(Sink::Stderr),
+            inner: Mutex::new(Inner {
+                sink,
+                timeout,
+                stuck: false,
+            }),
         }
     }
 
-    /// Call in a forked child: syslog lines then carry the child's pid.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Call in a forked child: syslog lines then carry the child's pid,
+    /// and the child gets its own log timeout.
     pub fn after_fork(&self) {
-        let mut sink = match self.sink.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Sink::Syslog(logger) = &mut *sink {
-            logger.formatter.pid = std::process::id();
+        let mut inner = self.lock();
+        inner.stuck = false;
+        if let Sink::Syslog { formatter, .. } = &mut inner.sink {
+            formatter.pid = std::process::id();
         }
     }
 
-    /// Writes one line. Failures to log are ignored: there is nowhere
-    /// left to report them, and they must not change the exchange.
-    pub fn write(&self, level: Level, line: &str) {
-        let mut sink = match self.sink.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        match &mut *sink {
-            Sink::Syslog(logger) => {
-                let _ = match level {
-                    Level::Info => logger.info(line),
-                    Level::Warning => logger.warning(line),
-                    Level::Error => logger.err(line),
-                };
-            }
-            Sink::Stderr => {
-                // One write(2) per line: stderr is unbuffered, and other
-                // socks4d processes may share it, so a line written in
-                // pieces could be interleaved with theirs.
+    /// Writes one line within the log timeout, or says why it could not.
+    /// No logger at all (no socket to connect to) fails at once.
+    pub fn write(&self, level: Level, line: &str) -> Result<(), Unlogged> {
+        let mut inner = self.lock();
+        let wait = if inner.stuck { Duration::ZERO } else { inner.timeout };
+        let deadline = Deadline::after(wait);
+        let result = match &mut inner.sink {
+            Sink::Syslog { formatter, socket } => syslog_write(formatter, socket, level, line, deadline),
+            Sink::Stderr(out) => {
+                // One write(2) per line where it fits: other socks4d
+                // processes may share stderr.
                 let text = format!("socks4d[{}]: {}\n", std::process::id(), line);
-                let _ = std::io::stderr().lock().write_all(text.as_bytes());
+                out.write(text.as_bytes(), deadline)
             }
-            Sink::Nowhere => {}
+        };
+        match result {
+            Ok(()) => {
+                inner.stuck = false;
+                Ok(())
+            }
+            Err(e) => {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    let why = if inner.stuck {
+                        "the logger is still taking no lines".to_string()
+                    } else {
+                        format!("the logger took no line within {} s", wait.as_secs())
+                    };
+                    inner.stuck = true;
+                    Err(Unlogged(why))
+                } else {
+                    Err(Unlogged(e.to_string()))
+                }
+            }
         }
     }
 
+    /// Writes a line on a best-effort basis: a line that cannot be written
+    /// is dropped, since there is nowhere left to report it.
     pub fn info(&self, line: &str) {
-        self.write(Level::Info, line)
+        let _ = self.write(Level::Info, line);
     }
 
     pub fn warning(&self, line: &str) {
-        self.write(Level::Warning, line)
+        let _ = self.write(Level::Warning, line);
     }
 
     pub fn error(&self, line: &str) {
-        self.write(Level::Error, line)
+        let _ = self.write(Level::Error, line);
+    }
+}
+
+/// Connects to the first syslog socket that exists.
+fn syslog_connect() -> io::Result<Socket> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no /dev/log");
+    for path in SYSLOG_PATHS {
+        let dgram = UnixDatagram::unbound()?;
+        match dgram.connect(path) {
+            Ok(()) => {
+                dgram.set_nonblocking(true)?;
+                return Ok(Socket::Datagram(dgram));
+            }
+            Err(e) if e.raw_os_error() == Some(nix::libc::EPROTOTYPE) => {
+                let stream = UnixStream::connect(path)?;
+                stream.set_nonblocking(true)?;
+                return Ok(Socket::Stream(stream));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => last = io::Error::new(e.kind(), format!("{path}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+/// Sends one syslog line before `deadline`. A socket the logger has
+/// closed (it restarted) is replaced once.
+fn syslog_write(
+    formatter: &Formatter3164,
+    socket: &mut Option<Socket>,
+    level: Level,
+    line: &str,
+    deadline: Deadline,
+) -> io::Result<()> {
+    let severity = match level {
+        Level::Info => Severity::LOG_INFO,
+        Level::Warning => Severity::LOG_WARNING,
+        Level::Error => Severity::LOG_ERR,
+    };
+    let mut msg = Vec::with_capacity(line.len() + 64);
+    formatter
+        .format(&mut msg, severity, line)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut reconnected = false;
+    loop {
+        let sock = match socket {
+            Some(s) => s,
+            None => {
+                reconnected = true;
+                socket.insert(syslog_connect()?)
+            }
+        };
+        let sent = match sock {
+            Socket::Datagram(d) => send_within(d.as_fd(), &msg, deadline),
+            Socket::Stream(s) => {
+                msg.push(0);
+                let r = send_within(s.as_fd(), &msg, deadline);
+                msg.pop();
+                r
+            }
+        };
+        match sent {
+            Ok(()) => return Ok(()),
+            // The logger went away; a new one may be listening.
+            Err(e) if is_gone(&e) && !reconnected => *socket = None,
+            Err(e) => {
+                // A stream cut in the middle of a line cannot be resumed.
+                if matches!(sock, Socket::Stream(_)) || is_gone(&e) {
+                    *socket = None;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::ECONNREFUSED | nix::libc::ENOTCONN | nix::libc::EPIPE | nix::libc::ECONNRESET)
+    )
+}
+
+/// Sends all of `buf` on a socket without blocking, waiting for room
+/// until `deadline`.
+fn send_within(fd: BorrowedFd<'_>, mut buf: &[u8], deadline: Deadline) -> io::Result<()> {
+    while !buf.is_empty() {
+        match socket::send(fd.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => buf = &buf[n..],
+            // ENOBUFS: the datagram queue of the sender is full.
+            Err(Errno::EAGAIN) | Err(Errno::ENOBUFS) => {
+                net::wait(fd, PollFlags::POLLOUT, deadline, "log")?;
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl Stderr {
+    fn open() -> Stderr {
+        // SAFETY: fd 2 is the process's standard error, open for its life.
+        let fd2 = unsafe { BorrowedFd::borrow_raw(2) };
+        let Ok(stat) = nix::sys::stat::fstat(fd2) else {
+            return Stderr::Plain;
+        };
+        let kind = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+        if kind == nix::sys::stat::SFlag::S_IFSOCK {
+            return Stderr::Socket;
+        }
+        if kind == nix::sys::stat::SFlag::S_IFIFO {
+            let own = OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+                .open("/proc/self/fd/2");
+            if let Ok(f) = own {
+                if f.metadata().map(|m| m.file_type().is_fifo()).unwrap_or(false) {
+                    return Stderr::Pipe(OwnedFd::from(f));
+                }
+            }
+        }
+        Stderr::Plain
+    }
+
+    fn write(&self, mut buf: &[u8], deadline: Deadline) -> io::Result<()> {
+        // SAFETY: as in open.
+        let fd2 = unsafe { BorrowedFd::borrow_raw(2) };
+        match self {
+            Stderr::Socket => send_within(fd2, buf, deadline),
+            Stderr::Pipe(fd) => {
+                while !buf.is_empty() {
+                    match nix::unistd::write(fd, buf) {
+                        Ok(n) => buf = &buf[n..],
+                        Err(Errno::EAGAIN) => {
+                            net::wait(fd.as_fd(), PollFlags::POLLOUT, deadline, "log")?;
+                        }
+                        Err(Errno::EINTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            }
+            Stderr::Plain => {
+                use std::io::Write as _;
+                io::stderr().lock().write_all(buf)
+            }
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(7200);
 pub const DEFAULT_MAX_CHILDREN: usize = 256;
 pub const DEFAULT_IDENT_TIMEOUT: Duration = Duration::from_secs(15);
+pub const DEFAULT_LOG_TIMEOUT: Duration = crate::audit::DEFAULT_LOG_TIMEOUT;
 /// Timeouts above a day are surely mistakes.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 
@@ -30,6 +31,8 @@ pub struct Config {
     pub socks4a: bool,
     pub log_stderr: bool,
     pub log_facility: Facility,
+    /// How long one log line may wait for the logger.
+    pub log_timeout: Duration,
     /// `--listen` addresses; empty in inetd and socket-unit modes.
     pub listen: Vec<SocketAddr>,
     pub max_children: usize,
@@ -64,6 +67,7 @@ impl Default for Config {
             socks4a: true,
             log_stderr: false,
             log_facility: Facility::LOG_DAEMON,
+            log_timeout: DEFAULT_LOG_TIMEOUT,
             listen: Vec::new(),
             max_children: DEFAULT_MAX_CHILDREN,
             bind_address: None,
@@ -105,7 +109,7 @@ pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children 
                [--readable DIR]... [--writable DIR]...
                [--ident required|optional|off] [-I] [-i] [--ident-timeout SECS]
                [-f FILE] [--check-config] [--explain USER SRC DST PORT]
-               [--log-stderr] [--log-facility NAME]";
+               [--log-stderr] [--log-facility NAME] [--log-timeout SECS]";
 
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
@@ -204,6 +208,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
             "--explain" => explain = true,
             "--no-socks4a" => cfg.socks4a = false,
             "--log-stderr" => cfg.log_stderr = true,
+            "--log-timeout" => cfg.log_timeout = parse_secs(&name, &value("seconds")?, 1)?,
             "--log-facility" => {
                 let v = value("a facility name")?;
                 cfg.log_facility = Facility::from_str(&v)
@@ -280,6 +285,11 @@ mod tests {
         assert!(c.socks4a);
         assert!(c.listen.is_empty());
         assert_eq!(c.max_children, 256);
+        assert_eq!(c.log_timeout, Duration::from_secs(5));
+        assert_eq!(serve("--log-timeout 2").log_timeout, Duration::from_secs(2));
+        assert!(parse_args(args("--log-timeout 0"))
+            .unwrap_err()
+            .contains("--log-timeout 0"));
     }
 
     #[test]

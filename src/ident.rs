@@ -7,7 +7,7 @@
 //! follows the opsys field, up to CR LF, so it may itself hold colons.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 
 use crate::net::{self, Deadline};
 
@@ -201,6 +201,8 @@ pub enum Answer {
     Error(String),
     /// No connection, a timeout, or a reply that breaks the grammar.
     Unreachable(String),
+    /// No query was made: this process is out of descriptors.
+    FdLimit(String),
 }
 
 /// Asks the identd on `client`'s host, at `ident_port`, who owns the
@@ -210,24 +212,22 @@ pub enum Answer {
 /// `deadline`; at most [`MAX_REPLY_LEN`] bytes are read. The socket is
 /// closed before returning.
 pub fn query(local_ip: IpAddr, client: SocketAddr, our_port: u16, ident_port: u16, deadline: Deadline) -> Answer {
-    match exchange(local_ip, client, our_port, ident_port, deadline) {
+    let to = SocketAddr::new(client.ip(), ident_port);
+    let from = SocketAddr::new(local_ip, 0);
+    let stream = match net::connect(to, Some(from), deadline) {
+        Ok(s) => s,
+        Err(e) if net::is_fd_limit(&e) => return Answer::FdLimit(format!("ident socket: {e}{}", net::nofile_note())),
+        Err(e) => return Answer::Unreachable(e.to_string()),
+    };
+    match exchange(stream, client, our_port, deadline) {
         Ok(Reply::UserId { user, .. }) => Answer::UserId(user),
         Ok(Reply::Error(e)) => Answer::Error(e),
         Err(why) => Answer::Unreachable(why),
     }
 }
 
-fn exchange(
-    local_ip: IpAddr,
-    client: SocketAddr,
-    our_port: u16,
-    ident_port: u16,
-    deadline: Deadline,
-) -> Result<Reply, String> {
-    let to = SocketAddr::new(client.ip(), ident_port);
-    let from = SocketAddr::new(local_ip, 0);
+fn exchange(stream: TcpStream, client: SocketAddr, our_port: u16, deadline: Deadline) -> Result<Reply, String> {
     let io_err = |e: io::Error| e.to_string();
-    let stream = net::connect(to, Some(from), deadline).map_err(io_err)?;
     let q = query_line(client.port(), our_port);
     net::write_all(&stream, q.as_bytes(), deadline, "ident query").map_err(io_err)?;
     let mut buf = [0u8; MAX_REPLY_LEN];

@@ -38,7 +38,8 @@ fn main() -> ExitCode {
         Err(e) => {
             // Under inetd stderr may be the client's socket.
             if intake::socket_passed() {
-                Log::syslog(syslog::Facility::LOG_DAEMON).error(&format!("usage error: {e}"));
+                Log::syslog(syslog::Facility::LOG_DAEMON, config::DEFAULT_LOG_TIMEOUT)
+                    .error(&format!("usage error: {e}"));
             } else {
                 eprintln!("socks4d: {e}\n{}", config::USAGE);
             }
@@ -101,9 +102,9 @@ fn main() -> ExitCode {
 /// Syslog, or stderr with `--log-stderr` when stderr is not the client.
 fn open_log(cfg: &Config, stderr_allowed: bool) -> Log {
     if cfg.log_stderr && stderr_allowed {
-        Log::stderr()
+        Log::stderr(cfg.log_timeout)
     } else {
-        Log::syslog(cfg.log_facility)
+        Log::syslog(cfg.log_facility, cfg.log_timeout)
     }
 }
 

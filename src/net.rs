@@ -145,12 +145,37 @@ pub fn on_thread<T: Send + 'static>(
     rx.recv_timeout(left).map_err(|_| timed_out(what))
 }
 
+/// Whether `e` says the process (EMFILE) or the system (ENFILE) has no
+/// descriptor left.
+pub fn is_fd_limit(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE))
+}
+
+/// `"; RLIMIT_NOFILE is N"`, for a log line about running out of
+/// descriptors.
+pub fn nofile_note() -> String {
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((soft, _)) => format!("; RLIMIT_NOFILE is {soft}"),
+        Err(_) => String::new(),
+    }
+}
+
 /// Sets `SO_LINGER` to zero so that dropping the socket sends a reset:
 /// a peer whose other side failed learns that the stream is cut short
 /// rather than complete.
 pub fn reset_on_close(stream: &TcpStream) {
     let linger = nix::libc::linger {
         l_onoff: 1,
+        l_linger: 0,
+    };
+    let _ = socket::setsockopt(stream, sockopt::Linger, &linger);
+}
+
+/// Turns `SO_LINGER` off again, so that closing the socket after a
+/// finished exchange sends the usual FIN.
+pub fn close_cleanly(stream: &TcpStream) {
+    let linger = nix::libc::linger {
+        l_onoff: 0,
         l_linger: 0,
     };
     let _ = socket::setsockopt(stream, sockopt::Linger, &linger);

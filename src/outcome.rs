@@ -39,6 +39,14 @@ pub enum Refusal {
     BindFailed(String),
     /// BIND's DSTIP was 0.0.0.0: no peer to check the inbound call against.
     BindNoPeer,
+    /// The decision line could not be written within the log timeout: no
+    /// relay without its audit line.
+    LogFailed(String),
+    /// The process is at its descriptor limit (RLIMIT_NOFILE) or the
+    /// system at its own: no socket for the destination, BIND or ident.
+    FdLimit(String),
+    /// The memory for the relay could not be had (RLIMIT_AS, say).
+    NoMemory(String),
 }
 
 impl Refusal {
@@ -74,6 +82,9 @@ impl Refusal {
             Refusal::IdentMismatch => "ident-mismatch",
             Refusal::BindFailed(_) => "bind-failed",
             Refusal::BindNoPeer => "bind-no-peer",
+            Refusal::LogFailed(_) => "log-failed",
+            Refusal::FdLimit(_) => "fd-limit",
+            Refusal::NoMemory(_) => "no-memory",
         }
     }
 
@@ -89,7 +100,10 @@ impl Refusal {
             | Refusal::ConnectRefused(s)
             | Refusal::ConnectFailed(s)
             | Refusal::IdentUnavailable(s)
-            | Refusal::BindFailed(s) => Some(s.clone()),
+            | Refusal::BindFailed(s)
+            | Refusal::LogFailed(s)
+            | Refusal::FdLimit(s)
+            | Refusal::NoMemory(s) => Some(s.clone()),
             _ => None,
         }
     }
@@ -119,5 +133,13 @@ mod tests {
         assert_eq!(Refusal::IdentUnavailable("refused".into()).reply(), Some(0x5C));
         assert_eq!(Refusal::IdentMismatch.reply(), Some(0x5D));
         assert_eq!(Refusal::ConnectTimeout.reply(), Some(0x5B));
+        // Faults of the host refuse with 0x5B, each with its own reason.
+        for (r, reason) in [
+            (Refusal::LogFailed("stuck".into()), "log-failed"),
+            (Refusal::FdLimit("EMFILE".into()), "fd-limit"),
+            (Refusal::NoMemory("ENOMEM".into()), "no-memory"),
+        ] {
+            assert_eq!((r.reply(), r.reason()), (Some(0x5B), reason));
+        }
     }
 }

@@ -41,6 +41,8 @@ pub enum End {
     DestError(String),
     /// Nothing moved in either direction for the idle timeout.
     IdleTimeout,
+    /// The relay's buffers could not be had.
+    NoMemory(String),
 }
 
 impl End {
@@ -52,13 +54,14 @@ impl End {
             End::ClientError(_) => "client-error",
             End::DestError(_) => "dest-error",
             End::IdleTimeout => "idle-timeout",
+            End::NoMemory(_) => "no-memory",
         }
     }
 
     /// The errno text for the error variants.
     pub fn detail(&self) -> Option<&str> {
         match self {
-            End::ClientError(e) | End::DestError(e) => Some(e),
+            End::ClientError(e) | End::DestError(e) | End::NoMemory(e) => Some(e),
             _ => None,
         }
     }
@@ -72,6 +75,34 @@ pub struct Summary {
     /// Bytes written to the client (destination → client).
     pub down: u64,
     pub end: End,
+    /// How bytes moved in each direction.
+    pub via: Via,
+}
+
+/// How one direction moved its bytes, in the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    Splice,
+    Copy,
+}
+
+/// The paths of both directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via {
+    pub up: Path,
+    pub down: Path,
+}
+
+impl Via {
+    /// The audit `relay=` keyword: `splice` or `copy` when both directions
+    /// went the same way, `mixed` when they did not.
+    pub fn keyword(&self) -> &'static str {
+        match (self.up, self.down) {
+            (Path::Splice, Path::Splice) => "splice",
+            (Path::Copy, Path::Copy) => "copy",
+            _ => "mixed",
+        }
+    }
 }
 
 /// How bytes move from one socket to the other.
@@ -117,17 +148,25 @@ enum Mover {
 }
 
 impl Mover {
-    fn copy() -> Mover {
-        Mover::Copy {
-            buf: vec![0u8; BUFFER_SIZE].into_boxed_slice(),
+    /// A buffer of [`BUFFER_SIZE`] bytes, or an error when the memory
+    /// cannot be had (RLIMIT_AS, say) instead of an abort.
+    fn copy() -> io::Result<Mover> {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(BUFFER_SIZE)
+            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "no memory for the relay buffer"))?;
+        buf.resize(BUFFER_SIZE, 0);
+        Ok(Mover::Copy {
+            buf: buf.into_boxed_slice(),
             start: 0,
             end: 0,
-        }
+        })
     }
 
     /// A pipe of [`PIPE_SIZE`] bytes, or the copy mover when no pipe can
-    /// be had.
-    fn splice() -> Mover {
+    /// be had: out of descriptors, or over the user's pipe quota
+    /// (`fs.pipe-user-pages-soft`), where the kernel hands out small
+    /// pipes and refuses to grow them.
+    fn splice() -> io::Result<Mover> {
         let Ok((read_end, write_end)) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) else {
             return Mover::copy();
         };
@@ -139,11 +178,18 @@ impl Mover {
         if capacity < MIN_PIPE_SIZE {
             return Mover::copy();
         }
-        Mover::Splice {
+        Ok(Mover::Splice {
             read_end,
             write_end,
             capacity,
             held: 0,
+        })
+    }
+
+    fn path(&self) -> Path {
+        match self {
+            Mover::Copy { .. } => Path::Copy,
+            Mover::Splice { .. } => Path::Splice,
         }
     }
 }
@@ -158,18 +204,18 @@ enum Step {
 const SPLICE_FLAGS: SpliceFFlags = SpliceFFlags::SPLICE_F_MOVE.union(SpliceFFlags::SPLICE_F_NONBLOCK);
 
 impl Flow {
-    fn new(mode: Mode, pending: &[u8]) -> Flow {
-        Flow {
+    fn new(mode: Mode, pending: &[u8]) -> io::Result<Flow> {
+        Ok(Flow {
             pending: pending.to_vec(),
             sent_pending: 0,
             mover: match mode {
-                Mode::Copy => Mover::copy(),
-                Mode::Splice => Mover::splice(),
+                Mode::Copy => Mover::copy()?,
+                Mode::Splice => Mover::splice()?,
             },
             eof: false,
             shut: false,
             bytes: 0,
-        }
+        })
     }
 
     fn wants_read(&self) -> bool {
@@ -263,10 +309,13 @@ impl Flow {
     /// nothing to fall back from, or bytes are in the pipe.
     fn fall_back(&mut self) -> bool {
         match self.mover {
-            Mover::Splice { held: 0, .. } => {
-                self.mover = Mover::copy();
-                true
-            }
+            Mover::Splice { held: 0, .. } => match Mover::copy() {
+                Ok(copy) => {
+                    self.mover = copy;
+                    true
+                }
+                Err(_) => false,
+            },
             _ => false,
         }
     }
@@ -289,30 +338,87 @@ enum Side {
     Dest,
 }
 
-/// Relays between `client` and `dest` until both directions have ended,
-/// one side fails, or nothing moves for `idle` (`None`: no limit).
-/// `pending` is what the client sent after its request; it goes to the
-/// destination first. Both sockets must be non-blocking.
-///
-/// EOF from one side is passed on as `shutdown(Write)` on the other once
-/// its buffer is flushed, and the other direction goes on. When one side
-/// fails, the other is closed with a reset, so a client never mistakes a
-/// cut-short stream for a complete one. Both sockets are closed before
-/// returning.
+/// A relay with its pipes and buffers, ready to run. Preparing it before
+/// the client is told "granted" means that a host out of memory refuses
+/// the request instead of failing a granted one.
+pub struct Relay {
+    up: Flow,
+    down: Flow,
+}
+
+impl Relay {
+    /// The pipes (or buffers) for both directions, the way [`run`] moves
+    /// bytes. `pending` is what the client sent after its request; it goes
+    /// to the destination first. Fails only when the memory for a buffer
+    /// cannot be had.
+    pub fn prepare(pending: &[u8]) -> io::Result<Relay> {
+        Relay::prepare_with(DEFAULT_MODE, pending)
+    }
+
+    /// [`Relay::prepare`] with the way bytes are moved chosen by the caller.
+    pub fn prepare_with(mode: Mode, pending: &[u8]) -> io::Result<Relay> {
+        Ok(Relay {
+            up: Flow::new(mode, pending)?,
+            down: Flow::new(mode, &[])?,
+        })
+    }
+
+    /// Relays between `client` and `dest` until both directions have
+    /// ended, one side fails, or nothing moves for `idle` (`None`: no
+    /// limit). Both sockets must be non-blocking.
+    ///
+    /// EOF from one side is passed on as `shutdown(Write)` on the other
+    /// once its buffer is flushed, and the other direction goes on. While
+    /// the relay runs both sockets are set to reset on close, so when one
+    /// side fails or the process dies (killed for memory, say), neither
+    /// peer mistakes a cut-short stream for a complete one. Only a relay
+    /// whose two directions both finished, or that sat idle past `idle`
+    /// with nothing in flight, closes them cleanly. Both sockets are closed
+    /// before returning.
+    pub fn run(self, client: TcpStream, dest: TcpStream, idle: Option<Duration>) -> Summary {
+        net::reset_on_close(&client);
+        net::reset_on_close(&dest);
+        let summary = relay(self.up, self.down, &client, &dest, idle);
+        if matches!(summary.end, End::ClientEof | End::DestEof | End::IdleTimeout) {
+            net::close_cleanly(&client);
+            net::close_cleanly(&dest);
+        }
+        summary
+    }
+}
+
+/// Prepares and runs a relay the default way; see [`Relay::run`].
 pub fn run(client: TcpStream, dest: TcpStream, pending: &[u8], idle: Option<Duration>) -> Summary {
     run_with(DEFAULT_MODE, client, dest, pending, idle)
 }
 
 /// [`run`] with the way bytes are moved chosen by the caller.
 pub fn run_with(mode: Mode, client: TcpStream, dest: TcpStream, pending: &[u8], idle: Option<Duration>) -> Summary {
-    let mut up = Flow::new(mode, pending);
-    let mut down = Flow::new(mode, &[]);
+    match Relay::prepare_with(mode, pending) {
+        Ok(r) => r.run(client, dest, idle),
+        Err(e) => {
+            net::reset_on_close(&client);
+            net::reset_on_close(&dest);
+            Summary {
+                up: 0,
+                down: 0,
+                end: End::NoMemory(e.to_string()),
+                via: Via {
+                    up: Path::Copy,
+                    down: Path::Copy,
+                },
+            }
+        }
+    }
+}
+
+fn relay(mut up: Flow, mut down: Flow, client: &TcpStream, dest: &TcpStream, idle: Option<Duration>) -> Summary {
     let mut first_eof: Option<End> = None;
     let mut last_activity = Instant::now();
 
     let end = loop {
-        up.finish(&dest);
-        down.finish(&client);
+        up.finish(dest);
+        down.finish(client);
         if up.eof && first_eof.is_none() {
             first_eof = Some(End::ClientEof);
         }
@@ -362,8 +468,8 @@ pub fn run_with(mode: Mode, client: TcpStream, dest: TcpStream, pending: &[u8], 
                 continue;
             }
             let result = match side {
-                Side::Client => pump(&client, &dest, &mut up, &mut down),
-                Side::Dest => pump(&dest, &client, &mut down, &mut up),
+                Side::Client => pump(client, dest, &mut up, &mut down),
+                Side::Dest => pump(dest, client, &mut down, &mut up),
             };
             match result {
                 Ok(Step::Progress) => last_activity = Instant::now(),
@@ -390,11 +496,11 @@ pub fn run_with(mode: Mode, client: TcpStream, dest: TcpStream, pending: &[u8], 
         if let Some((side, why)) = failed {
             match side {
                 Side::Client => {
-                    net::reset_on_close(&dest);
+                    net::reset_on_close(dest);
                     break End::ClientError(why);
                 }
                 Side::Dest => {
-                    net::reset_on_close(&client);
+                    net::reset_on_close(client);
                     break End::DestError(why);
                 }
             }
@@ -405,6 +511,10 @@ pub fn run_with(mode: Mode, client: TcpStream, dest: TcpStream, pending: &[u8], 
         up: up.bytes,
         down: down.bytes,
         end,
+        via: Via {
+            up: up.mover.path(),
+            down: down.mover.path(),
+        },
     }
 }
 

@@ -1,6 +1,8 @@
 //! One connection, top to bottom: request → rules → ident → connect →
-//! reply → relay → audit. Every path writes a decision line and an end
-//! line.
+//! decision line → reply → relay → end line. Every path writes a decision
+//! line and an end line, and nothing is relayed unless its decision line
+//! was written: a logger that takes no line within the log timeout turns
+//! a grant into a refusal.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -84,8 +86,17 @@ impl Record {
             .opt_quoted("detail", detail.map(str::as_bytes))
     }
 
-    /// The end line: bytes each way, duration, and what ended it.
-    pub fn end_line(&self, up: u64, down: u64, started: Instant, end: &str, detail: Option<&str>) -> Line {
+    /// The end line: bytes each way, duration, what ended it, and how the
+    /// relay moved bytes (`relay`, `None` when there was no relay).
+    pub fn end_line(
+        &self,
+        up: u64,
+        down: u64,
+        started: Instant,
+        end: &str,
+        relay: Option<&str>,
+        detail: Option<&str>,
+    ) -> Line {
         Line::new("end")
             .opt("client", self.client.map(audit::addr))
             .opt("cmd", self.command.map(Command::name))
@@ -94,6 +105,7 @@ impl Record {
             .field("down", down)
             .field("secs", format!("{:.3}", started.elapsed().as_secs_f64()))
             .field("end", end)
+            .opt("relay", relay)
             .opt_quoted("detail", detail.map(str::as_bytes))
     }
 }
@@ -103,15 +115,15 @@ enum Granted {
     /// Connected to the destination.
     Connect {
         dest: TcpStream,
-        /// What the client sent after its request, for the destination.
-        pending: Vec<u8>,
+        /// The relay, with what the client sent after its request.
+        relay: relay::Relay,
     },
     /// Listening for the application server's call.
     Bind {
         listener: TcpListener,
         /// The addresses the call may come from.
         expect: Vec<IpAddr>,
-        pending: Vec<u8>,
+        relay: relay::Relay,
     },
 }
 
@@ -148,34 +160,54 @@ fn serve(
     if let Err(e) = client.set_nonblocking(true) {
         let why = format!("set non-blocking: {e}");
         log.error(rec.decision_line(None, "client-error", Some(&why)).as_str());
-        log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
+        log.info(rec.end_line(0, 0, started, "client-error", None, Some(&why)).as_str());
         return;
     }
 
     match exchange(&client, local, cfg, rules, &mut rec, commands) {
-        Err(refusal) => {
-            if let Some(code) = refusal.reply() {
-                if send_reply(&client, code, None).is_ok() {
-                    linger(&client);
-                }
+        Err(refusal) => refuse(&client, &refusal, &rec, started, log),
+        Ok(Granted::Connect { dest, relay }) => {
+            if let Err(e) = log_grant(&rec, log) {
+                return refuse(&client, &e, &rec, started, log);
             }
-            let line = rec.decision_line(refusal.reply(), refusal.reason(), refusal.detail().as_deref());
-            log.write(Level::Warning, line.as_str());
-            log.info(rec.end_line(0, 0, started, "refused", None).as_str());
-        }
-        Ok(Granted::Connect { dest, pending }) => {
             if let Err(e) = send_reply(&client, REPLY_GRANTED, dest.local_addr().ok()) {
                 return client_lost(&rec, started, e, log);
             }
-            log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
-            relay(client, dest, &pending, cfg, &rec, started, log);
+            run_relay(relay, client, dest, cfg, &rec, started, log);
         }
         Ok(Granted::Bind {
             listener,
             expect,
-            pending,
-        }) => answer_call(client, listener, &expect, &pending, cfg, &mut rec, started, log),
+            relay,
+        }) => {
+            if let Err(e) = log_grant(&rec, log) {
+                return refuse(&client, &e, &rec, started, log);
+            }
+            answer_call(client, listener, &expect, relay, cfg, &mut rec, started, log)
+        }
     }
+}
+
+/// Refuses: the reply code (if the refusal has one), a bounded drain, then
+/// the decision and end lines. The client hears first; the log may be
+/// slow.
+fn refuse(client: &TcpStream, refusal: &Refusal, rec: &Record, started: Instant, log: &Log) {
+    if let Some(code) = refusal.reply() {
+        if send_reply(client, code, None).is_ok() {
+            linger(client);
+        }
+    }
+    let line = rec.decision_line(refusal.reply(), refusal.reason(), refusal.detail().as_deref());
+    log.warning(line.as_str());
+    log.info(rec.end_line(0, 0, started, "refused", None, None).as_str());
+}
+
+/// Writes the decision line of a grant, before the client hears of it.
+/// A line the logger does not take is a refusal.
+fn log_grant(rec: &Record, log: &Log) -> Result<(), Refusal> {
+    let line = rec.decision_line(Some(REPLY_GRANTED), "granted", None);
+    log.write(Level::Info, line.as_str())
+        .map_err(|e| Refusal::LogFailed(format!("decision line: {e}")))
 }
 
 /// BIND after the decision: the first reply, the wait for the call, the
@@ -185,30 +217,36 @@ fn answer_call(
     client: TcpStream,
     listener: TcpListener,
     expect: &[IpAddr],
-    pending: &[u8],
+    relay: relay::Relay,
     cfg: &Config,
     rec: &mut Record,
     started: Instant,
     log: &Log,
 ) {
-    rec.bind = listener.local_addr().ok().map(net::unmap);
     if let Err(e) = send_reply(&client, REPLY_GRANTED, rec.bind) {
         return client_lost(rec, started, e, log);
     }
-    log.info(rec.decision_line(Some(REPLY_GRANTED), "granted", None).as_str());
     let waited = bind::wait(&listener, &client, Deadline::after(cfg.connect_timeout));
     // Exactly one inbound connection: stop listening now.
     drop(listener);
     match waited {
         Ok(Inbound::Call(caller, peer)) if expect.contains(&peer.ip()) => {
+            // As for the decision line: no relay without its accept line.
+            let line = rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None);
+            if let Err(e) = log.write(Level::Info, line.as_str()) {
+                if send_reply(&client, REPLY_REJECTED, None).is_ok() {
+                    linger(&client);
+                }
+                let why = format!("accept line: {e}");
+                let line = rec.accept_line(Some(peer), Some(REPLY_REJECTED), "log-failed", Some(&why));
+                log.warning(line.as_str());
+                log.info(rec.end_line(0, 0, started, "refused", None, None).as_str());
+                return;
+            }
             if let Err(e) = send_reply(&client, REPLY_GRANTED, Some(peer)) {
                 return client_lost(rec, started, e, log);
             }
-            log.info(
-                rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None)
-                    .as_str(),
-            );
-            relay(client, caller, pending, cfg, rec, started, log);
+            run_relay(relay, client, caller, cfg, rec, started, log);
         }
         Ok(Inbound::Call(_caller, peer)) => {
             if send_reply(&client, REPLY_REJECTED, None).is_ok() {
@@ -217,21 +255,21 @@ fn answer_call(
             let why = format!("expected {}, got {}", rec.expect.as_deref().unwrap_or("-"), peer.ip());
             let line = rec.accept_line(Some(peer), Some(REPLY_REJECTED), "peer-mismatch", Some(&why));
             log.warning(line.as_str());
-            log.info(rec.end_line(0, 0, started, "refused", None).as_str());
+            log.info(rec.end_line(0, 0, started, "refused", None, None).as_str());
         }
         Ok(Inbound::Timeout) => {
             // As the classic server: no second reply, just close.
             log.warning(rec.accept_line(None, None, "timeout", None).as_str());
-            log.info(rec.end_line(0, 0, started, "bind-timeout", None).as_str());
+            log.info(rec.end_line(0, 0, started, "bind-timeout", None, None).as_str());
         }
         Ok(Inbound::ClientGone(why)) => {
             log.warning(rec.accept_line(None, None, "client-gone", Some(&why)).as_str());
-            log.info(rec.end_line(0, 0, started, "client-gone", Some(&why)).as_str());
+            log.info(rec.end_line(0, 0, started, "client-gone", None, Some(&why)).as_str());
         }
         Err(e) => {
             let why = e.to_string();
             log.error(rec.accept_line(None, None, "bind-error", Some(&why)).as_str());
-            log.info(rec.end_line(0, 0, started, "bind-error", Some(&why)).as_str());
+            log.info(rec.end_line(0, 0, started, "bind-error", None, Some(&why)).as_str());
         }
     }
 }
@@ -267,24 +305,32 @@ fn linger(client: &TcpStream) {
     }
 }
 
-/// The client went away before a granted reply could be sent.
+/// The client went away before a granted reply could be sent; the
+/// decision line is written already.
 fn client_lost(rec: &Record, started: Instant, e: io::Error, log: &Log) {
-    let why = e.to_string();
-    log.warning(
-        rec.decision_line(Some(REPLY_GRANTED), "client-error", Some(&why))
-            .as_str(),
-    );
-    log.info(rec.end_line(0, 0, started, "client-error", Some(&why)).as_str());
+    let why = format!("reply: {e}");
+    log.info(rec.end_line(0, 0, started, "client-error", None, Some(&why)).as_str());
 }
 
-/// Relays until both sides are done and writes the end line.
-fn relay(client: TcpStream, other: TcpStream, pending: &[u8], cfg: &Config, rec: &Record, started: Instant, log: &Log) {
-    let summary = relay::run(client, other, pending, cfg.idle_timeout);
+/// Relays until both sides are done and writes the end line. When the
+/// logger takes no line within the log timeout, the line is given up and
+/// the process goes on to exit.
+fn run_relay(
+    relay: relay::Relay,
+    client: TcpStream,
+    other: TcpStream,
+    cfg: &Config,
+    rec: &Record,
+    started: Instant,
+    log: &Log,
+) {
+    let summary = relay.run(client, other, cfg.idle_timeout);
     let line = rec.end_line(
         summary.up,
         summary.down,
         started,
         summary.end.keyword(),
+        Some(summary.via.keyword()),
         summary.end.detail(),
     );
     log.info(line.as_str());
@@ -337,10 +383,13 @@ fn exchange(
     // Ident only after a permit, before connecting.
     let mode = decision.ident(cfg.ident);
     let verdict = verify_ident(mode, local, peer, &req.userid, cfg, rec);
+    if let Ident::FdLimit(why) = verdict {
+        return Err(Refusal::FdLimit(why));
+    }
     let hook = match verdict {
         Ident::Unavailable => rules.no_identd.as_ref(),
         Ident::Mismatch => rules.bad_id.as_ref(),
-        Ident::Ok => None,
+        Ident::Ok | Ident::FdLimit(_) => None,
     };
     start_commands(commands, rules, &decision, hook, rec, &req);
     match verdict {
@@ -355,19 +404,27 @@ fn exchange(
         Command::Connect => {
             let (dest, addr) = connect(&candidates, cfg.connect_timeout)?;
             rec.dst = Some(addr);
-            Ok(Granted::Connect { dest, pending })
+            let relay = prepare_relay(&pending)?;
+            Ok(Granted::Connect { dest, relay })
         }
         Command::Bind => {
             let (listener, expect) = listen_for_call(&candidates, cfg)?;
             let shown: Vec<String> = expect.iter().map(IpAddr::to_string).collect();
             rec.expect = Some(shown.join(","));
+            rec.bind = listener.local_addr().ok().map(net::unmap);
+            let relay = prepare_relay(&pending)?;
             Ok(Granted::Bind {
                 listener,
                 expect,
-                pending,
+                relay,
             })
         }
     }
+}
+
+/// The relay's pipes and buffers, had before the grant.
+fn prepare_relay(pending: &[u8]) -> Result<relay::Relay, Refusal> {
+    relay::Relay::prepare(pending).map_err(|e| Refusal::NoMemory(format!("relay: {e}")))
 }
 
 /// BIND: opens the listening socket for the application server's call.
@@ -384,7 +441,13 @@ fn listen_for_call(candidates: &[SocketAddr], cfg: &Config) -> Result<(TcpListen
         Some(ip) => ip,
         None => bind::route_source(first).map_err(|e| Refusal::BindFailed(format!("route to {first}: {e}")))?,
     };
-    let listener = bind::listen(ip, cfg.bind_ports).map_err(|e| Refusal::BindFailed(format!("listen on {ip}: {e}")))?;
+    let listener = bind::listen(ip, cfg.bind_ports).map_err(|e| {
+        if net::is_fd_limit(&e) {
+            Refusal::FdLimit(format!("BIND socket: {e}{}", net::nofile_note()))
+        } else {
+            Refusal::BindFailed(format!("listen on {ip}: {e}"))
+        }
+    })?;
     Ok((listener, expect))
 }
 
@@ -456,7 +519,7 @@ fn decide<'r>(
 }
 
 /// What the client host's identd said, as far as the decision goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Ident {
     /// It confirmed the claimed user-id, or was not asked.
     Ok,
@@ -464,6 +527,8 @@ enum Ident {
     Unavailable,
     /// A USERID answer naming someone else.
     Mismatch,
+    /// No query could be made: out of descriptors.
+    FdLimit(String),
 }
 
 /// Asks the client's identd (unless `mode` is off) and records the
@@ -500,6 +565,10 @@ fn verify_ident(
         Answer::Unreachable(why) => {
             rec.ident = Some(format!("unreachable: {why}"));
             Ident::Unavailable
+        }
+        Answer::FdLimit(why) => {
+            rec.ident = Some("not asked".into());
+            Ident::FdLimit(why)
         }
     }
 }
@@ -543,6 +612,13 @@ fn connect(candidates: &[SocketAddr], timeout: Duration) -> Result<(TcpStream, S
             Err(e) => {
                 last = match e.kind() {
                     io::ErrorKind::TimedOut => return Err(Refusal::ConnectTimeout),
+                    _ if net::is_fd_limit(&e) => {
+                        return Err(Refusal::FdLimit(format!(
+                            "socket for {}: {e}{}",
+                            audit::addr(addr),
+                            net::nofile_note()
+                        )))
+                    }
                     io::ErrorKind::ConnectionRefused => Refusal::ConnectRefused(format!("{}: {e}", audit::addr(addr))),
                     _ => Refusal::ConnectFailed(format!("{}: {e}", audit::addr(addr))),
                 }

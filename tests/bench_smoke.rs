@@ -26,7 +26,14 @@ fn bench_runs_and_writes_its_table() {
         .arg("--bin")
         .arg(common::bin())
         .args(["--bytes", "1048576", "--rounds", "1", "--latency", "5", "--conns", "16"])
-        .args(["--idle", "4", "--no-dante", "--extra", "--ident off", "--out"])
+        .args([
+            "--idle",
+            "4",
+            "--no-dante",
+            "--extra",
+            "--ident off --log-stderr",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .expect("run bench");

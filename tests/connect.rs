@@ -186,7 +186,7 @@ fn trickled_request_and_pipelined_data_arrive() {
 fn request_and_data_in_one_segment() {
     let (tx, rx) = mpsc::channel();
     let dst = dest(move |mut s| tx.send(read_all(&mut s)).unwrap());
-    let mut s = spawn_stdin(&["--ident", "off"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     let mut req = connect_req(dst.addr, b"u");
     let data = payload(100_000, 3);
     req.extend_from_slice(&data);
@@ -232,7 +232,7 @@ fn client_half_close_keeps_the_download_going() {
         assert_eq!(req, b"request");
         s.write_all(&down).unwrap();
     });
-    let mut s = spawn_stdin(&["--ident", "off"]);
+    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
     s.client.write_all(b"request").unwrap();
     s.client.shutdown(Shutdown::Write).unwrap();
@@ -493,7 +493,7 @@ fn curl_through_systemd_socket_activate_inetd() {
     }
     let body = payload(3 << 20, 7);
     let web = http_server(body.clone());
-    let (_g, proxy) = spawn_activated(&["--ident", "off"]);
+    let (_g, proxy) = spawn_activated(&["--ident", "off", "--log-stderr"]);
     for mode in ["--socks4", "--socks4a"] {
         let host = if mode == "--socks4" { "127.0.0.1" } else { "localhost" };
         let out = Command::new("curl")
@@ -513,7 +513,7 @@ fn curl_through_listen_mode() {
     }
     let body = payload(2 << 20, 8);
     let web = http_server(body.clone());
-    let (_g, proxy) = spawn_listen(&["--ident", "off"]);
+    let (_g, proxy) = spawn_listen(&["--ident", "off", "--log-stderr"]);
     for (mode, host) in [("--socks4", "127.0.0.1"), ("--socks4a", "localhost")] {
         let out = Command::new("curl")
             .args(["-sS", "--max-time", "20", mode, &proxy.to_string()])

@@ -88,7 +88,7 @@ fn listen_mode_children_run_as_the_user() {
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
-    let (guard, proxy) = spawn_listen(&["--ident", "off", "--user", "nobody"]);
+    let (guard, proxy) = spawn_listen(&["--ident", "off", "--log-stderr", "--user", "nobody"]);
     assert!(uids(guard.0.id()).iter().all(|&id| id == nobody.uid.as_raw()));
     let dst = echo_dest();
     let mut c = connect_to(proxy);

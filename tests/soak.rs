@@ -1,7 +1,9 @@
 //! Load: many connections (SOCKS4D_SOAK_CONNECTIONS, default 2000), 64 at
 //! a time, random payload sizes, every byte checked; afterwards no lost
 //! bytes, no zombies, no socks4d left, and no fd leaked by the --listen
-//! parent.
+//! parent. As root the lines go to syslog (a /dev/log of the test's own,
+//! which then holds every connection's decision and end line); otherwise
+//! to stderr, which is /dev/null.
 
 mod common;
 
@@ -16,6 +18,38 @@ use common::*;
 
 const CONCURRENCY: usize = 64;
 const ARGS: &[&str] = &["--ident", "off"];
+
+/// Where the load's log lines go: a fake syslog when the test may give
+/// socks4d a /dev/log of its own (root), else stderr to /dev/null.
+fn logging() -> (Option<FakeSyslog>, Vec<&'static str>) {
+    let mut args = ARGS.to_vec();
+    if nix::unistd::geteuid().is_root() {
+        (Some(FakeSyslog::start()), args)
+    } else {
+        args.push("--log-stderr");
+        (None, args)
+    }
+}
+
+fn set_up(syslog: &Option<FakeSyslog>, cmd: &mut std::process::Command) {
+    match syslog {
+        Some(s) => private_dev(cmd, Some(&s.path)),
+        None => {
+            cmd.stderr(std::process::Stdio::null());
+        }
+    }
+}
+
+/// Every one of the `n` exchanges was logged: a granted decision line
+/// and an end line with its bytes.
+fn check_audit(syslog: &Option<FakeSyslog>, n: usize) {
+    let Some(s) = syslog else { return };
+    let count = |text: &str, what: &str| text.lines().filter(|l| l.contains(what)).count();
+    let text = s.wait_for(Duration::from_secs(20), |t| {
+        count(t, "reason=granted") >= n && count(t, " relay=") >= n
+    });
+    assert_eq!(count(&text, "reason=granted"), n);
+}
 
 fn connections() -> usize {
     std::env::var("SOCKS4D_SOAK_CONNECTIONS")
@@ -104,7 +138,8 @@ fn wait_no_children(pid: u32) -> (usize, usize) {
 
 #[test]
 fn soak_listen_mode() {
-    let (guard, proxy) = spawn_listen(ARGS);
+    let (syslog, args) = logging();
+    let (guard, proxy) = spawn_listen_with(&args, |c| set_up(&syslog, c));
     let pid = guard.0.id();
     // Let spawn_listen's probe child go, then take the baseline.
     wait_no_children(pid);
@@ -116,6 +151,7 @@ fn soak_listen_mode() {
     assert_eq!(good, sent, "lost or corrupted bytes");
     assert_eq!(wait_no_children(pid), (0, 0), "children left (alive, zombies)");
     assert_eq!(fd_count(pid), fds_before, "the --listen parent leaked fds");
+    check_audit(&syslog, n);
 }
 
 #[test]
@@ -123,7 +159,8 @@ fn soak_socket_activate_inetd() {
     if !require("systemd-socket-activate") {
         return;
     }
-    let (guard, proxy) = spawn_activated(ARGS);
+    let (syslog, args) = logging();
+    let (guard, proxy) = spawn_activated_with(&args, |c| set_up(&syslog, c));
     let pid = guard.0.id();
     let n = connections();
     let t = Instant::now();
@@ -134,6 +171,7 @@ fn soak_socket_activate_inetd() {
     );
     assert_eq!(good, sent, "lost or corrupted bytes");
     assert_eq!(wait_no_children(pid), (0, 0), "socks4d processes left (alive, zombies)");
+    check_audit(&syslog, n);
 }
 
 #[test]

@@ -56,16 +56,7 @@ pub fn spawn_stdin_with(args: &[&str], env: &[(&str, String)]) -> Server {
 
 /// Starts socks4d with the server end of `pair` on stdin.
 pub fn spawn_on(pair: (TcpStream, TcpStream), args: &[&str], env: &[(&str, String)]) -> Server {
-    let (client, server) = pair;
-    let child = Command::new(bin())
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::from(OwnedFd::from(server)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start socks4d");
-    Server { child, client }
+    spawn_on_with(pair, args, env, |_| {})
 }
 
 /// Starts socks4d the way systemd does with `Accept=yes`: the connection
@@ -338,40 +329,30 @@ impl Drop for Guard {
 /// Starts `socks4d --listen 127.0.0.1:PORT` plus `args` in its own process
 /// group, waits until it listens, and returns its address.
 pub fn spawn_listen(args: &[&str]) -> (Guard, SocketAddr) {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new(bin())
-        .arg("--listen")
-        .arg(addr.to_string())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .expect("start socks4d --listen");
-    let guard = Guard(child);
-    wait_listening(addr);
-    (guard, addr)
+    spawn_listen_with(args, |_| {})
 }
 
 /// Starts socks4d plus `args` under `systemd-socket-activate --inetd -a`
 /// on a loopback port, in its own process group; returns it once the port
 /// accepts.
 pub fn spawn_activated(args: &[&str]) -> (Guard, SocketAddr) {
+    spawn_activated_with(args, |_| {})
+}
+
+/// As [`spawn_activated`], with `setup` applied to the command first.
+pub fn spawn_activated_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> (Guard, SocketAddr) {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let child = Command::new("systemd-socket-activate")
-        .args(["--inetd", "-a", "-l", &addr.to_string()])
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.args(["--inetd", "-a", "-l", &addr.to_string()])
         .arg(bin())
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start systemd-socket-activate");
-    let guard = Guard(child);
+        .process_group(0);
+    setup(&mut cmd);
+    let guard = Guard(cmd.spawn().expect("start systemd-socket-activate"));
     wait_listening(addr);
     (guard, addr)
 }
@@ -382,4 +363,260 @@ pub fn connect_to(addr: SocketAddr) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s
+}
+
+/// Whether this test process runs as root (needed for namespaces, other
+/// users and limits on other processes). Outside CI, tests that need it
+/// skip; CI runs as root, so there they fail instead.
+pub fn require_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("this test needs root, and CI runs as root");
+    }
+    eprintln!("SKIPPED: needs root");
+    false
+}
+
+/// A syslog daemon of the test's own: a datagram socket that collects
+/// lines, and can stop reading, as a stuck journald or rsyslogd does.
+/// Programs reach it through [`private_dev`], which puts it at /dev/log.
+pub struct FakeSyslog {
+    pub path: PathBuf,
+    state: std::sync::Arc<SyslogState>,
+    _dir: PathBuf,
+}
+
+struct SyslogState {
+    lines: std::sync::Mutex<Vec<String>>,
+    reading: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    socket: std::sync::Mutex<Option<std::os::unix::net::UnixDatagram>>,
+}
+
+/// What fills a stalled logger's queue; never a socks4d line.
+const FILLER: &[u8] = b"<14>filler";
+
+impl FakeSyslog {
+    pub fn start() -> FakeSyslog {
+        use std::sync::atomic::AtomicUsize;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("socks4d-syslog-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("log");
+        let state = std::sync::Arc::new(SyslogState {
+            lines: std::sync::Mutex::new(Vec::new()),
+            reading: std::sync::atomic::AtomicBool::new(true),
+            stop: std::sync::atomic::AtomicBool::new(false),
+            socket: std::sync::Mutex::new(None),
+        });
+        let s = FakeSyslog { path, state, _dir: dir };
+        s.bind();
+        let state = s.state.clone();
+        thread::spawn(move || {
+            use std::sync::atomic::Ordering::SeqCst;
+            let mut buf = vec![0u8; 64 * 1024];
+            while !state.stop.load(SeqCst) {
+                let sock = state.socket.lock().unwrap().as_ref().map(|s| s.try_clone().unwrap());
+                let (Some(sock), true) = (sock, state.reading.load(SeqCst)) else {
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if let Ok(n) = sock.recv(&mut buf) {
+                    if &buf[..n] != FILLER {
+                        let text = String::from_utf8_lossy(&buf[..n])
+                            .trim_end_matches(['\0', '\n'])
+                            .to_string();
+                        state.lines.lock().unwrap().push(text);
+                    }
+                }
+            }
+        });
+        s
+    }
+
+    /// Binds a new socket at the path, as a restarted logger does.
+    fn bind(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        let sock = std::os::unix::net::UnixDatagram::bind(&self.path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        // Writable for the unprivileged users socks4d runs as.
+        std::fs::set_permissions(&self.path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+        *self.state.socket.lock().unwrap() = Some(sock);
+    }
+
+    /// Stops reading and fills the socket's queue, so that a sender finds
+    /// no room: the state of a stuck logger.
+    pub fn stall(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.state.reading.store(false, SeqCst);
+        // Longer than one receive wait of the reader.
+        thread::sleep(Duration::from_millis(100));
+        let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        filler.connect(&self.path).unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let mut sent = 0;
+        while filler.send(FILLER).is_ok() {
+            sent += 1;
+            assert!(sent < 100_000, "the log socket's queue never fills");
+        }
+    }
+
+    /// Reads again.
+    pub fn resume(&self) {
+        self.state.reading.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Goes away and comes back on a new socket, as a restarted daemon
+    /// does; senders connected to the old one get ECONNREFUSED.
+    pub fn restart(&self) {
+        *self.state.socket.lock().unwrap() = None;
+        self.bind();
+    }
+
+    /// Every line so far, one per line.
+    pub fn text(&self) -> String {
+        self.state.lines.lock().unwrap().join("\n")
+    }
+
+    /// Waits until `pred` holds for the lines so far, at most `limit`.
+    pub fn wait_for(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.text();
+            if pred(&text) {
+                return text;
+            }
+            assert!(start.elapsed() < limit, "log never got there:\n{text}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for FakeSyslog {
+    fn drop(&mut self) {
+        self.state.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+/// Runs `cmd` in a mount namespace of its own with a /dev of its own: a
+/// tmpfs holding null, zero, full, random and urandom, and /dev/log as a
+/// symbolic link to `log` (no /dev/log at all when `None`). Needs root.
+/// Whatever the command starts shares that namespace.
+pub fn private_dev(cmd: &mut Command, log: Option<&std::path::Path>) {
+    use std::ffi::CString;
+    let c = |s: &str| CString::new(s).unwrap();
+    let (root, dev, tmpfs, mode) = (c("/"), c("/dev"), c("tmpfs"), c("mode=755"));
+    let devlog = c("/dev/log");
+    let target = log.map(|p| CString::new(p.as_os_str().as_encoded_bytes()).unwrap());
+    let nodes: Vec<(CString, u32, u32)> = [("null", 3), ("zero", 5), ("full", 7), ("random", 8), ("urandom", 9)]
+        .iter()
+        .map(|(name, minor)| (c(&format!("/dev/{name}")), 1, *minor))
+        .collect();
+    // SAFETY: only async-signal-safe system calls on memory made before
+    // the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::libc;
+            let check = |rc: libc::c_int| {
+                if rc < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                std::ptr::null(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                tmpfs.as_ptr(),
+                dev.as_ptr(),
+                tmpfs.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NOEXEC,
+                mode.as_ptr().cast(),
+            ))?;
+            for (path, major, minor) in &nodes {
+                check(libc::mknod(
+                    path.as_ptr(),
+                    libc::S_IFCHR | 0o666,
+                    libc::makedev(*major, *minor),
+                ))?;
+                check(libc::chmod(path.as_ptr(), 0o666))?;
+            }
+            if let Some(t) = &target {
+                check(libc::symlink(t.as_ptr(), devlog.as_ptr()))?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// As [`spawn_on`], with `setup` applied to the command first.
+pub fn spawn_on_with(
+    pair: (TcpStream, TcpStream),
+    args: &[&str],
+    env: &[(&str, String)],
+    setup: impl FnOnce(&mut Command),
+) -> Server {
+    let (client, server) = pair;
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::from(OwnedFd::from(server)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    setup(&mut cmd);
+    let child = cmd.spawn().expect("start socks4d");
+    Server { child, client }
+}
+
+/// As [`spawn_listen`], with `setup` applied to the command first.
+pub fn spawn_listen_with(args: &[&str], setup: impl FnOnce(&mut Command)) -> (Guard, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("--listen")
+        .arg(addr.to_string())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    setup(&mut cmd);
+    let guard = Guard(cmd.spawn().expect("start socks4d --listen"));
+    wait_listening(addr);
+    (guard, addr)
+}
+
+/// Sets a resource limit (soft and hard) for the command's process.
+pub fn rlimit(cmd: &mut Command, resource: nix::sys::resource::Resource, value: u64) {
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || nix::sys::resource::setrlimit(resource, value, value).map_err(io::Error::from));
+    }
+}
+
+/// Children of `pid` now alive (zombies left out).
+pub fn live_children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else { continue };
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) && fields[0] != "Z" {
+            out.push(entry.file_name().to_string_lossy().parse().unwrap_or(0));
+        }
+    }
+    out
 }
