@@ -3,8 +3,9 @@
 //! connection, which confines itself and runs the same handler as inetd
 //! and socket-unit modes.
 
-use std::collections::HashSet;
-use std::net::TcpListener;
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -19,11 +20,16 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::audit::{self, Line, Log};
 use crate::config::Config;
 use crate::confine;
+use crate::net;
 use crate::rules::Loaded;
 use crate::session;
 
 /// How long children get to finish after SIGTERM before SIGKILL.
 const CHILD_GRACE: Duration = Duration::from_secs(5);
+/// When a connection cannot even be accepted (no descriptor, no memory),
+/// the listening sockets are left out of `poll` this long, so that a
+/// connection waiting in the queue does not make the loop spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Binds the `--listen` addresses.
 pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>> {
@@ -60,11 +66,20 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
         }
     }
 
-    let mut children: HashSet<Pid> = HashSet::new();
+    // One descriptor held in reserve for a connection that arrives when
+    // the process is at its descriptor limit; see `accept_next`.
+    let mut reserve = File::open("/dev/null").ok();
+    let mut children: HashMap<Pid, SocketAddr> = HashMap::new();
+    let mut backoff = false;
     loop {
         let mut fds: Vec<PollFd> = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        fds.extend(listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)));
-        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+        let timeout = if backoff {
+            PollTimeout::try_from(ACCEPT_BACKOFF.as_millis() as i32).unwrap_or(PollTimeout::MAX)
+        } else {
+            fds.extend(listeners.iter().map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN)));
+            PollTimeout::NONE
+        };
+        match nix::poll::poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(e).context("poll"),
         }
@@ -76,7 +91,7 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
                 stop = true;
             }
         }
-        reap(&mut children);
+        reap(&mut children, Some(log));
         if stop {
             break;
         }
@@ -85,7 +100,16 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
         // connection at a time: a child must not inherit the sockets of
         // other clients, or a connection refused here would stay open
         // until that child ends.
-        while let Some((stream, peer)) = listeners.iter().find_map(|l| l.accept().ok()) {
+        backoff = false;
+        loop {
+            let (stream, peer) = match accept_next(&listeners, &mut reserve, log) {
+                Next::Connection(stream, peer) => (stream, peer),
+                Next::Idle => break,
+                Next::Pause => {
+                    backoff = true;
+                    break;
+                }
+            };
             if children.len() >= cfg.max_children {
                 log.warning(
                     Line::new("refused")
@@ -102,6 +126,7 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
                 Ok(ForkResult::Child) => {
                     drop(listeners);
                     drop(signals);
+                    drop(reserve);
                     let _ = mask.thread_unblock();
                     log.after_fork();
                     plan.enter().log(log);
@@ -110,9 +135,13 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
                     std::process::exit(0);
                 }
                 Ok(ForkResult::Parent { child }) => {
-                    children.insert(child);
+                    children.insert(child, peer);
                 }
                 Err(e) => {
+                    // RLIMIT_NPROC, or the system out of processes: this
+                    // connection is answered and closed, and the next one
+                    // gets its own try.
+                    net::turn_away(stream);
                     log.error(
                         Line::new("refused")
                             .field("client", audit::addr(peer))
@@ -131,14 +160,92 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
     Ok(())
 }
 
-/// Collects every child that has exited.
-fn reap(children: &mut HashSet<Pid>) {
+/// What [`accept_next`] found.
+enum Next {
+    Connection(TcpStream, SocketAddr),
+    /// Nothing waiting on any listener.
+    Idle,
+    /// Connections wait but cannot be accepted: leave the listeners out of
+    /// `poll` for [`ACCEPT_BACKOFF`].
+    Pause,
+}
+
+/// The next connection waiting on any of `listeners`.
+///
+/// At the descriptor limit the process can hold no connection at all: the
+/// reserve descriptor is given up to accept one, which is answered 0x5B
+/// and closed, then taken back. So the queue drains, each client hears a
+/// refusal and the log says why, rather than the loop spinning on a
+/// listener that stays readable.
+fn accept_next(listeners: &[TcpListener], reserve: &mut Option<File>, log: &Log) -> Next {
+    for l in listeners {
+        if let Some(next) = accept_from(l, reserve, log) {
+            return next;
+        }
+    }
+    Next::Idle
+}
+
+/// [`accept_next`] for one listener; `None` when nothing waits on it.
+fn accept_from(l: &TcpListener, reserve: &mut Option<File>, log: &Log) -> Option<Next> {
+    loop {
+        let e = match l.accept() {
+            Ok((stream, peer)) => return Some(Next::Connection(stream, peer)),
+            Err(e) => e,
+        };
+        match e.raw_os_error() {
+            Some(nix::libc::EAGAIN) => return None,
+            Some(nix::libc::EINTR | nix::libc::ECONNABORTED) => continue,
+            _ => {}
+        }
+        let short_of_room = net::is_fd_limit(&e) || e.raw_os_error() == Some(nix::libc::ENOBUFS);
+        let detail = format!("accept: {e}{}", net::nofile_note());
+        if short_of_room && reserve.take().is_some() {
+            let shed = l.accept();
+            if let Ok((stream, peer)) = shed {
+                net::turn_away(stream);
+                *reserve = File::open("/dev/null").ok();
+                log.error(
+                    Line::new("refused")
+                        .field("client", audit::addr(peer))
+                        .field("reason", "fd-limit")
+                        .quoted("detail", detail.as_bytes())
+                        .as_str(),
+                );
+                continue;
+            }
+            *reserve = File::open("/dev/null").ok();
+        }
+        log.error(
+            Line::new("refused")
+                .field("client", "-")
+                .field("reason", if short_of_room { "fd-limit" } else { "accept-failed" })
+                .quoted("detail", detail.as_bytes())
+                .as_str(),
+        );
+        return Some(Next::Pause);
+    }
+}
+
+/// Collects every child that has exited. A child killed by a signal (the
+/// OOM killer's SIGKILL, say) could write no end line; the parent logs
+/// one line for it instead, to `log` (`None` while stopping, when the
+/// parent's own SIGTERM is the cause).
+fn reap(children: &mut HashMap<Pid, SocketAddr>, log: Option<&Log>) {
     loop {
         match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(_) => return,
             Ok(status) => {
-                if let Some(pid) = status.pid() {
-                    children.remove(&pid);
+                let Some(pid) = status.pid() else { continue };
+                let client = children.remove(&pid);
+                if let (WaitStatus::Signaled(_, signal, _), Some(log)) = (status, log) {
+                    log.warning(
+                        Line::new("killed")
+                            .opt("client", client.map(audit::addr))
+                            .field("pid", pid)
+                            .field("signal", signal.as_str())
+                            .as_str(),
+                    );
                 }
             }
         }
@@ -147,8 +254,8 @@ fn reap(children: &mut HashSet<Pid>) {
 
 /// Sends SIGTERM to every child, waits up to [`CHILD_GRACE`] for them,
 /// then sends SIGKILL to any left and reaps them.
-fn stop_children(children: &mut HashSet<Pid>, signals: &SignalFd) {
-    for &pid in children.iter() {
+fn stop_children(children: &mut HashMap<Pid, SocketAddr>, signals: &SignalFd) {
+    for &pid in children.keys() {
         let _ = kill(pid, Signal::SIGTERM);
     }
     let deadline = Instant::now() + CHILD_GRACE;
@@ -160,12 +267,12 @@ fn stop_children(children: &mut HashSet<Pid>, signals: &SignalFd) {
         let mut fds = [PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         let _ = nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX));
         while let Ok(Some(_)) = signals.read_signal() {}
-        reap(children);
+        reap(children, None);
     }
-    for &pid in children.iter() {
+    for &pid in children.keys() {
         let _ = kill(pid, Signal::SIGKILL);
     }
-    for pid in children.drain() {
+    for (pid, _) in children.drain() {
         let _ = waitpid(pid, None);
     }
 }

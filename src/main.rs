@@ -80,6 +80,8 @@ fn main() -> ExitCode {
             // the process before reading a byte from the client.
             let rules = load_rules(&cfg, &log);
             if let Err(e) = privilege::drop_root(&cfg.user) {
+                // Nothing is read as root; the client hears a refusal.
+                socks4d::net::turn_away(c.stream);
                 log.error(&format!("setup error: {e:#}"));
                 return ExitCode::from(EXIT_SETUP);
             }

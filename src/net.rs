@@ -160,6 +160,32 @@ pub fn nofile_note() -> String {
     }
 }
 
+/// What a connection turned away unread may already have sent that is
+/// read and discarded before closing, so that its reply is not lost to a
+/// reset.
+const TURN_AWAY_DRAIN_BYTES: usize = 64 * 1024;
+
+/// Answers a connection that cannot be served at all (no process, no
+/// descriptor, no set-up) with 0x5B, without reading its request and
+/// without waiting, and closes it: FIN after the reply, and what the
+/// client already sent read and discarded first, so that closing sends
+/// no reset.
+pub fn turn_away(stream: TcpStream) {
+    let fd = stream.as_raw_fd();
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    let reply = crate::request::reply(crate::request::REPLY_REJECTED, 0, std::net::Ipv4Addr::UNSPECIFIED);
+    let _ = socket::send(fd, &reply, flags);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let mut buf = [0u8; 4096];
+    let mut drained = 0;
+    while drained < TURN_AWAY_DRAIN_BYTES {
+        match socket::recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+}
+
 /// Sets `SO_LINGER` to zero so that dropping the socket sends a reset:
 /// a peer whose other side failed learns that the stream is cut short
 /// rather than complete.

@@ -203,3 +203,478 @@ fn listen_mode_with_a_stuck_logger_leaves_no_handler_behind() {
     c.write_all(&connect_req(echo, b"later")).unwrap();
     assert_eq!(read_reply(&mut c)[1], 0x5A);
 }
+
+/// The lowest descriptor number `pid` has free: the next one it would
+/// get, and so the smallest RLIMIT_NOFILE that leaves it none.
+fn lowest_free_fd(pid: u32) -> u64 {
+    let open: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u64>().ok())
+        .collect();
+    (0..).find(|n| !open.contains(n)).unwrap()
+}
+
+/// User and system CPU of `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Reads the --listen parent's stderr on a thread; the text so far.
+fn collect_stderr(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut err = child.stderr.take().unwrap();
+    let t = text.clone();
+    thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            t.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
+}
+
+fn wait_text(text: &std::sync::Mutex<String>, want: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let t = text.lock().unwrap().clone();
+        if t.contains(want) {
+            return t;
+        }
+        assert!(start.elapsed() < IO_TIMEOUT, "no {want:?} in:\n{t}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_handler_short_of_descriptors_copies_or_refuses() {
+    use nix::sys::resource::Resource;
+    // fds 0 (the client), 1 (/dev/null), 2 (the stderr pipe) and 3
+    // (socks4d's own non-blocking handle on it) are taken at the start,
+    // and start-up needs one more for a moment (the rules file, the
+    // password file). With 5 the destination socket fits and the pipes do
+    // not: the relay copies. With 4 start-up fails: a refusal, a log line,
+    // exit status 1.
+    let dst = echo_dest();
+    let mut s = spawn_on_with(socket_pair(), &["--ident", "off", "--log-stderr"], &[], |c| {
+        rlimit(c, Resource::RLIMIT_NOFILE, 5)
+    });
+    s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5A);
+    let data = payload(4 << 20, 5);
+    let mut w = s.client.try_clone().unwrap();
+    let d2 = data.clone();
+    let writer = thread::spawn(move || {
+        w.write_all(&d2).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    assert_eq!(checksum(&read_all(&mut s.client)), checksum(&data));
+    writer.join().unwrap();
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(0));
+    assert!(line(&log, "end").contains("end=client-eof relay=copy"), "{log}");
+
+    let mut s = spawn_on_with(socket_pair(), &["--ident", "off", "--log-stderr"], &[], |c| {
+        rlimit(c, Resource::RLIMIT_NOFILE, 4)
+    });
+    s.client.write_all(&connect_req(closed_port(), b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5B);
+    let (status, log) = finish(&mut s, EXIT);
+    assert!(log.contains("Too many open files") || log.contains("EMFILE"), "{log}");
+    // As root the privilege drop cannot read the password file: a set-up
+    // error. Otherwise the rules file cannot be read: no service.
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(status.code(), Some(1), "{log}");
+    } else {
+        assert!(line(&log, "decision").contains("reason=config-error"), "{log}");
+    }
+}
+
+#[test]
+fn listen_at_its_descriptor_limit_refuses_with_5b_and_does_not_spin() {
+    // The descriptors a --listen parent holds once it serves; a second
+    // parent started with exactly that many has none left for accept(2).
+    // (Lowering the limit of the running parent from outside needs
+    // CAP_SYS_RESOURCE, which a test may not have.)
+    let limit = {
+        let (mut probe, _) = spawn_listen(&["--ident", "off", "--log-stderr"]);
+        let pid = probe.0.id();
+        let log = collect_stderr(&mut probe.0);
+        wait_text(&log, "listening");
+        // Once the connection spawn_listen made to see it listen is gone.
+        let start = Instant::now();
+        while !live_children(pid).is_empty() || !log.lock().unwrap().contains("]: end ") {
+            assert!(start.elapsed() < IO_TIMEOUT);
+            thread::sleep(Duration::from_millis(20));
+        }
+        thread::sleep(Duration::from_millis(100));
+        lowest_free_fd(pid)
+    };
+    let (mut guard, proxy) = spawn_listen_with(&["--ident", "off", "--log-stderr"], |c| {
+        rlimit(c, nix::sys::resource::Resource::RLIMIT_NOFILE, limit)
+    });
+    let pid = guard.0.id();
+    let log = collect_stderr(&mut guard.0);
+    wait_text(&log, "listening");
+    let echo = echo_server();
+    let cpu_before = cpu_ticks(pid);
+    for i in 0..5 {
+        let mut c = connect_to(proxy);
+        c.write_all(&connect_req(echo, b"")).unwrap();
+        assert_eq!(read_reply(&mut c)[1], 0x5B, "connection {i}");
+        assert!(closed(&mut c));
+    }
+    let text = wait_text(&log, "reason=fd-limit");
+    assert!(
+        text.contains(&format!("Too many open files (os error 24); RLIMIT_NOFILE is {limit}")),
+        "{text}"
+    );
+    // A connection left waiting makes no spin either.
+    let _idle = connect_to(proxy);
+    thread::sleep(Duration::from_secs(2));
+    let cpu = cpu_ticks(pid) - cpu_before;
+    assert!(cpu < 50, "{cpu} ticks of CPU at the descriptor limit");
+    // Still alive, and it stops on SIGTERM as usual.
+    assert!(guard.0.try_wait().unwrap().is_none(), "the listener died");
+    // SAFETY: kill(2) on the process this test started.
+    unsafe { nix::libc::kill(pid as i32, nix::libc::SIGTERM) };
+    assert_eq!(wait_exit(&mut guard.0, EXIT).code(), Some(0));
+}
+
+#[test]
+fn listen_when_fork_fails_refuses_logs_and_keeps_serving() {
+    if !require_root() {
+        return;
+    }
+    // RLIMIT_NPROC 2 for the user socks4d drops to: the parent and one
+    // child. A user of its own (nothing here runs as games) keeps other
+    // tests' handlers out of the count.
+    let (mut guard, proxy) = spawn_listen_with(&["--ident", "off", "--log-stderr", "--user", "games"], |c| {
+        rlimit(c, nix::sys::resource::Resource::RLIMIT_NPROC, 2)
+    });
+    let pid = guard.0.id();
+    let log = collect_stderr(&mut guard.0);
+    wait_text(&log, "listening");
+    let echo = echo_server();
+    // One relay holds the one child allowed.
+    let mut held = connect_to(proxy);
+    held.write_all(&connect_req(echo, b"held")).unwrap();
+    assert_eq!(read_reply(&mut held)[1], 0x5A);
+    let cpu_before = cpu_ticks(pid);
+    for i in 0..3 {
+        let mut c = connect_to(proxy);
+        c.write_all(&connect_req(echo, b"")).unwrap();
+        assert_eq!(read_reply(&mut c)[1], 0x5B, "connection {i}");
+        assert!(closed(&mut c));
+    }
+    let text = wait_text(&log, "reason=fork-failed");
+    assert!(text.contains("detail=\"EAGAIN"), "{text}");
+    assert!(cpu_ticks(pid) - cpu_before < 50);
+    // The child ends; the next connection is served.
+    held.shutdown(Shutdown::Write).unwrap();
+    read_all(&mut held);
+    let start = Instant::now();
+    while !live_children(pid).is_empty() {
+        assert!(start.elapsed() < IO_TIMEOUT, "the held relay's handler did not exit");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let mut c = connect_to(proxy);
+    c.write_all(&connect_req(echo, b"")).unwrap();
+    assert_eq!(read_reply(&mut c)[1], 0x5A);
+    assert!(guard.0.try_wait().unwrap().is_none(), "the listener died");
+}
+
+#[test]
+fn a_relay_whose_process_is_killed_resets_both_peers_and_the_parent_says_so() {
+    // What the OOM killer does to a handler over its cgroup's memory.max.
+    let (mut guard, proxy) = spawn_listen(&["--ident", "off", "--log-stderr"]);
+    let pid = guard.0.id();
+    let log = collect_stderr(&mut guard.0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dst = dest(move |mut s| {
+        // Send part of a download, then read until the proxy goes away.
+        s.write_all(&payload(100_000, 9)).unwrap();
+        let mut sink = Vec::new();
+        tx.send(s.read_to_end(&mut sink).map(|_| ()).map_err(|e| e.kind()))
+            .unwrap();
+    });
+    let mut c = connect_to(proxy);
+    c.write_all(&connect_req(dst.addr, b"")).unwrap();
+    assert_eq!(read_reply(&mut c)[1], 0x5A);
+    let mut first = vec![0u8; 100_000];
+    c.read_exact(&mut first).unwrap();
+    let children = live_children(pid);
+    assert_eq!(children.len(), 1, "{children:?}");
+    // SAFETY: kill(2) on the handler this test started.
+    unsafe { nix::libc::kill(children[0] as i32, nix::libc::SIGKILL) };
+    let mut rest = Vec::new();
+    let r = c.read_to_end(&mut rest);
+    assert!(r.is_err(), "the client got a clean end of stream from a killed relay");
+    let at_dest = rx.recv_timeout(IO_TIMEOUT).unwrap();
+    assert!(at_dest.is_err(), "the destination got a clean end of stream");
+    let text = wait_text(&log, "]: killed ");
+    assert!(text.contains(&format!("pid={} signal=SIGKILL", children[0])), "{text}");
+}
+
+/// Makes the command run as `user` (set in pre_exec, before exec).
+fn run_as(cmd: &mut std::process::Command, user: &str) -> nix::unistd::User {
+    let u = nix::unistd::User::from_name(user).unwrap().expect("user");
+    let (uid, gid) = (u.uid, u.gid);
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            nix::unistd::setgroups(&[gid])?;
+            nix::unistd::setgid(gid)?;
+            nix::unistd::setuid(uid)?;
+            Ok(())
+        });
+    }
+    u
+}
+
+/// Relays `len` bytes each way through a granted connection and checks
+/// them; returns the process's log.
+fn relay_and_check(mut s: Server, dst: std::net::SocketAddr, len: usize) -> String {
+    s.client.write_all(&connect_req(dst, b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5A);
+    let data = payload(len, len as u64);
+    let mut w = s.client.try_clone().unwrap();
+    let d2 = data.clone();
+    let writer = thread::spawn(move || {
+        w.write_all(&d2).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let back = read_all(&mut s.client);
+    writer.join().unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data, "the relayed bytes differ");
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(0), "{log}");
+    log
+}
+
+#[test]
+fn over_the_pipe_quota_relays_copy_byte_for_byte_and_say_so() {
+    if !require_root() {
+        return;
+    }
+    let soft: u64 = std::fs::read_to_string("/proc/sys/fs/pipe-user-pages-soft")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if soft == 0 {
+        eprintln!("SKIPPED: fs.pipe-user-pages-soft is 0 (no quota to exhaust)");
+        return;
+    }
+    // The user's pipes, all but the 2 x 64 pages of one relay, held by a
+    // process of that user (news: nothing else here runs as it).
+    const USER: &str = "news";
+    let page = 4096u64;
+    let mut left = soft - 2 * (relay_pipe_pages());
+    let mut sizes = Vec::new();
+    while left > 0 {
+        let pages = [256u64, 128, 64, 32, 16, 8, 4, 2, 1]
+            .into_iter()
+            .find(|p| *p <= left)
+            .unwrap();
+        sizes.push((pages * page) as i32);
+        left -= pages;
+    }
+    let mut hog = std::process::Command::new("sleep");
+    hog.arg("120").stdin(std::process::Stdio::null());
+    run_as(&mut hog, USER);
+    // SAFETY: pipe2 and fcntl are async-signal-safe; `sizes` was made
+    // before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut hog, move || {
+            for &size in &sizes {
+                let mut fds = [0; 2];
+                if nix::libc::pipe2(fds.as_mut_ptr(), 0) != 0
+                    || nix::libc::fcntl(fds[1], nix::libc::F_SETPIPE_SZ, size) < size
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let _hog = Guard(hog.spawn().expect("hold the pipe quota"));
+    let args = ["--ident", "off", "--log-stderr", "--user", USER];
+
+    // The last relay that fits: splice, held open.
+    let held_dst = echo_dest();
+    let mut held = spawn_stdin(&args);
+    held.client.write_all(&connect_req(held_dst.addr, b"")).unwrap();
+    assert_eq!(read_reply(&mut held.client)[1], 0x5A);
+
+    // Over the quota: small pipes, so the relay copies, byte for byte.
+    let log = relay_and_check(spawn_stdin(&args), echo_dest().addr, 8 << 20);
+    assert!(line(&log, "end").contains("end=client-eof relay=copy"), "{log}");
+
+    held.client.shutdown(Shutdown::Write).unwrap();
+    read_all(&mut held.client);
+    let (_, log) = finish(&mut held, EXIT);
+    assert!(line(&log, "end").contains("relay=splice"), "{log}");
+}
+
+/// The pages of one relay pipe: socks4d's PIPE_SIZE.
+fn relay_pipe_pages() -> u64 {
+    socks4d::relay::PIPE_SIZE as u64 / 4096
+}
+
+#[test]
+fn a_stalled_name_server_gets_5b_within_the_connect_timeout_and_the_handler_exits() {
+    if !require_root() || !require("ip") {
+        return;
+    }
+    // A network namespace of this thread's own, with loopback up and a
+    // name server on 127.0.0.1:53 that takes queries and never answers;
+    // socks4d also gets a mount namespace whose /etc/resolv.conf names it
+    // and lets the resolver wait 30 s.
+    let dir = std::env::temp_dir().join(format!("socks4d-resolv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("resolv.conf");
+    std::fs::write(&conf, "nameserver 127.0.0.1\noptions timeout:30 attempts:1\n").unwrap();
+    let result = thread::spawn(move || {
+        // SAFETY: unshare(2) of this thread's network namespace only.
+        assert_eq!(unsafe { nix::libc::unshare(nix::libc::CLONE_NEWNET) }, 0, "unshare");
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        let _black_hole = std::net::UdpSocket::bind("127.0.0.1:53").unwrap();
+        let mut s = spawn_on_with(
+            socket_pair(),
+            &["--ident", "off", "--log-stderr", "--connect-timeout", "2"],
+            &[],
+            |c| bind_resolv_conf(c, &conf),
+        );
+        let t = Instant::now();
+        s.client.write_all(&connect_4a("stall.example.org", 80, b"")).unwrap();
+        let reply = read_reply(&mut s.client);
+        let answered = t.elapsed();
+        let status = wait_exit(&mut s.child, Duration::from_secs(2) + SLACK);
+        let exited = t.elapsed();
+        (reply, answered, exited, status, stderr_of(&mut s.child))
+    })
+    .join()
+    .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (reply, answered, exited, status, log) = result;
+    assert_eq!(reply[1], 0x5B, "{log}");
+    assert!(
+        answered >= Duration::from_millis(1900) && answered < Duration::from_secs(2) + SLACK,
+        "{answered:?}"
+    );
+    // The lookup is still waiting on its thread; the process does not.
+    assert!(exited < Duration::from_secs(2) + SLACK, "{exited:?}");
+    assert_eq!(status.code(), Some(0));
+    let d = line(&log, "decision");
+    assert!(
+        d.contains("reason=resolve-failed") && d.contains("name resolution timed out"),
+        "{log}"
+    );
+}
+
+/// Runs the command in a mount namespace of its own where `conf` is
+/// /etc/resolv.conf.
+fn bind_resolv_conf(cmd: &mut std::process::Command, conf: &std::path::Path) {
+    use std::ffi::CString;
+    let src = CString::new(conf.as_os_str().as_encoded_bytes()).unwrap();
+    let (root, target) = (CString::new("/").unwrap(), CString::new("/etc/resolv.conf").unwrap());
+    // SAFETY: only system calls on memory made before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            use nix::libc;
+            let null = std::ptr::null();
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(null, root.as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, null.cast()) != 0
+                || libc::mount(src.as_ptr(), target.as_ptr(), null, libc::MS_BIND, null.cast()) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// VmSize of `pid`, in bytes.
+fn vm_size(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmSize:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+/// Waits until `pid` has entered its seccomp filter: confined, and
+/// waiting for the request.
+fn wait_confined(pid: u32) {
+    let start = Instant::now();
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if status.lines().any(|l| l.starts_with("Seccomp:") && l.ends_with('2')) {
+            thread::sleep(Duration::from_millis(100));
+            return;
+        }
+        assert!(start.elapsed() < IO_TIMEOUT, "{pid} never confined itself");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Lowers `pid`'s RLIMIT_AS to what it has mapped now plus `extra` bytes,
+/// with prlimit(1) run as `user`, the user it runs as.
+fn squeeze_address_space(pid: u32, user: &str, extra: u64) {
+    let limit = vm_size(pid) + extra;
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--pid")
+        .arg(pid.to_string())
+        .arg(format!("--as={limit}:{limit}"));
+    run_as(&mut cmd, user);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "prlimit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn under_a_tight_address_space_limit_a_relay_splices_or_is_refused_but_never_cut() {
+    if !require_root() || !require("prlimit") {
+        return;
+    }
+    // socks4d started as uucp (not root, so it stays uucp), so that a
+    // prlimit of the same user may lower its limit once it waits for the
+    // request: no room left to map even a 128 KiB buffer.
+    const USER: &str = "uucp";
+    let args = ["--ident", "off", "--log-stderr"];
+    let s = spawn_on_with(socket_pair(), &args, &[], |c| {
+        run_as(c, USER);
+    });
+    wait_confined(s.child.id());
+    squeeze_address_space(s.child.id(), USER, 64 << 10);
+    // Splicing needs no memory of its own: the relay runs whole.
+    let log = relay_and_check(s, echo_dest().addr, 4 << 20);
+    assert!(line(&log, "end").contains("end=client-eof relay=splice"), "{log}");
+
+    // Out of descriptors for pipes too, the relay would need buffers: it
+    // is refused before the grant rather than failed after it.
+    let mut s = spawn_on_with(socket_pair(), &args, &[], |c| {
+        run_as(c, USER);
+        rlimit(c, nix::sys::resource::Resource::RLIMIT_NOFILE, 5);
+    });
+    wait_confined(s.child.id());
+    squeeze_address_space(s.child.id(), USER, 64 << 10);
+    s.client.write_all(&connect_req(echo_dest().addr, b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5B);
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(0), "{log}");
+    let d = line(&log, "decision");
+    assert!(d.contains("reply=5b reason=no-memory"), "{log}");
+}
