@@ -30,6 +30,8 @@ const CHILD_GRACE: Duration = Duration::from_secs(5);
 /// the listening sockets are left out of `poll` this long, so that a
 /// connection waiting in the queue does not make the loop spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one line per this while accepting is paused.
+const PAUSE_LINE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Binds the `--listen` addresses.
 pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>> {
@@ -71,6 +73,7 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
     let mut reserve = File::open("/dev/null").ok();
     let mut children: HashMap<Pid, SocketAddr> = HashMap::new();
     let mut backoff = false;
+    let mut last_pause_line: Option<Instant> = None;
     loop {
         let mut fds: Vec<PollFd> = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         let timeout = if backoff {
@@ -102,7 +105,7 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
         // until that child ends.
         backoff = false;
         loop {
-            let (stream, peer) = match accept_next(&listeners, &mut reserve, log) {
+            let (stream, peer) = match accept_next(&listeners, &mut reserve, &mut last_pause_line, log) {
                 Next::Connection(stream, peer) => (stream, peer),
                 Next::Idle => break,
                 Next::Pause => {
@@ -177,9 +180,14 @@ enum Next {
 /// and closed, then taken back. So the queue drains, each client hears a
 /// refusal and the log says why, rather than the loop spinning on a
 /// listener that stays readable.
-fn accept_next(listeners: &[TcpListener], reserve: &mut Option<File>, log: &Log) -> Next {
+fn accept_next(
+    listeners: &[TcpListener],
+    reserve: &mut Option<File>,
+    last_pause_line: &mut Option<Instant>,
+    log: &Log,
+) -> Next {
     for l in listeners {
-        if let Some(next) = accept_from(l, reserve, log) {
+        if let Some(next) = accept_from(l, reserve, last_pause_line, log) {
             return next;
         }
     }
@@ -187,7 +195,12 @@ fn accept_next(listeners: &[TcpListener], reserve: &mut Option<File>, log: &Log)
 }
 
 /// [`accept_next`] for one listener; `None` when nothing waits on it.
-fn accept_from(l: &TcpListener, reserve: &mut Option<File>, log: &Log) -> Option<Next> {
+fn accept_from(
+    l: &TcpListener,
+    reserve: &mut Option<File>,
+    last_pause_line: &mut Option<Instant>,
+    log: &Log,
+) -> Option<Next> {
     loop {
         let e = match l.accept() {
             Ok((stream, peer)) => return Some(Next::Connection(stream, peer)),
@@ -216,13 +229,18 @@ fn accept_from(l: &TcpListener, reserve: &mut Option<File>, log: &Log) -> Option
             }
             *reserve = File::open("/dev/null").ok();
         }
-        log.error(
-            Line::new("refused")
-                .field("client", "-")
-                .field("reason", if short_of_room { "fd-limit" } else { "accept-failed" })
-                .quoted("detail", detail.as_bytes())
-                .as_str(),
-        );
+        // Nothing to turn away with: pause accepting, and say so at most
+        // once per PAUSE_LINE_INTERVAL, not once per pause.
+        if last_pause_line.map_or(true, |t| t.elapsed() >= PAUSE_LINE_INTERVAL) {
+            *last_pause_line = Some(Instant::now());
+            log.error(
+                Line::new("refused")
+                    .field("client", "-")
+                    .field("reason", if short_of_room { "fd-limit" } else { "accept-failed" })
+                    .quoted("detail", detail.as_bytes())
+                    .as_str(),
+            );
+        }
         return Some(Next::Pause);
     }
 }

@@ -85,6 +85,30 @@ fn a_stuck_logger_turns_a_grant_into_5b_within_the_log_timeout_and_recovery_brin
 }
 
 #[test]
+fn a_full_stderr_pipe_turns_a_grant_into_5b_within_the_log_timeout() {
+    // --log-stderr into a pipe nobody reads, filled before socks4d starts.
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    nix::fcntl::fcntl(&write_end, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK)).unwrap();
+    while nix::unistd::write(&write_end, &[b'x'; 4096]).is_ok() {}
+    nix::fcntl::fcntl(&write_end, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty())).unwrap();
+    let dst = echo_dest();
+    let mut s = spawn_on_with(
+        socket_pair(),
+        &["--ident", "off", "--log-stderr", "--log-timeout", "2"],
+        &[],
+        |c| {
+            c.stderr(std::process::Stdio::from(write_end));
+        },
+    );
+    let t = Instant::now();
+    s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5B);
+    assert!(t.elapsed() < LOG_TIMEOUT + SLACK, "{:?}", t.elapsed());
+    assert_eq!(wait_exit(&mut s.child, LOG_TIMEOUT + SLACK).code(), Some(0));
+    drop(read_end);
+}
+
+#[test]
 fn without_dev_log_every_request_is_refused_at_once() {
     if !require_root() {
         return;
@@ -204,6 +228,21 @@ fn listen_mode_with_a_stuck_logger_leaves_no_handler_behind() {
     assert_eq!(read_reply(&mut c)[1], 0x5A);
 }
 
+/// Closes every descriptor above 2 in the child before exec, as a
+/// super-server does: descriptors this multi-threaded test process holds
+/// without close-on-exec (cargo's jobserver, say) would otherwise count
+/// against a limit the test sets.
+fn close_inherited(cmd: &mut std::process::Command) {
+    // SAFETY: close_range(2) is async-signal-safe; it runs after the
+    // standard streams are in place.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
+}
+
 /// The lowest descriptor number `pid` has free: the next one it would
 /// get, and so the smallest RLIMIT_NOFILE that leaves it none.
 fn lowest_free_fd(pid: u32) -> u64 {
@@ -262,6 +301,7 @@ fn a_handler_short_of_descriptors_copies_or_refuses() {
     // exit status 1.
     let dst = echo_dest();
     let mut s = spawn_on_with(socket_pair(), &["--ident", "off", "--log-stderr"], &[], |c| {
+        close_inherited(c);
         rlimit(c, Resource::RLIMIT_NOFILE, 5)
     });
     s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
@@ -280,6 +320,7 @@ fn a_handler_short_of_descriptors_copies_or_refuses() {
     assert!(line(&log, "end").contains("end=client-eof relay=copy"), "{log}");
 
     let mut s = spawn_on_with(socket_pair(), &["--ident", "off", "--log-stderr"], &[], |c| {
+        close_inherited(c);
         rlimit(c, Resource::RLIMIT_NOFILE, 4)
     });
     s.client.write_all(&connect_req(closed_port(), b"")).unwrap();
@@ -302,7 +343,7 @@ fn listen_at_its_descriptor_limit_refuses_with_5b_and_does_not_spin() {
     // (Lowering the limit of the running parent from outside needs
     // CAP_SYS_RESOURCE, which a test may not have.)
     let limit = {
-        let (mut probe, _) = spawn_listen(&["--ident", "off", "--log-stderr"]);
+        let (mut probe, _) = spawn_listen_with(&["--ident", "off", "--log-stderr"], close_inherited);
         let pid = probe.0.id();
         let log = collect_stderr(&mut probe.0);
         wait_text(&log, "listening");
@@ -316,6 +357,7 @@ fn listen_at_its_descriptor_limit_refuses_with_5b_and_does_not_spin() {
         lowest_free_fd(pid)
     };
     let (mut guard, proxy) = spawn_listen_with(&["--ident", "off", "--log-stderr"], |c| {
+        close_inherited(c);
         rlimit(c, nix::sys::resource::Resource::RLIMIT_NOFILE, limit)
     });
     let pid = guard.0.id();
