@@ -518,8 +518,13 @@ fn xinetd_serves_the_example_service() {
     let conf = tmp.0.join("xinetd.conf");
     fs::write(&conf, xinetd_conf(port, &service_user())).unwrap();
     let log = fs::File::create(tmp.0.join("xinetd.log")).unwrap();
-    let child = Command::new(&xinetd)
-        .arg("-dontfork")
+    // As under inetd, the connection is socks4d's stderr too: syslog.
+    if !require_root() {
+        return;
+    }
+    let syslog = FakeSyslog::start();
+    let mut cmd = Command::new(&xinetd);
+    cmd.arg("-dontfork")
         .arg("-f")
         .arg(&conf)
         .arg("-pidfile")
@@ -527,9 +532,9 @@ fn xinetd_serves_the_example_service() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
-        .process_group(0)
-        .spawn()
-        .expect("start xinetd");
+        .process_group(0);
+    private_dev(&mut cmd, Some(&syslog.path));
+    let child = cmd.spawn().expect("start xinetd");
     let pid = child.id();
     let guard = Guard(child);
     let proxy: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -538,6 +543,7 @@ fn xinetd_serves_the_example_service() {
     let body = payload(3 << 20, 52);
     let web = http_server(body.clone());
     downloads_match(proxy, web, &body);
+    syslog.wait_for(IO_TIMEOUT, |t| t.matches("reason=granted").count() == 2);
 
     // 1000 connections in about 2 s, held open: per_source and instances
     // decide how many are served, the rest are closed at once, and the

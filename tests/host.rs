@@ -228,6 +228,15 @@ fn listen_mode_with_a_stuck_logger_leaves_no_handler_behind() {
     assert_eq!(read_reply(&mut c)[1], 0x5A);
 }
 
+/// Waits until `pid` has no live child, at most [`IO_TIMEOUT`].
+fn wait_no_children(pid: u32) {
+    let start = Instant::now();
+    while !live_children(pid).is_empty() {
+        assert!(start.elapsed() < IO_TIMEOUT, "children of {pid} still alive");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Closes every descriptor above 2 in the child before exec, as a
 /// super-server does: descriptors this multi-threaded test process holds
 /// without close-on-exec (cargo's jobserver, say) would otherwise count
@@ -348,11 +357,8 @@ fn listen_at_its_descriptor_limit_refuses_with_5b_and_does_not_spin() {
         let log = collect_stderr(&mut probe.0);
         wait_text(&log, "listening");
         // Once the connection spawn_listen made to see it listen is gone.
-        let start = Instant::now();
-        while !live_children(pid).is_empty() || !log.lock().unwrap().contains("]: end ") {
-            assert!(start.elapsed() < IO_TIMEOUT);
-            thread::sleep(Duration::from_millis(20));
-        }
+        wait_text(&log, "]: end ");
+        wait_no_children(pid);
         thread::sleep(Duration::from_millis(100));
         lowest_free_fd(pid)
     };
@@ -401,7 +407,10 @@ fn listen_when_fork_fails_refuses_logs_and_keeps_serving() {
     });
     let pid = guard.0.id();
     let log = collect_stderr(&mut guard.0);
-    wait_text(&log, "listening");
+    // The connection spawn_listen made to see it listen has been served
+    // and its handler is gone.
+    wait_text(&log, "]: end ");
+    wait_no_children(pid);
     let echo = echo_server();
     // One relay holds the one child allowed.
     let mut held = connect_to(proxy);
@@ -420,11 +429,7 @@ fn listen_when_fork_fails_refuses_logs_and_keeps_serving() {
     // The child ends; the next connection is served.
     held.shutdown(Shutdown::Write).unwrap();
     read_all(&mut held);
-    let start = Instant::now();
-    while !live_children(pid).is_empty() {
-        assert!(start.elapsed() < IO_TIMEOUT, "the held relay's handler did not exit");
-        thread::sleep(Duration::from_millis(20));
-    }
+    wait_no_children(pid);
     let mut c = connect_to(proxy);
     c.write_all(&connect_req(echo, b"")).unwrap();
     assert_eq!(read_reply(&mut c)[1], 0x5A);
@@ -437,6 +442,9 @@ fn a_relay_whose_process_is_killed_resets_both_peers_and_the_parent_says_so() {
     let (mut guard, proxy) = spawn_listen(&["--ident", "off", "--log-stderr"]);
     let pid = guard.0.id();
     let log = collect_stderr(&mut guard.0);
+    // The connection spawn_listen made to see it listen is served and gone.
+    wait_text(&log, "]: end ");
+    wait_no_children(pid);
     let (tx, rx) = std::sync::mpsc::channel();
     let dst = dest(move |mut s| {
         // Send part of a download, then read until the proxy goes away.
