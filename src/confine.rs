@@ -56,23 +56,67 @@ const DEVICES: &[(&str, bool)] = &[
 
 /// The confinement to apply, prepared.
 pub struct Plan {
-    landlock: Result<RulesetCreated, String>,
+    landlock: Result<RulesetCreated, Failure>,
     filter: Result<syscalls::Filter, String>,
     /// Paths named by `--readable`/`--writable` that could not be used.
     skipped: Vec<String>,
 }
 
+/// Why part of the confinement could not be made: a sentence for the log,
+/// and whether the host ran short (descriptors, memory) rather than lacked
+/// the feature.
+#[derive(Debug, Clone)]
+struct Failure {
+    why: String,
+    exhausted: bool,
+}
+
+impl Failure {
+    fn of(e: &(dyn std::error::Error + 'static)) -> Failure {
+        Failure {
+            why: e.to_string(),
+            exhausted: exhausted(e),
+        }
+    }
+}
+
+/// Whether an error, or one of its causes, is the host running short:
+/// EMFILE, ENFILE, ENOMEM.
+fn exhausted(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.raw_os_error(),
+                Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOMEM)
+            ) {
+                return true;
+            }
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// What [`Plan::enter`] could not apply. Each entry is a sentence for the
-/// log; an empty list means fully confined.
+/// log; an empty list means fully confined. `refuse` is set when a part
+/// failed because the host ran short of descriptors or memory, not for
+/// want of the kernel feature: the handler must then refuse the connection
+/// rather than serve it less confined than the host allows.
 #[derive(Debug, Default)]
-pub struct Gaps(pub Vec<String>);
+pub struct Gaps(pub Vec<String>, pub Option<String>);
 
 impl Gaps {
-    /// One warning line per gap.
-    pub fn log(&self, log: &Log) {
+    /// One warning line per gap, and an error line when the connection
+    /// must be refused. Returns whether it may be served.
+    pub fn log(&self, log: &Log) -> bool {
         for gap in &self.0 {
             log.warning(Line::new("confine").quoted("gap", gap.as_bytes()).as_str());
         }
+        if let Some(why) = &self.1 {
+            log.error(Line::new("confine").quoted("failed", why.as_bytes()).as_str());
+        }
+        self.1.is_none()
     }
 }
 
@@ -82,7 +126,7 @@ impl Plan {
     /// applied yet.
     pub fn new(cfg: &Config) -> Plan {
         let mut skipped = Vec::new();
-        let landlock = ruleset(&cfg.readable, &cfg.writable, &mut skipped).map_err(|e| e.to_string());
+        let landlock = ruleset(&cfg.readable, &cfg.writable, &mut skipped);
         Plan {
             landlock,
             filter: syscalls::Filter::new(),
@@ -94,7 +138,7 @@ impl Plan {
     /// cannot be applied on this kernel is left out and named in the
     /// returned [`Gaps`]; the rest is applied regardless.
     pub fn enter(&self) -> Gaps {
-        let mut gaps = Gaps(self.skipped.clone());
+        let mut gaps = Gaps(self.skipped.clone(), None);
         // SAFETY: prctl and setrlimit with these constant arguments touch
         // only this process's attributes.
         unsafe {
@@ -111,21 +155,31 @@ impl Plan {
             };
             nix::libc::setrlimit(nix::libc::RLIMIT_CORE, &zero);
         }
-        match &self.landlock {
-            Err(e) => gaps.0.push(format!("landlock: {e}; {LANDLOCK_NONE}")),
-            Ok(created) => match created.try_clone().map_err(|e| e.to_string()).and_then(restrict) {
-                Ok(None) => {}
-                Ok(Some(gap)) => gaps.0.push(gap),
-                Err(e) => gaps.0.push(format!("landlock: {e}; {LANDLOCK_NONE}")),
+        let failed = match &self.landlock {
+            Err(f) => Some(f.clone()),
+            Ok(created) => match created.try_clone().map_err(|e| Failure::of(&e)).and_then(restrict) {
+                Ok(None) => None,
+                Ok(Some(gap)) => {
+                    gaps.0.push(gap);
+                    None
+                }
+                Err(f) => Some(f),
             },
+        };
+        if let Some(f) = failed {
+            if f.exhausted {
+                gaps.1 = Some(format!("landlock: {}; the host ran short, connection refused", f.why));
+            } else {
+                gaps.0.push(format!("landlock: {}; {LANDLOCK_NONE}", f.why));
+            }
         }
         match &self.filter {
             Err(e) => gaps.0.push(format!("seccomp: {e}; system calls not filtered")),
-            Ok(f) => {
-                if let Err(e) = f.apply() {
-                    gaps.0.push(format!("seccomp: {e}"));
-                }
-            }
+            Ok(f) => match f.apply() {
+                Ok(()) => {}
+                Err((e, true)) => gaps.1 = Some(format!("seccomp: {e}; the host ran short, connection refused")),
+                Err((e, false)) => gaps.0.push(format!("seccomp: {e}")),
+            },
         }
         gaps
     }
@@ -135,8 +189,8 @@ impl Plan {
 const LANDLOCK_NONE: &str = "files, signals and abstract sockets not confined";
 
 /// Enforces a prepared ruleset; `Some` names what this kernel left out.
-fn restrict(created: RulesetCreated) -> Result<Option<String>, String> {
-    let status = created.restrict_self().map_err(|e| e.to_string())?;
+fn restrict(created: RulesetCreated) -> Result<Option<String>, Failure> {
+    let status = created.restrict_self().map_err(|e| Failure::of(&e))?;
     Ok(match (status.ruleset, status.landlock) {
         (RulesetStatus::FullyEnforced, _) => None,
         (RulesetStatus::NotEnforced, LandlockStatus::NotImplemented) => {
@@ -193,11 +247,22 @@ fn abi_number(abi: ABI) -> u32 {
 /// The Landlock ruleset: [`READABLE`] and `readable` for reading and
 /// running, `writable` for everything but running, [`DEVICES`]. A path of the
 /// administrator's that cannot be opened is left out (less access, never
-/// more) and noted in `skipped`.
-fn ruleset(
+/// more) and noted in `skipped`; one that cannot be opened for want of
+/// descriptors or memory fails the whole ruleset.
+fn ruleset(readable: &[PathBuf], writable: &[PathBuf], skipped: &mut Vec<String>) -> Result<RulesetCreated, Failure> {
+    let mut short: Option<Failure> = None;
+    let created = build(readable, writable, skipped, &mut short).map_err(|e| Failure::of(&e))?;
+    match short {
+        Some(f) => Err(f),
+        None => Ok(created),
+    }
+}
+
+fn build(
     readable: &[PathBuf],
     writable: &[PathBuf],
     skipped: &mut Vec<String>,
+    short: &mut Option<Failure>,
 ) -> Result<RulesetCreated, landlock::RulesetError> {
     let read = AccessFs::from_read(FS_ABI);
     let mut created = Ruleset::default()
@@ -208,7 +273,12 @@ fn ruleset(
     let mut add = |created: RulesetCreated, path: &Path, access, named: bool| match PathFd::new(path) {
         Ok(fd) => created.add_rule(PathBeneath::new(fd, access)),
         Err(e) => {
-            if named {
+            if exhausted(&e) {
+                *short = Some(Failure {
+                    why: format!("{}: {e}", path.display()),
+                    exhausted: true,
+                });
+            } else if named {
                 skipped.push(format!("{}: {e}; left out of the confinement", path.display()));
             }
             Ok(created)

@@ -132,7 +132,10 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
                     drop(reserve);
                     let _ = mask.thread_unblock();
                     log.after_fork();
-                    plan.enter().log(log);
+                    if !plan.enter().log(log) {
+                        crate::net::turn_away(stream);
+                        std::process::exit(1);
+                    }
                     let local = stream.local_addr().unwrap_or(peer);
                     session::handle(stream, peer, local, cfg, rules, log);
                     std::process::exit(0);

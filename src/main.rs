@@ -85,7 +85,10 @@ fn main() -> ExitCode {
                 log.error(&format!("setup error: {e:#}"));
                 return ExitCode::from(EXIT_SETUP);
             }
-            confine::Plan::new(&cfg).enter().log(&log);
+            if !confine::Plan::new(&cfg).enter().log(&log) {
+                socks4d::net::turn_away(c.stream);
+                return ExitCode::from(EXIT_SETUP);
+            }
             session::handle(c.stream, c.peer, c.local, &cfg, &rules, &log);
             ExitCode::SUCCESS
         }

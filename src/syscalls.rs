@@ -440,12 +440,17 @@ impl Filter {
 
     /// Installs the filter on the calling thread (and so on every thread
     /// and process it starts from now on). Sets no_new_privs first. An
-    /// error is a sentence for the log: why, and what is left unfiltered.
-    pub fn apply(&self) -> Result<(), String> {
+    /// error is a sentence for the log: why, and what is left unfiltered;
+    /// with `true` when the host ran short of memory rather than lacked
+    /// the feature.
+    pub fn apply(&self) -> Result<(), (String, bool)> {
         // SAFETY: constant arguments; affects this process only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             let e = std::io::Error::last_os_error();
-            return Err(format!("prctl(PR_SET_NO_NEW_PRIVS): {e}; system calls not filtered"));
+            return Err((
+                format!("prctl(PR_SET_NO_NEW_PRIVS): {e}; system calls not filtered"),
+                false,
+            ));
         }
         let prog = libc::sock_fprog {
             len: self.program.len() as u16,
@@ -463,7 +468,8 @@ impl Filter {
         };
         if rc != 0 {
             let e = std::io::Error::last_os_error();
-            return Err(format!("{}; system calls not filtered", why_not(&e)));
+            let short = e.raw_os_error() == Some(libc::ENOMEM);
+            return Err((format!("{}; system calls not filtered", why_not(&e)), short));
         }
         Ok(())
     }

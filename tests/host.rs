@@ -305,13 +305,16 @@ fn a_handler_short_of_descriptors_copies_or_refuses() {
     // fds 0 (the client), 1 (/dev/null), 2 (the stderr pipe) and 3
     // (socks4d's own non-blocking handle on it) are taken at the start,
     // and start-up needs one more for a moment (the rules file, the
-    // password file). With 5 the destination socket fits and the pipes do
-    // not: the relay copies. With 4 start-up fails: a refusal, a log line,
-    // exit status 1.
+    // password file); the confinement needs two more for a moment (its
+    // Landlock ruleset and one path at a time). With 6 the destination
+    // socket fits and the pipes do not: the relay copies. With 5 the
+    // confinement cannot be made: a refusal rather than a handler less
+    // confined than the host allows. With 4 start-up fails: a refusal, a
+    // log line, exit status 1.
     let dst = echo_dest();
     let mut s = spawn_on_with(socket_pair(), &["--ident", "off", "--log-stderr"], &[], |c| {
         close_inherited(c);
-        rlimit(c, Resource::RLIMIT_NOFILE, 5)
+        rlimit(c, Resource::RLIMIT_NOFILE, 6)
     });
     s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
     assert_eq!(read_reply(&mut s.client)[1], 0x5A);
@@ -327,6 +330,19 @@ fn a_handler_short_of_descriptors_copies_or_refuses() {
     let (status, log) = finish(&mut s, EXIT);
     assert_eq!(status.code(), Some(0));
     assert!(line(&log, "end").contains("end=client-eof relay=copy"), "{log}");
+
+    let mut s = spawn_on_with(socket_pair(), &["--ident", "off", "--log-stderr"], &[], |c| {
+        close_inherited(c);
+        rlimit(c, Resource::RLIMIT_NOFILE, 5)
+    });
+    s.client.write_all(&connect_req(closed_port(), b"")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5B);
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("confine failed=\"landlock: ") && log.contains("Too many open files"),
+        "{log}"
+    );
 
     let mut s = spawn_on_with(socket_pair(), &["--ident", "off", "--log-stderr"], &[], |c| {
         close_inherited(c);
