@@ -759,17 +759,5 @@ fn spawn_stdin_under(filter: &BpfProgram, args: &[&str]) -> Server {
 
 /// As `spawn_listen`, under `filter`.
 fn spawn_listen_under(filter: &BpfProgram, args: &[&str]) -> (Guard, SocketAddr) {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut cmd = Command::new(bin());
-    cmd.arg("--listen")
-        .arg(addr.to_string())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    under(&mut cmd, filter.clone());
-    let guard = Guard(cmd.spawn().expect("start socks4d --listen"));
-    wait_listening(addr);
-    (guard, addr)
+    spawn_listen_with(args, |cmd| under(cmd, filter.clone()))
 }

@@ -39,15 +39,7 @@ pub fn root_dir() -> PathBuf {
     target.join("container").join("bookworm")
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
+use crate::common::have;
 
 /// Why this machine cannot boot the container, if it cannot.
 fn cannot_boot() -> Option<String> {
