@@ -11,6 +11,7 @@ pub mod listen;
 pub mod net;
 pub mod outcome;
 pub mod privilege;
+pub mod proxy;
 pub mod relay;
 pub mod request;
 pub mod rules;
