@@ -1,7 +1,7 @@
 //! Command-line options. Parsing is pure: it takes the arguments and
 //! returns what to do, or a usage error naming the bad argument.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use syslog::Facility;
 
 use crate::ident::{self, Mode};
-use crate::rules;
+use crate::rules::{self, Net};
 
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The protocol's two-minute timer.
@@ -56,6 +56,43 @@ pub struct Config {
     /// commands may read (`--readable`) and write (`--writable`).
     pub readable: Vec<PathBuf>,
     pub writable: Vec<PathBuf>,
+    /// `--route`: the route file, if any.
+    pub route_file: Option<PathBuf>,
+    /// `--outgoing-address`: the source of CONNECTs no route decides.
+    pub outgoing: Outgoing,
+    /// `--proxy-protocol`: the peers (load balancers) whose connections
+    /// must begin with a PROXY protocol header.
+    pub proxy_protocol: Vec<Net>,
+}
+
+/// Where CONNECTs leave from when no route line decides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Outgoing {
+    /// The kernel chooses (by its routing table).
+    #[default]
+    Kernel,
+    /// The local address the client connected to.
+    Same,
+    /// These addresses, one per family; a destination of a family with
+    /// none is left to the kernel.
+    Fixed { v4: Option<Ipv4Addr>, v6: Option<Ipv6Addr> },
+}
+
+impl Outgoing {
+    /// The source for a connection to `dst` from a host reached at `own`:
+    /// `None` for the kernel's choice, which is also what a family
+    /// mismatch gets.
+    pub fn source(self, dst: IpAddr, own: IpAddr) -> Option<IpAddr> {
+        let ip = match self {
+            Outgoing::Kernel => None,
+            Outgoing::Same => Some(own),
+            Outgoing::Fixed { v4, v6 } => match dst {
+                IpAddr::V4(_) => v4.map(IpAddr::V4),
+                IpAddr::V6(_) => v6.map(IpAddr::V6),
+            },
+        };
+        ip.filter(|ip| ip.is_ipv4() == dst.is_ipv4() && !ip.is_unspecified())
+    }
 }
 
 impl Default for Config {
@@ -81,6 +118,9 @@ impl Default for Config {
             max_children_given: false,
             readable: Vec::new(),
             writable: Vec::new(),
+            route_file: None,
+            outgoing: Outgoing::Kernel,
+            proxy_protocol: Vec::new(),
         }
     }
 }
@@ -106,7 +146,8 @@ pub enum Action {
 pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--request-timeout SECS]
                [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
                [--bind-address ADDR] [--bind-ports LO-HI] [--user NAME]
-               [--readable DIR]... [--writable DIR]...
+               [--readable DIR]... [--writable DIR]... [--route FILE]
+               [--outgoing-address ADDR|same]... [--proxy-protocol CIDR[,CIDR...]]
                [--ident required|optional|off] [-I] [-i] [--ident-timeout SECS]
                [-f FILE] [--check-config] [--explain USER SRC DST PORT]
                [--log-stderr] [--log-facility NAME] [--log-timeout SECS]";
@@ -202,6 +243,18 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                 };
                 list.push(PathBuf::from(v));
             }
+            "--route" => cfg.route_file = Some(PathBuf::from(value("a file")?)),
+            "--outgoing-address" => {
+                let v = value("an IP address or `same`")?;
+                cfg.outgoing = outgoing(cfg.outgoing, &v)?;
+            }
+            "--proxy-protocol" => {
+                let v = value("networks (CIDR[,CIDR...])")?;
+                for part in v.split(',') {
+                    let net = Net::parse(part.trim()).map_err(|e| format!("--proxy-protocol {v}: {e}"))?;
+                    cfg.proxy_protocol.push(net);
+                }
+            }
             "--check-config" => check = true,
             // USER SRC DST PORT are the arguments that are not options,
             // before or after the others (`--explain -f FILE alice ...`).
@@ -248,6 +301,35 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
         return Ok(Action::CheckConfig(cfg));
     }
     Ok(Action::Serve(cfg))
+}
+
+/// Adds one `--outgoing-address` value to what earlier ones said: `same`
+/// alone, or at most one address of each family.
+fn outgoing(so_far: Outgoing, v: &str) -> Result<Outgoing, String> {
+    let twice = || format!("--outgoing-address {v}: given twice (at most `same`, or one IPv4 and one IPv6 address)");
+    if v == "same" {
+        return match so_far {
+            Outgoing::Kernel => Ok(Outgoing::Same),
+            _ => Err(twice()),
+        };
+    }
+    let ip: IpAddr = v
+        .parse()
+        .map_err(|_| format!("--outgoing-address {v}: not an IP address or `same`"))?;
+    if ip.is_unspecified() {
+        return Err(format!("--outgoing-address {v}: leave it out to let the kernel choose"));
+    }
+    let (mut v4, mut v6) = match so_far {
+        Outgoing::Kernel => (None, None),
+        Outgoing::Fixed { v4, v6 } => (v4, v6),
+        Outgoing::Same => return Err(twice()),
+    };
+    match ip {
+        IpAddr::V4(a) if v4.is_none() => v4 = Some(a),
+        IpAddr::V6(a) if v6.is_none() => v6 = Some(a),
+        _ => return Err(twice()),
+    }
+    Ok(Outgoing::Fixed { v4, v6 })
 }
 
 fn parse_number(name: &str, v: &str, min: u64, max: u64) -> Result<u64, String> {
@@ -367,6 +449,49 @@ mod tests {
         let c = serve("--bind-address 192.0.2.1 --bind-ports 40000-40010");
         assert_eq!(c.bind_address, Some("192.0.2.1".parse().unwrap()));
         assert_eq!(c.bind_ports, Some((40000, 40010)));
+    }
+
+    #[test]
+    fn route_outgoing_and_proxy_options() {
+        let c = serve("");
+        assert_eq!((c.route_file, c.outgoing), (None, Outgoing::Kernel));
+        assert!(c.proxy_protocol.is_empty());
+        let c = serve("--route /etc/socks4d.route --outgoing-address same --proxy-protocol 127.0.0.9,10.0.0.0/8 --proxy-protocol=::1");
+        assert_eq!(c.route_file, Some(PathBuf::from("/etc/socks4d.route")));
+        assert_eq!(c.outgoing, Outgoing::Same);
+        assert_eq!(c.proxy_protocol.len(), 3);
+        assert!(c.proxy_protocol[1].contains("10.1.2.3".parse().unwrap()));
+        let c = serve("--outgoing-address 127.0.0.3 --outgoing-address ::1");
+        let (v4, v6): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap());
+        assert_eq!(c.outgoing.source(v4, v6), Some("127.0.0.3".parse().unwrap()));
+        assert_eq!(c.outgoing.source(v6, v4), Some("::1".parse().unwrap()));
+        let c = serve("--outgoing-address 127.0.0.3");
+        assert_eq!(c.outgoing.source(v6, v4), None, "no IPv6 source: the kernel chooses");
+        assert_eq!(
+            Outgoing::Same.source(v4, "127.0.0.2".parse().unwrap()),
+            Some("127.0.0.2".parse().unwrap())
+        );
+        assert_eq!(Outgoing::Same.source(v6, "127.0.0.2".parse().unwrap()), None);
+        assert_eq!(Outgoing::Kernel.source(v4, v4), None);
+        for (a, want) in [
+            ("--outgoing-address same --outgoing-address same", "given twice"),
+            (
+                "--outgoing-address 127.0.0.1 --outgoing-address 127.0.0.2",
+                "given twice",
+            ),
+            ("--outgoing-address 127.0.0.1 --outgoing-address same", "given twice"),
+            ("--outgoing-address eth0", "not an IP address"),
+            ("--outgoing-address 0.0.0.0", "kernel"),
+            (
+                "--proxy-protocol 127.0.0.0/33",
+                "--proxy-protocol 127.0.0.0/33: prefix /33",
+            ),
+            ("--proxy-protocol 127.0.0.1,lb", "lb is not an IP address"),
+            ("--route", "needs a file"),
+        ] {
+            let err = parse_args(args(a)).unwrap_err();
+            assert!(err.contains(want), "{a}: {err}");
+        }
     }
 
     #[test]

@@ -207,17 +207,36 @@ pub enum Answer {
 
 /// Asks the identd on `client`'s host, at `ident_port`, who owns the
 /// connection from `client` to our port `our_port`. The query socket is
-/// bound to `local_ip`, the address the client connected to, as RFC 1413
-/// requires on a multi-homed host. Connect, write and read all share
-/// `deadline`; at most [`MAX_REPLY_LEN`] bytes are read. The socket is
-/// closed before returning.
-pub fn query(local_ip: IpAddr, client: SocketAddr, our_port: u16, ident_port: u16, deadline: Deadline) -> Answer {
+/// bound to the first of `sources` that this host has (normally one: the
+/// address the client connected to, as RFC 1413 requires on a
+/// multi-homed host). Connect, write and read all share `deadline`; at
+/// most [`MAX_REPLY_LEN`] bytes are read. The socket is closed before
+/// returning.
+pub fn query(sources: &[IpAddr], client: SocketAddr, our_port: u16, ident_port: u16, deadline: Deadline) -> Answer {
     let to = SocketAddr::new(client.ip(), ident_port);
-    let from = SocketAddr::new(local_ip, 0);
-    let stream = match net::connect(to, Some(from), deadline) {
-        Ok(s) => s,
-        Err(e) if net::is_fd_limit(&e) => return Answer::FdLimit(format!("ident socket: {e}{}", net::nofile_note())),
-        Err(e) => return Answer::Unreachable(e.to_string()),
+    let mut stream = None;
+    let mut last = String::from("no source address");
+    for &ip in sources {
+        match net::connect_from(to, Some(SocketAddr::new(ip, 0)), deadline) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            // Not an address of this host: try the next.
+            Err(net::ConnectError::Bind(e)) if e.kind() == io::ErrorKind::AddrNotAvailable => {
+                last = format!("bind {ip}: {e}");
+            }
+            Err(e) => {
+                let e = e.into_io();
+                if net::is_fd_limit(&e) {
+                    return Answer::FdLimit(format!("ident socket: {e}{}", net::nofile_note()));
+                }
+                return Answer::Unreachable(e.to_string());
+            }
+        }
+    }
+    let Some(stream) = stream else {
+        return Answer::Unreachable(last);
     };
     match exchange(stream, client, our_port, deadline) {
         Ok(Reply::UserId { user, .. }) => Answer::UserId(user),

@@ -14,6 +14,7 @@ pub mod privilege;
 pub mod proxy;
 pub mod relay;
 pub mod request;
+pub mod route;
 pub mod rules;
 pub mod session;
 pub mod syscalls;

@@ -20,9 +20,9 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::audit::{self, Line, Log};
 use crate::config::Config;
 use crate::confine;
+use crate::intake;
 use crate::net;
-use crate::rules::Loaded;
-use crate::session;
+use crate::session::{self, Policy};
 
 /// How long children get to finish after SIGTERM before SIGKILL.
 const CHILD_GRACE: Duration = Duration::from_secs(5);
@@ -46,7 +46,7 @@ pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>> {
 /// over the cap is closed at once and logged. On a stop signal the
 /// listening sockets are closed, the children are sent SIGTERM and waited
 /// for, and the function returns.
-pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Log) -> Result<()> {
+pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, policy: &Policy, log: &Log) -> Result<()> {
     for l in &listeners {
         l.set_nonblocking(true).context("set listener non-blocking")?;
     }
@@ -137,7 +137,9 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, rules: &Loaded, log: &Lo
                         std::process::exit(1);
                     }
                     let local = stream.local_addr().unwrap_or(peer);
-                    session::handle(stream, peer, local, cfg, rules, log);
+                    if let Some(arrival) = intake::arrive(stream, peer, local, cfg, log) {
+                        session::handle(arrival, cfg, policy, log);
+                    }
                     std::process::exit(0);
                 }
                 Ok(ForkResult::Parent { child }) => {

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use socks4d::audit::Log;
 use socks4d::config::{self, Action, Config};
 use socks4d::intake::{self, Found};
-use socks4d::{confine, listen, privilege, rules, session};
+use socks4d::session::Policy;
+use socks4d::{confine, listen, privilege, route, rules, session};
 
 /// Exit status after a setup error.
 const EXIT_SETUP: u8 = 1;
@@ -76,9 +77,10 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(EXIT_USAGE);
             }
-            // Syslog is open and the rules are read; drop root and confine
-            // the process before reading a byte from the client.
-            let rules = load_rules(&cfg, &log);
+            // Syslog is open and the rules and routes are read; drop root
+            // and confine the process before reading a byte from the
+            // client (a PROXY header included).
+            let policy = load_policy(&cfg, &log);
             if let Err(e) = privilege::drop_root(&cfg.user) {
                 // Nothing is read as root; the client hears a refusal.
                 socks4d::net::turn_away(c.stream);
@@ -89,7 +91,9 @@ fn main() -> ExitCode {
                 socks4d::net::turn_away(c.stream);
                 return ExitCode::from(EXIT_SETUP);
             }
-            session::handle(c.stream, c.peer, c.local, &cfg, &rules, &log);
+            if let Some(arrival) = intake::arrive(c.stream, c.peer, c.local, &cfg, &log) {
+                session::handle(arrival, &cfg, &policy, &log);
+            }
             ExitCode::SUCCESS
         }
         Found::Listeners(listeners, stderr_allowed) => serve_listeners(&cfg, listeners, stderr_allowed),
@@ -113,8 +117,22 @@ fn open_log(cfg: &Config, stderr_allowed: bool) -> Log {
     }
 }
 
-/// Reads the rules file and the files it names. Errors are logged here,
-/// each with its line; every request then gets 0x5B.
+/// Reads the rules file, the files it names, and the route file. Errors
+/// are logged here, each with its line; every request then gets 0x5B.
+fn load_policy(cfg: &Config, log: &Log) -> Policy {
+    let routes = route::load(cfg.route_file.as_deref());
+    if let Err(errors) = &routes {
+        for e in errors {
+            log.error(&format!("config error: {e}; no service until it is fixed"));
+        }
+    }
+    Policy {
+        rules: load_rules(cfg, log),
+        routes,
+    }
+}
+
+/// Reads the rules file and the files it names, logging its errors.
 fn load_rules(cfg: &Config, log: &Log) -> rules::Loaded {
     let loaded = rules::load(&cfg.rules_file, cfg.rules_file_named);
     match &loaded {
@@ -146,30 +164,85 @@ fn check_config(cfg: &Config) -> ExitCode {
     for (_, d) in &diagnostics {
         eprintln!("{d}");
     }
-    let warnings = match checked.notes.len() {
-        0 => String::new(),
-        1 => ", 1 warning".to_string(),
-        n => format!(", {n} warnings"),
-    };
-    match checked.loaded {
+    let rules_ok = match checked.loaded {
         Ok(r) if r.origin == rules::Origin::Builtin => {
             println!(
                 "{}: absent; the built-in policy applies (permit loopback clients, deny the rest)",
                 cfg.rules_file.display()
             );
-            ExitCode::SUCCESS
+            true
         }
         Ok(r) => {
-            println!("{}: {} rules, OK{warnings}", cfg.rules_file.display(), r.rules.len());
-            ExitCode::SUCCESS
+            println!(
+                "{}: {} rules, OK{}",
+                cfg.rules_file.display(),
+                r.rules.len(),
+                count_warnings(checked.notes.len())
+            );
+            true
         }
         Err(errors) => {
             println!(
-                "{}: {} error(s){warnings}; no service until fixed",
+                "{}: {} error(s){}; no service until fixed",
                 cfg.rules_file.display(),
-                errors.len()
+                errors.len(),
+                count_warnings(checked.notes.len())
             );
-            ExitCode::from(EXIT_SETUP)
+            false
+        }
+    };
+    let routes_ok = check_routes(cfg);
+    if rules_ok && routes_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_SETUP)
+    }
+}
+
+fn count_warnings(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        1 => ", 1 warning".to_string(),
+        n => format!(", {n} warnings"),
+    }
+}
+
+/// `--check-config` for `--route FILE`: each error with its line, a
+/// warning for each interface address this host does not have (a CONNECT
+/// or BIND that line decides would fail), then a summary line. False
+/// when the file cannot be used.
+fn check_routes(cfg: &Config) -> bool {
+    let Some(path) = &cfg.route_file else {
+        return true;
+    };
+    match route::load(Some(path)) {
+        Ok(routes) => {
+            let mut warnings = 0;
+            for r in &routes.routes {
+                let Some(ip) = r.source() else { continue };
+                if let Err(e) = std::net::UdpSocket::bind((ip, 0)) {
+                    eprintln!(
+                        "{}: warning: interface_addr {ip} cannot be used here ({e}); \
+                         requests this line decides will fail with 0x5B",
+                        routes.label(r)
+                    );
+                    warnings += 1;
+                }
+            }
+            println!(
+                "{}: {} routes, OK{}",
+                path.display(),
+                routes.routes.len(),
+                count_warnings(warnings)
+            );
+            true
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            println!("{}: {} error(s); no service until fixed", path.display(), errors.len());
+            false
         }
     }
 }
@@ -178,10 +251,10 @@ fn check_config(cfg: &Config) -> ExitCode {
 /// with the warnings `--check-config` gives for that line.
 fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> ExitCode {
     let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named);
-    let loaded = match checked.loaded {
-        Ok(r) => r,
-        Err(errors) => {
-            for e in &errors {
+    let (loaded, routes) = match (checked.loaded, route::load(cfg.route_file.as_deref())) {
+        (Ok(r), Ok(routes)) => (r, routes),
+        (rules, routes) => {
+            for e in rules.err().into_iter().chain(routes.err()).flatten() {
                 eprintln!("{e}");
             }
             return ExitCode::from(EXIT_SETUP);
@@ -224,15 +297,40 @@ fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> ExitCo
             println!("decision: deny");
         }
     }
+    if d.permit() {
+        explain_source(cfg, &routes, dst_ip);
+    }
     ExitCode::SUCCESS
+}
+
+/// `--explain`'s lines on the source address of the CONNECT: the route
+/// line that decides it, if any, and the source.
+fn explain_source(cfg: &Config, routes: &route::Routes, dst: std::net::IpAddr) {
+    let found = routes.find(dst, None);
+    match found {
+        Some(r) => println!("route: {}: {}", routes.label(r), r.text),
+        None if cfg.route_file.is_some() => println!("route: no line matches"),
+        None => {}
+    }
+    if let Some(ip) = found.and_then(route::Route::source) {
+        println!("source: {ip}");
+        return;
+    }
+    match cfg.outgoing {
+        config::Outgoing::Same => println!("source: the address the client connected to (--outgoing-address same)"),
+        out => match out.source(dst, dst) {
+            Some(ip) => println!("source: {ip} (--outgoing-address)"),
+            None => println!("source: chosen by the kernel"),
+        },
+    }
 }
 
 /// `--listen`, `Accept=no` or inetd `wait`: one forked handler per
 /// connection until SIGTERM.
 fn serve_listeners(cfg: &Config, listeners: Vec<std::net::TcpListener>, stderr_allowed: bool) -> ExitCode {
     let log = open_log(cfg, stderr_allowed);
-    let rules = load_rules(cfg, &log);
-    match listen::serve(listeners, cfg, &rules, &log) {
+    let policy = load_policy(cfg, &log);
+    match listen::serve(listeners, cfg, &policy, &log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("setup error: {e:#}");

@@ -91,6 +91,32 @@ pub fn write_all(stream: &TcpStream, mut buf: &[u8], deadline: Deadline, what: &
 /// connects it to `to` before `deadline`: connect, wait for POLLOUT, then
 /// read `SO_ERROR`. The returned stream is non-blocking.
 pub fn connect(to: SocketAddr, from: Option<SocketAddr>, deadline: Deadline) -> io::Result<TcpStream> {
+    connect_from(to, from, deadline).map_err(ConnectError::into_io)
+}
+
+/// Why [`connect_from`] failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// No socket could be made (the descriptor limit, say).
+    Socket(io::Error),
+    /// The socket could not be bound to the source address (one that is
+    /// not this host's, say).
+    Bind(io::Error),
+    /// The connection failed or timed out.
+    Connect(io::Error),
+}
+
+impl ConnectError {
+    pub fn into_io(self) -> io::Error {
+        match self {
+            ConnectError::Socket(e) | ConnectError::Bind(e) | ConnectError::Connect(e) => e,
+        }
+    }
+}
+
+/// As [`connect`], telling a failure to take the source address apart
+/// from a failure to connect.
+pub fn connect_from(to: SocketAddr, from: Option<SocketAddr>, deadline: Deadline) -> Result<TcpStream, ConnectError> {
     let family = match to {
         SocketAddr::V4(_) => AddressFamily::Inet,
         SocketAddr::V6(_) => AddressFamily::Inet6,
@@ -100,22 +126,44 @@ pub fn connect(to: SocketAddr, from: Option<SocketAddr>, deadline: Deadline) -> 
         SockType::Stream,
         SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
         None,
-    )?;
+    )
+    .map_err(|e| ConnectError::Socket(e.into()))?;
     if let Some(from) = from {
-        socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(from))?;
+        socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(from)).map_err(|e| ConnectError::Bind(e.into()))?;
     }
+    let failed = |e: io::Error| ConnectError::Connect(e);
     match socket::connect(fd.as_raw_fd(), &SockaddrStorage::from(to)) {
         Ok(()) => {}
         Err(Errno::EINPROGRESS) | Err(Errno::EINTR) => {
-            wait(fd.as_fd(), PollFlags::POLLOUT, deadline, "connect")?;
-            let err = socket::getsockopt(&fd, sockopt::SocketError)?;
+            wait(fd.as_fd(), PollFlags::POLLOUT, deadline, "connect").map_err(failed)?;
+            let err = socket::getsockopt(&fd, sockopt::SocketError).map_err(|e| failed(e.into()))?;
             if err != 0 {
-                return Err(io::Error::from_raw_os_error(err));
+                return Err(failed(io::Error::from_raw_os_error(err)));
             }
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(failed(e.into())),
     }
     Ok(TcpStream::from(fd))
+}
+
+/// Idle time before the first keepalive probe on a destination socket:
+/// under the idle timeouts of common NAT gateways and stateful firewalls
+/// (four to six minutes), so that an idle relay keeps its entry there.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
+/// Time between unanswered probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// Unanswered probes after which the peer is taken for dead: a relay
+/// whose destination vanished ends about 4 minutes after its last data.
+pub const KEEPALIVE_PROBES: u32 = 4;
+
+/// Turns on TCP keepalive (`SO_KEEPALIVE`) with [`KEEPALIVE_IDLE`],
+/// [`KEEPALIVE_INTERVAL`] and [`KEEPALIVE_PROBES`]. Best effort: a
+/// failure leaves the socket as it was.
+pub fn keepalive(stream: &TcpStream) {
+    let _ = socket::setsockopt(stream, sockopt::KeepAlive, &true);
+    let _ = socket::setsockopt(stream, sockopt::TcpKeepIdle, &(KEEPALIVE_IDLE.as_secs() as u32));
+    let _ = socket::setsockopt(stream, sockopt::TcpKeepInterval, &(KEEPALIVE_INTERVAL.as_secs() as u32));
+    let _ = socket::setsockopt(stream, sockopt::TcpKeepCount, &KEEPALIVE_PROBES);
 }
 
 /// Resolves `host` (A and AAAA, via getaddrinfo) before `deadline`.
@@ -246,6 +294,39 @@ mod tests {
         assert_eq!(s.local_addr().unwrap().ip(), from.ip());
         let (_, peer) = l.accept().unwrap();
         assert_eq!(peer.ip(), from.ip());
+    }
+
+    #[test]
+    fn a_source_that_is_not_ours_is_a_bind_error() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        // TEST-NET-1: never an address of this host.
+        let from: SocketAddr = "192.0.2.1:0".parse().unwrap();
+        match connect_from(
+            l.local_addr().unwrap(),
+            Some(from),
+            Deadline::after(Duration::from_secs(5)),
+        ) {
+            Err(ConnectError::Bind(e)) => assert_eq!(e.kind(), io::ErrorKind::AddrNotAvailable),
+            other => panic!("{other:?}"),
+        }
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        assert!(matches!(
+            connect_from(addr, None, Deadline::after(Duration::from_secs(5))),
+            Err(ConnectError::Connect(_))
+        ));
+    }
+
+    #[test]
+    fn keepalive_is_set() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = connect(l.local_addr().unwrap(), None, Deadline::after(Duration::from_secs(5))).unwrap();
+        assert!(!socket::getsockopt(&c, sockopt::KeepAlive).unwrap());
+        keepalive(&c);
+        assert!(socket::getsockopt(&c, sockopt::KeepAlive).unwrap());
+        assert_eq!(socket::getsockopt(&c, sockopt::TcpKeepIdle).unwrap(), 120);
+        assert_eq!(socket::getsockopt(&c, sockopt::TcpKeepInterval).unwrap(), 30);
+        assert_eq!(socket::getsockopt(&c, sockopt::TcpKeepCount).unwrap(), 4);
     }
 
     #[test]

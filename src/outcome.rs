@@ -2,6 +2,7 @@
 //! variant maps to exactly one reply code (or none) and one audit `reason=`;
 //! the detail (errno text, which line) goes to the log only.
 
+use crate::proxy;
 use crate::request::{Invalid, REPLY_BAD_USERID, REPLY_NO_IDENTD, REPLY_REJECTED};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,13 +48,29 @@ pub enum Refusal {
     FdLimit(String),
     /// The memory for the relay could not be had (RLIMIT_AS, say).
     NoMemory(String),
+    /// The source address a route or `--outgoing-address` chose could not
+    /// be taken (not an address of this host, say).
+    SourceFailed(String),
+    /// A trusted balancer's connection did not begin with an acceptable
+    /// PROXY header (none, too long, malformed).
+    ProxyInvalid(proxy::Invalid),
+    /// The PROXY header did not arrive whole within the request timeout.
+    ProxyTimeout,
+    /// The balancer closed before its PROXY header was complete.
+    ProxyClosed,
 }
 
 impl Refusal {
     /// The reply code the client gets, or `None` for no reply.
     pub fn reply(&self) -> Option<u8> {
         match self {
-            Refusal::BadVersion(_) | Refusal::RequestTimeout | Refusal::ClientClosed | Refusal::ClientError(_) => None,
+            Refusal::BadVersion(_)
+            | Refusal::RequestTimeout
+            | Refusal::ClientClosed
+            | Refusal::ClientError(_)
+            | Refusal::ProxyInvalid(_)
+            | Refusal::ProxyTimeout
+            | Refusal::ProxyClosed => None,
             Refusal::IdentUnavailable(_) => Some(REPLY_NO_IDENTD),
             Refusal::IdentMismatch => Some(REPLY_BAD_USERID),
             _ => Some(REPLY_REJECTED),
@@ -85,6 +102,12 @@ impl Refusal {
             Refusal::LogFailed(_) => "log-failed",
             Refusal::FdLimit(_) => "fd-limit",
             Refusal::NoMemory(_) => "no-memory",
+            Refusal::SourceFailed(_) => "source-failed",
+            Refusal::ProxyInvalid(proxy::Invalid::Missing(_)) => "proxy-missing",
+            Refusal::ProxyInvalid(proxy::Invalid::TooLong) => "proxy-too-long",
+            Refusal::ProxyInvalid(proxy::Invalid::Malformed(_)) => "proxy-malformed",
+            Refusal::ProxyTimeout => "proxy-timeout",
+            Refusal::ProxyClosed => "proxy-closed",
         }
     }
 
@@ -103,7 +126,10 @@ impl Refusal {
             | Refusal::BindFailed(s)
             | Refusal::LogFailed(s)
             | Refusal::FdLimit(s)
-            | Refusal::NoMemory(s) => Some(s.clone()),
+            | Refusal::NoMemory(s)
+            | Refusal::SourceFailed(s) => Some(s.clone()),
+            Refusal::ProxyInvalid(e) => Some(e.to_string()),
+            Refusal::ProxyClosed => Some("closed within the PROXY header".into()),
             _ => None,
         }
     }
@@ -140,6 +166,18 @@ mod tests {
             (Refusal::NoMemory("ENOMEM".into()), "no-memory"),
         ] {
             assert_eq!((r.reply(), r.reason()), (Some(0x5B), reason));
+        }
+        assert_eq!(Refusal::SourceFailed("x".into()).reply(), Some(0x5B));
+        // A balancer's bad header gets no SOCKS reply: nobody behind it
+        // would read one.
+        for r in [
+            Refusal::ProxyInvalid(proxy::Invalid::Missing(4)),
+            Refusal::ProxyInvalid(proxy::Invalid::TooLong),
+            Refusal::ProxyTimeout,
+            Refusal::ProxyClosed,
+        ] {
+            assert_eq!(r.reply(), None, "{r:?}");
+            assert!(r.reason().starts_with("proxy-"), "{r:?}");
         }
     }
 }

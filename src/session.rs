@@ -2,7 +2,8 @@
 //! decision line → reply → relay → end line. Every path writes a decision
 //! line and an end line, and nothing is relayed unless its decision line
 //! was written: a logger that takes no line within the log timeout turns
-//! a grant into a refusal.
+//! a grant into a refusal. The connection comes from
+//! [`crate::intake::arrive`], which has already said who the client is.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -12,16 +13,20 @@ use crate::audit::{self, Level, Line, Log};
 use crate::bind::{self, Inbound};
 use crate::config::Config;
 use crate::ident::{self, Answer, Mode};
-use crate::net::{self, Deadline};
+use crate::intake::Arrival;
+use crate::net::{self, ConnectError, Deadline};
 use crate::outcome::Refusal;
 use crate::relay;
 use crate::request::{self, Command, Parse, Request, REPLY_GRANTED, REPLY_REJECTED};
+use crate::route::{self, Route, Routes};
 use crate::rules::{self, Decision, Facts, Hook, Loaded, Rules, Spawned, Subst};
 
 /// Reading buffer for the request. Larger than the longest valid request,
 /// so the parser always answers before the buffer fills.
 const REQUEST_BUFFER_LEN: usize = 1024;
 const _: () = assert!(REQUEST_BUFFER_LEN > request::MAX_REQUEST_LEN);
+// What followed a PROXY header always fits.
+const _: () = assert!(REQUEST_BUFFER_LEN >= crate::proxy::MAX_HEADER_LEN);
 /// After a refusal, how long and how much client input is drained before
 /// closing.
 const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -32,11 +37,25 @@ const COMMAND_START_LIMIT: Duration = Duration::from_secs(5);
 /// How long the 8-byte reply may take to be written.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the files say, read with the privileges of the start and before
+/// confinement: the rules and the routes. Either one in error means no
+/// service.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub rules: Loaded,
+    pub routes: route::Loaded,
+}
+
 /// What the audit lines say about a connection, filled in as the exchange
 /// goes.
 #[derive(Debug, Default)]
 pub struct Record {
     pub client: Option<SocketAddr>,
+    /// The load balancer the connection came through (`--proxy-protocol`).
+    pub via: Option<SocketAddr>,
+    /// The local address the destination connection left from (port 0
+    /// when it failed), or BIND's listening address.
+    pub src: Option<SocketAddr>,
     pub command: Option<Command>,
     pub user: Option<Vec<u8>>,
     /// The destination: the address connected to, or the one requested.
@@ -72,6 +91,8 @@ impl Record {
             .opt_quoted("detail", detail.map(str::as_bytes))
             .opt("bind", self.bind.map(audit::addr))
             .opt("expect", self.expect.as_deref())
+            .opt("src", self.src.map(audit::addr))
+            .opt("via", self.via.map(audit::addr))
     }
 
     /// BIND's second line: who called back, and the second reply.
@@ -84,6 +105,7 @@ impl Record {
             .opt("reply", reply.map(|c| format!("{c:02x}")))
             .field("reason", reason)
             .opt_quoted("detail", detail.map(str::as_bytes))
+            .opt("via", self.via.map(audit::addr))
     }
 
     /// The end line: bytes each way, duration, what ended it, and how the
@@ -107,6 +129,8 @@ impl Record {
             .field("end", end)
             .opt("relay", relay)
             .opt_quoted("detail", detail.map(str::as_bytes))
+            .opt("src", self.src.map(audit::addr))
+            .opt("via", self.via.map(audit::addr))
     }
 }
 
@@ -127,12 +151,12 @@ enum Granted {
     },
 }
 
-/// Runs one SOCKS4 exchange on `client`, which reached us at `local` from
-/// `peer`, and relays until both sides are done. Writes the audit lines to
-/// `log`. The client socket is closed on return.
-pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Config, rules: &Loaded, log: &Log) {
+/// Runs one SOCKS4 exchange on the connection that `arrival` describes,
+/// and relays until both sides are done. Writes the audit lines to `log`.
+/// The client socket is closed on return.
+pub fn handle(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log) {
     let mut commands = Vec::new();
-    serve(client, peer, local, cfg, rules, log, &mut commands);
+    serve(arrival, cfg, policy, log, &mut commands);
     // The client is closed by now. The rules' commands never delay the
     // exchange, but the process must not exit before they have started.
     for c in commands {
@@ -141,30 +165,16 @@ pub fn handle(client: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Conf
 }
 
 /// [`handle`] up to the end line; `client` is closed when it returns.
-fn serve(
-    client: TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-    cfg: &Config,
-    rules: &Loaded,
-    log: &Log,
-    commands: &mut Vec<Spawned>,
-) {
-    let started = Instant::now();
-    let peer = net::unmap(peer);
-    let local = net::unmap(local);
+fn serve(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log, commands: &mut Vec<Spawned>) {
+    let started = arrival.started;
     let mut rec = Record {
-        client: Some(peer),
+        client: Some(arrival.client),
+        via: arrival.via,
         ..Record::default()
     };
-    if let Err(e) = client.set_nonblocking(true) {
-        let why = format!("set non-blocking: {e}");
-        log.error(rec.decision_line(None, "client-error", Some(&why)).as_str());
-        log.info(rec.end_line(0, 0, started, "client-error", None, Some(&why)).as_str());
-        return;
-    }
-
-    match exchange(&client, local, cfg, rules, &mut rec, commands) {
+    let result = exchange(&arrival, cfg, policy, &mut rec, commands);
+    let client = arrival.stream;
+    match result {
         Err(refusal) => refuse(&client, &refusal, &rec, started, log),
         Ok(Granted::Connect { dest, relay }) => {
             if let Err(e) = log_grant(&rec, log) {
@@ -231,6 +241,7 @@ fn answer_call(
     drop(listener);
     match waited {
         Ok(Inbound::Call(caller, peer)) if expect.contains(&peer.ip()) => {
+            net::keepalive(&caller);
             // As for the decision line: no relay without its accept line.
             let line = rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None);
             if let Err(e) = log.write(Level::Info, line.as_str()) {
@@ -339,14 +350,13 @@ fn run_relay(
 /// The exchange up to the reply: the request, the access decision and the
 /// connection to the destination.
 fn exchange(
-    client: &TcpStream,
-    local: SocketAddr,
+    arrival: &Arrival,
     cfg: &Config,
-    loaded: &Loaded,
+    policy: &Policy,
     rec: &mut Record,
     commands: &mut Vec<Spawned>,
 ) -> Result<Granted, Refusal> {
-    let (req, pending) = read_request(client, cfg.request_timeout)?;
+    let (req, pending) = read_request(&arrival.stream, &arrival.early, arrival.deadline)?;
     rec.command = Some(req.command);
     rec.user = Some(req.userid.clone());
     rec.host = req.hostname.clone();
@@ -356,13 +366,8 @@ fn exchange(
         rec.dst = Some(*only);
     }
 
-    let rules = loaded.as_ref().map_err(|errors| {
-        let first = errors.first().map(ToString::to_string).unwrap_or_default();
-        Refusal::ConfigError(match errors.len() {
-            0 | 1 => first,
-            n => format!("{first} (and {} more)", n - 1),
-        })
-    })?;
+    let rules = policy.rules.as_ref().map_err(|e| config_error(e))?;
+    let routes = policy.routes.as_ref().map_err(|e| config_error(e))?;
     let peer = rec
         .client
         .unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
@@ -382,7 +387,7 @@ fn exchange(
 
     // Ident only after a permit, before connecting.
     let mode = decision.ident(cfg.ident);
-    let verdict = verify_ident(mode, local, peer, &req.userid, cfg, rec);
+    let verdict = verify_ident(mode, arrival, &req.userid, cfg, rec);
     if let Ident::FdLimit(why) = verdict {
         return Err(Refusal::FdLimit(why));
     }
@@ -402,16 +407,19 @@ fn exchange(
 
     match req.command {
         Command::Connect => {
-            let (dest, addr) = connect(&candidates, cfg.connect_timeout)?;
+            let sources = |dst: IpAddr| source_for(dst, req.hostname.as_deref(), routes, cfg, arrival.own.ip());
+            let (dest, addr) = connect(&candidates, sources, cfg.connect_timeout, rec)?;
             rec.dst = Some(addr);
+            net::keepalive(&dest);
             let relay = prepare_relay(&pending)?;
             Ok(Granted::Connect { dest, relay })
         }
         Command::Bind => {
-            let (listener, expect) = listen_for_call(&candidates, cfg)?;
+            let (listener, expect) = listen_for_call(&candidates, req.hostname.as_deref(), routes, cfg)?;
             let shown: Vec<String> = expect.iter().map(IpAddr::to_string).collect();
             rec.expect = Some(shown.join(","));
             rec.bind = listener.local_addr().ok().map(net::unmap);
+            rec.src = rec.bind;
             let relay = prepare_relay(&pending)?;
             Ok(Granted::Bind {
                 listener,
@@ -427,9 +435,36 @@ fn prepare_relay(pending: &[u8]) -> Result<relay::Relay, Refusal> {
     relay::Relay::prepare(pending).map_err(|e| Refusal::NoMemory(format!("relay: {e}")))
 }
 
-/// BIND: opens the listening socket for the application server's call.
+/// A rules or route file that cannot be used, as the refusal names it.
+fn config_error(errors: &[rules::Error]) -> Refusal {
+    let first = errors.first().map(ToString::to_string).unwrap_or_default();
+    Refusal::ConfigError(match errors.len() {
+        0 | 1 => first,
+        n => format!("{first} (and {} more)", n - 1),
+    })
+}
+
+/// The source for a CONNECT to `dst` (reached by SOCKS4a `name`, if any)
+/// on a host the client reached at `own`: the first route line's
+/// interface address, else `--outgoing-address`; `None` lets the kernel
+/// choose.
+fn source_for(dst: IpAddr, name: Option<&[u8]>, routes: &Routes, cfg: &Config, own: IpAddr) -> Option<IpAddr> {
+    routes
+        .find(dst, name)
+        .and_then(Route::source)
+        .or_else(|| cfg.outgoing.source(dst, own))
+}
+
+/// BIND: opens the listening socket for the application server's call,
+/// on the route file's address for that server, else `--bind-address`,
+/// else the address this host's routing table would use to reach it.
 /// The reply format only carries IPv4, so only IPv4 peers can be expected.
-fn listen_for_call(candidates: &[SocketAddr], cfg: &Config) -> Result<(TcpListener, Vec<IpAddr>), Refusal> {
+fn listen_for_call(
+    candidates: &[SocketAddr],
+    name: Option<&[u8]>,
+    routes: &Routes,
+    cfg: &Config,
+) -> Result<(TcpListener, Vec<IpAddr>), Refusal> {
     let expect: Vec<IpAddr> = candidates.iter().map(|a| a.ip()).filter(IpAddr::is_ipv4).collect();
     let Some(&first) = expect.first() else {
         return Err(Refusal::BindFailed("the application server has no IPv4 address".into()));
@@ -437,7 +472,7 @@ fn listen_for_call(candidates: &[SocketAddr], cfg: &Config) -> Result<(TcpListen
     if first.is_unspecified() {
         return Err(Refusal::BindNoPeer);
     }
-    let ip = match cfg.bind_address {
+    let ip = match routes.find(first, name).and_then(Route::source).or(cfg.bind_address) {
         Some(ip) => ip,
         None => bind::route_source(first).map_err(|e| Refusal::BindFailed(format!("route to {first}: {e}")))?,
     };
@@ -453,10 +488,10 @@ fn listen_for_call(candidates: &[SocketAddr], cfg: &Config) -> Result<(TcpListen
 
 /// Reads until the parser has a whole request, within `timeout`. Returns
 /// the request and any bytes that followed it.
-fn read_request(client: &TcpStream, timeout: Duration) -> Result<(Request, Vec<u8>), Refusal> {
-    let deadline = Deadline::after(timeout);
+fn read_request(client: &TcpStream, early: &[u8], deadline: Deadline) -> Result<(Request, Vec<u8>), Refusal> {
     let mut buf = [0u8; REQUEST_BUFFER_LEN];
-    let mut len = 0;
+    buf[..early.len()].copy_from_slice(early);
+    let mut len = early.len();
     loop {
         match request::parse(&buf[..len]) {
             Ok(Parse::Complete(req, used)) => return Ok((req, buf[used..len].to_vec())),
@@ -533,20 +568,22 @@ enum Ident {
 
 /// Asks the client's identd (unless `mode` is off) and records the
 /// outcome in `rec`.
-fn verify_ident(
-    mode: Mode,
-    local: SocketAddr,
-    peer: SocketAddr,
-    claimed: &[u8],
-    cfg: &Config,
-    rec: &mut Record,
-) -> Ident {
+fn verify_ident(mode: Mode, arrival: &Arrival, claimed: &[u8], cfg: &Config, rec: &mut Record) -> Ident {
     if mode == Mode::Off {
         rec.ident = Some("off".into());
         return Ident::Ok;
     }
     let deadline = Deadline::after(cfg.ident_timeout);
-    match ident::query(local.ip(), peer, local.port(), cfg.ident_port, deadline) {
+    // The query names the port the client connected to and comes from
+    // that address when this host has it (through a balancer on this
+    // host, say); else from this host's end of the connection.
+    let (local, own) = (arrival.local, arrival.own);
+    let sources: &[IpAddr] = if local.ip() == own.ip() {
+        &[own.ip()]
+    } else {
+        &[local.ip(), own.ip()]
+    };
+    match ident::query(sources, arrival.client, local.port(), cfg.ident_port, deadline) {
         Answer::UserId(user) => {
             let verdict = if user == claimed {
                 rec.ident = Some("ok".into());
@@ -602,27 +639,43 @@ fn start_commands(
 }
 
 /// Tries each address in turn until one connects, all within one
-/// deadline.
-fn connect(candidates: &[SocketAddr], timeout: Duration) -> Result<(TcpStream, SocketAddr), Refusal> {
+/// deadline, each from the source `source` gives for it. Records the
+/// source in `rec`: the address and port connected from, or the chosen
+/// address with port 0 after a failure.
+fn connect(
+    candidates: &[SocketAddr],
+    source: impl Fn(IpAddr) -> Option<IpAddr>,
+    timeout: Duration,
+    rec: &mut Record,
+) -> Result<(TcpStream, SocketAddr), Refusal> {
     let deadline = Deadline::after(timeout);
     let mut last = Refusal::ConnectFailed("no address to connect to".into());
     for &addr in candidates {
-        match net::connect(addr, None, deadline) {
-            Ok(s) => return Ok((s, addr)),
-            Err(e) => {
-                last = match e.kind() {
-                    io::ErrorKind::TimedOut => return Err(Refusal::ConnectTimeout),
-                    _ if net::is_fd_limit(&e) => {
-                        return Err(Refusal::FdLimit(format!(
-                            "socket for {}: {e}{}",
-                            audit::addr(addr),
-                            net::nofile_note()
-                        )))
-                    }
-                    io::ErrorKind::ConnectionRefused => Refusal::ConnectRefused(format!("{}: {e}", audit::addr(addr))),
-                    _ => Refusal::ConnectFailed(format!("{}: {e}", audit::addr(addr))),
-                }
+        let from = source(addr.ip()).map(|ip| SocketAddr::new(ip, 0));
+        rec.src = from;
+        let e = match net::connect_from(addr, from, deadline) {
+            Ok(s) => {
+                rec.src = s.local_addr().ok().map(net::unmap).or(from);
+                return Ok((s, addr));
             }
+            Err(ConnectError::Bind(e)) => {
+                let src = from.map(|f| f.ip().to_string()).unwrap_or_default();
+                last = Refusal::SourceFailed(format!("{src} for {}: {e}", audit::addr(addr)));
+                continue;
+            }
+            Err(ConnectError::Socket(e) | ConnectError::Connect(e)) => e,
+        };
+        last = match e.kind() {
+            io::ErrorKind::TimedOut => return Err(Refusal::ConnectTimeout),
+            _ if net::is_fd_limit(&e) => {
+                return Err(Refusal::FdLimit(format!(
+                    "socket for {}: {e}{}",
+                    audit::addr(addr),
+                    net::nofile_note()
+                )))
+            }
+            io::ErrorKind::ConnectionRefused => Refusal::ConnectRefused(format!("{}: {e}", audit::addr(addr))),
+            _ => Refusal::ConnectFailed(format!("{}: {e}", audit::addr(addr))),
         }
     }
     Err(last)

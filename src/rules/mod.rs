@@ -82,6 +82,53 @@ pub enum Net {
 }
 
 impl Net {
+    /// `addr/prefix`, or a bare address (the one host), IPv4 or IPv6.
+    /// For options (`--proxy-protocol`) and the route file.
+    pub fn parse(s: &str) -> Result<Net, String> {
+        let (a, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let ip: IpAddr = a.parse().map_err(|_| format!("{a} is not an IP address"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let bits = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u32>() {
+                Ok(b) if b <= max && p.bytes().all(|c| c.is_ascii_digit()) => b,
+                _ => return Err(format!("prefix /{p} is not a number from 0 to {max}")),
+            },
+        };
+        Ok(match ip {
+            IpAddr::V4(a) => Net::V4 {
+                addr: a.into(),
+                mask: u32::MAX.checked_shl(32 - bits).unwrap_or(0),
+            },
+            IpAddr::V6(a) => Net::V6 {
+                addr: a.into(),
+                mask: u128::MAX.checked_shl(128 - bits).unwrap_or(0),
+            },
+        })
+    }
+
+    /// An address and a mask of one family.
+    pub fn with_mask(addr: IpAddr, mask: IpAddr) -> Option<Net> {
+        match (addr, mask) {
+            (IpAddr::V4(a), IpAddr::V4(m)) => Some(Net::V4 {
+                addr: a.into(),
+                mask: m.into(),
+            }),
+            (IpAddr::V6(a), IpAddr::V6(m)) => Some(Net::V6 {
+                addr: a.into(),
+                mask: m.into(),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn is_ipv4(&self) -> bool {
+        matches!(self, Net::V4 { .. })
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (*self, ip) {
             (Net::V4 { addr, mask }, IpAddr::V4(a)) => u32::from(a) & mask == addr & mask,
@@ -402,6 +449,30 @@ pub fn load_checked(path: &Path, named: bool) -> Checked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nets_from_options() {
+        let n = Net::parse("127.0.0.9").unwrap();
+        assert!(n.contains("127.0.0.9".parse().unwrap()) && !n.contains("127.0.0.8".parse().unwrap()));
+        let n = Net::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains("10.200.0.1".parse().unwrap()) && !n.contains("::1".parse().unwrap()));
+        assert!(Net::parse("::/0").unwrap().contains("2001:db8::1".parse().unwrap()));
+        assert!(Net::parse("0.0.0.0/0").unwrap().contains("192.0.2.1".parse().unwrap()));
+        assert!(Net::parse("10.0.0.0/33").unwrap_err().contains("/33"));
+        assert!(Net::parse("10.0.0.0/+8").is_err());
+        assert!(Net::parse("host/8").unwrap_err().contains("host"));
+        assert_eq!(
+            Net::with_mask("10.1.0.0".parse().unwrap(), "255.255.0.0".parse().unwrap()),
+            Some(Net::V4 {
+                addr: 0x0a01_0000,
+                mask: 0xffff_0000
+            })
+        );
+        assert_eq!(
+            Net::with_mask("10.1.0.0".parse().unwrap(), "ffff::".parse().unwrap()),
+            None
+        );
+    }
 
     #[test]
     fn builtin_policy() {
