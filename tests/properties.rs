@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use proptest::prelude::*;
 use socks4d::audit::quote;
 use socks4d::ident;
+use socks4d::proxy::{self, Header, MAX_HEADER_LEN};
 use socks4d::request::{
     self, encode, Command, Invalid, Parse, Request, MAX_HOSTNAME_LEN, MAX_REQUEST_LEN, MAX_USERID_LEN,
 };
@@ -40,6 +41,29 @@ prop_compose! {
             hostname: socks4a.then_some(host),
         }
     }
+}
+
+fn socket_addr() -> impl Strategy<Value = std::net::SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| (Ipv4Addr::from(ip), port).into()),
+        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| (std::net::Ipv6Addr::from(ip), port).into()),
+    ]
+}
+
+/// Bytes that begin like a PROXY header, so that the parser gets past
+/// the signatures.
+fn header_like() -> impl Strategy<Value = Vec<u8>> {
+    let start = prop_oneof![
+        Just(b"PROXY ".to_vec()),
+        Just(b"PROXY TCP4 ".to_vec()),
+        Just(b"PROXY TCP6 ".to_vec()),
+        Just(proxy::V2_SIGNATURE.to_vec()),
+        Just(Vec::new()),
+    ];
+    (start, prop::collection::vec(any::<u8>(), 0..1200)).prop_map(|(mut s, rest)| {
+        s.extend(rest);
+        s
+    })
 }
 
 extern "C" {
@@ -165,5 +189,41 @@ proptest! {
         let out = rules::expand(b"%u", &subst);
         prop_assert!(out.iter().all(|b| b.is_ascii_alphanumeric() || b"!@%_=+:,./-".contains(b)));
         prop_assert!(out.len() <= rules::MAX_SUBST_LEN);
+    }
+
+    #[test]
+    fn proxy_parser_answers_within_its_bound_and_every_prefix_agrees(bytes in header_like()) {
+        let whole = proxy::parse(&bytes);
+        match &whole {
+            Ok(proxy::Parse::Complete(_, used)) => prop_assert!(*used <= bytes.len() && *used <= MAX_HEADER_LEN),
+            Ok(proxy::Parse::Incomplete) => prop_assert!(bytes.len() < MAX_HEADER_LEN),
+            Err(_) => {}
+        }
+        for cut in (0..bytes.len()).step_by(7) {
+            match proxy::parse(&bytes[..cut]) {
+                Ok(proxy::Parse::Incomplete) => {}
+                prefix => prop_assert_eq!(&prefix, &whole, "cut at {}", cut),
+            }
+        }
+    }
+
+    #[test]
+    fn proxy_headers_parse_back_whole_at_every_split(
+        src in socket_addr(),
+        dst in socket_addr(),
+        v2 in any::<bool>(),
+        tlvs in prop::collection::vec(any::<u8>(), 0..64),
+        after in prop::collection::vec(any::<u8>(), 0..32),
+    ) {
+        // One family for both, as a real connection has.
+        let dst = if src.is_ipv4() == dst.is_ipv4() { dst } else { std::net::SocketAddr::new(src.ip(), dst.port()) };
+        let mut bytes = if v2 { proxy::encode_v2(Some((src, dst)), &tlvs) } else { proxy::encode_v1(src, dst) };
+        let len = bytes.len();
+        bytes.extend_from_slice(&after);
+        let want = Header::Proxied { version: if v2 { 2 } else { 1 }, src, dst };
+        prop_assert_eq!(proxy::parse(&bytes), Ok(proxy::Parse::Complete(want, len)));
+        for cut in 0..len {
+            prop_assert_eq!(proxy::parse(&bytes[..cut]), Ok(proxy::Parse::Incomplete));
+        }
     }
 }
