@@ -54,7 +54,13 @@ for _ in $(seq 100); do
 done
 [ -n "$leader" ] || { cat "$log" >&2; echo "container.sh: no systemd in the container" >&2; exit 1; }
 inside() { nsenter -t "$leader" -a /bin/sh -c "$1"; }
-inside "systemctl is-system-running --wait" >/dev/null
+state=
+for _ in $(seq 300); do
+	state=$(inside "systemctl is-system-running --wait" 2>/dev/null) || true
+	case $state in running | degraded) break ;; esac
+	sleep 0.2
+done
+case $state in running | degraded) ;; *) echo "container.sh: systemd did not come up ($state)" >&2; exit 1 ;; esac
 
 inside "SOCKS4D_BIN=$top/target/release/socks4d $top/install.sh" >/dev/null
 inside "echo 'permit 127.0.0.0/8' > /etc/socks4d.conf"
