@@ -113,6 +113,12 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, policy: &Policy, log: &L
                     break;
                 }
             };
+            // Children that have exited since the last poll are only
+            // counted as gone once reaped: at the cap, reap first, or a run
+            // of quick connections would fill it with the exited.
+            if children.len() >= cfg.max_children {
+                reap(&mut children, Some(log));
+            }
             if children.len() >= cfg.max_children {
                 log.warning(
                     Line::new("refused")
