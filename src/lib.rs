@@ -17,4 +17,5 @@ pub mod request;
 pub mod route;
 pub mod rules;
 pub mod session;
+pub mod start;
 pub mod syscalls;

@@ -1,6 +1,11 @@
 //! socks4d: arguments, intake, exit status.
+//!
+//! `#![no_main]`: every connection starts a process, and std's runtime
+//! start is work no connection needs; [`socks4d::start::prepare`] does the
+//! part that matters (SIGPIPE, the standard descriptors). `std::env::args`
+//! still works: glibc hands std the arguments through `.init_array`.
 
-use std::process::ExitCode;
+#![no_main]
 
 use socks4d::audit::Log;
 use socks4d::config::{self, Action, Config};
@@ -17,7 +22,14 @@ const HOW_TO_RUN: &str = "socks4d: no client socket. Run it from inetd \
 (`socks stream tcp nowait nobody /usr/sbin/socks4d socks4d`), from a systemd \
 socket unit (Accept=yes, or Accept=no for one long-running socks4d), or try it with `socks4d --listen 127.0.0.1:1080 --log-stderr`";
 
-fn main() -> ExitCode {
+#[no_mangle]
+pub extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+    socks4d::start::prepare();
+    std::ffi::c_int::from(run())
+}
+
+/// The program; its exit status.
+fn run() -> u8 {
     let mut cfg = match config::parse_args(std::env::args().skip(1)) {
         Ok(Action::Serve(cfg)) => cfg,
         Ok(Action::CheckConfig(cfg)) => return check_config(&cfg),
@@ -30,11 +42,11 @@ fn main() -> ExitCode {
         }) => return explain(&cfg, &user, &src, &dst, &port),
         Ok(Action::Help) => {
             println!("{}", config::USAGE);
-            return ExitCode::SUCCESS;
+            return 0;
         }
         Ok(Action::Version) => {
             println!("socks4d {}", env!("CARGO_PKG_VERSION"));
-            return ExitCode::SUCCESS;
+            return 0;
         }
         Err(e) => {
             // Under inetd stderr may be the client's socket.
@@ -44,7 +56,7 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("socks4d: {e}\n{}", config::USAGE);
             }
-            return ExitCode::from(EXIT_USAGE);
+            return EXIT_USAGE;
         }
     };
 
@@ -62,7 +74,7 @@ fn main() -> ExitCode {
                 if !cfg.log_stderr {
                     eprintln!("socks4d: {msg}");
                 }
-                ExitCode::from(EXIT_SETUP)
+                EXIT_SETUP
             }
         };
     }
@@ -75,7 +87,7 @@ fn main() -> ExitCode {
                     "setup error: --max-children needs --listen or a listening socket \
                      (Accept=no, inetd wait); here one connection was passed",
                 );
-                return ExitCode::from(EXIT_USAGE);
+                return EXIT_USAGE;
             }
             // Syslog is open and the rules and routes are read; drop root
             // and confine the process before reading a byte from the
@@ -85,25 +97,28 @@ fn main() -> ExitCode {
                 // Nothing is read as root; the client hears a refusal.
                 socks4d::net::turn_away(c.stream);
                 log.error(&format!("setup error: {e:#}"));
-                return ExitCode::from(EXIT_SETUP);
+                return EXIT_SETUP;
             }
             if !confine::Plan::new(&cfg).enter().log(&log) {
                 socks4d::net::turn_away(c.stream);
-                return ExitCode::from(EXIT_SETUP);
+                return EXIT_SETUP;
             }
             if let Some(arrival) = intake::arrive(c.stream, c.peer, c.local, &cfg, &log) {
                 session::handle(arrival, &cfg, &policy, &log);
             }
-            ExitCode::SUCCESS
+            // The connection is done and its lines are written. Exit here
+            // without dropping the rules, the configuration and the log:
+            // the kernel frees all of it at once.
+            std::process::exit(0)
         }
         Found::Listeners(listeners, stderr_allowed) => serve_listeners(&cfg, listeners, stderr_allowed),
         Found::SetupError(why, stderr_allowed) => {
             open_log(&cfg, stderr_allowed).error(&format!("setup error: {why}"));
-            ExitCode::from(EXIT_SETUP)
+            EXIT_SETUP
         }
         Found::Nothing => {
             eprintln!("{HOW_TO_RUN}");
-            ExitCode::from(EXIT_USAGE)
+            EXIT_USAGE
         }
     }
 }
@@ -152,7 +167,7 @@ fn load_rules(cfg: &Config, log: &Log) -> rules::Loaded {
 
 /// `--check-config`: every error and every warning with its line on
 /// stderr, then a summary on stdout; exit 1 when the file cannot be used.
-fn check_config(cfg: &Config) -> ExitCode {
+fn check_config(cfg: &Config) -> u8 {
     let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named);
     let mut diagnostics: Vec<(Option<usize>, String)> =
         checked.notes.iter().map(|n| (Some(n.line), n.to_string())).collect();
@@ -193,9 +208,9 @@ fn check_config(cfg: &Config) -> ExitCode {
     };
     let routes_ok = check_routes(cfg);
     if rules_ok && routes_ok {
-        ExitCode::SUCCESS
+        0
     } else {
-        ExitCode::from(EXIT_SETUP)
+        EXIT_SETUP
     }
 }
 
@@ -249,7 +264,7 @@ fn check_routes(cfg: &Config) -> bool {
 
 /// `--explain USER SRC DST PORT`: which line decides that request, and how,
 /// with the warnings `--check-config` gives for that line.
-fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> ExitCode {
+fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> u8 {
     let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named);
     let (loaded, routes) = match (checked.loaded, route::load(cfg.route_file.as_deref())) {
         (Ok(r), Ok(routes)) => (r, routes),
@@ -257,18 +272,18 @@ fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> ExitCo
             for e in rules.err().into_iter().chain(routes.err()).flatten() {
                 eprintln!("{e}");
             }
-            return ExitCode::from(EXIT_SETUP);
+            return EXIT_SETUP;
         }
     };
     let (Ok(src_ip), Ok(dst_ip)) = (src.parse(), dst.parse()) else {
         eprintln!("socks4d: --explain: SRC and DST must be IP addresses");
-        return ExitCode::from(EXIT_USAGE);
+        return EXIT_USAGE;
     };
     let port = match rules::port_number(port.as_bytes(), &loaded.services) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("socks4d: --explain: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return EXIT_USAGE;
         }
     };
     let facts = rules::Facts {
@@ -300,7 +315,7 @@ fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> ExitCo
     if d.permit() {
         explain_source(cfg, &routes, dst_ip);
     }
-    ExitCode::SUCCESS
+    0
 }
 
 /// `--explain`'s lines on the source address of the CONNECT: the route
@@ -327,18 +342,18 @@ fn explain_source(cfg: &Config, routes: &route::Routes, dst: std::net::IpAddr) {
 
 /// `--listen`, `Accept=no` or inetd `wait`: one forked handler per
 /// connection until SIGTERM.
-fn serve_listeners(cfg: &Config, listeners: Vec<std::net::TcpListener>, stderr_allowed: bool) -> ExitCode {
+fn serve_listeners(cfg: &Config, listeners: Vec<std::net::TcpListener>, stderr_allowed: bool) -> u8 {
     let log = open_log(cfg, stderr_allowed);
     let policy = load_policy(cfg, &log);
     match listen::serve(listeners, cfg, &policy, &log) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             let msg = format!("setup error: {e:#}");
             log.error(&msg);
             if !cfg.log_stderr && stderr_allowed && !intake::socket_passed() {
                 eprintln!("socks4d: {msg}");
             }
-            ExitCode::from(EXIT_SETUP)
+            EXIT_SETUP
         }
     }
 }

@@ -1,0 +1,61 @@
+//! What std's runtime start did before `main` that socks4d needs, done
+//! explicitly. `src/main.rs` is `#![no_main]`: std's start reads
+//! `/proc/self/maps` to place a guard page for the main thread, installs
+//! SIGSEGV and SIGBUS handlers on an alternate stack and looks up the CPU
+//! affinity: about 100 000 instructions and a dozen system calls at every
+//! connection for a stack-overflow message that `panic = "abort"` does not
+//! need. Two of its steps matter and are kept here.
+
+use nix::libc;
+
+/// Makes the process ready for the rest of `main`, as std's start would:
+///
+/// - SIGPIPE is ignored, so that a write to a closed pipe or socket (a
+///   logger's stderr, a client gone) fails with EPIPE instead of killing
+///   the process before its audit line. Commands started with
+///   `std::process::Command` get the default disposition back.
+/// - Descriptors 0, 1 and 2 are open: each closed one is opened on
+///   `/dev/null`, so that no socket or file opened later takes its number
+///   and receives what is meant for a standard stream.
+pub fn prepare() {
+    // SAFETY: setting a signal's disposition to SIG_IGN involves no
+    // handler code; the process is single-threaded here.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    open_std_fds();
+}
+
+/// Opens `/dev/null` on each of 0, 1 and 2 that is closed, with one `poll`
+/// when none is (POLLNVAL marks a closed one).
+fn open_std_fds() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: `fds` is a valid array of three pollfd for the call.
+    let polled = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
+    let closed = |fd: &libc::pollfd| {
+        if polled >= 0 {
+            fd.revents & libc::POLLNVAL != 0
+        } else {
+            // poll itself failed (EINTR, ENOMEM): ask each descriptor.
+            // SAFETY: F_GETFD on any number only reads the fd table.
+            let bad = unsafe { libc::fcntl(fd.fd, libc::F_GETFD) } == -1;
+            bad && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
+        }
+    };
+    for fd in fds.iter().filter(|fd| closed(fd)) {
+        // SAFETY: a NUL-terminated path; the lowest free descriptor is the
+        // closed standard one (the lower ones are open by now).
+        let got = unsafe { libc::open(b"/dev/null\0".as_ptr().cast(), libc::O_RDWR) };
+        if got != fd.fd && got >= 0 {
+            // SAFETY: `got` was just opened here and is owned by nobody.
+            unsafe {
+                libc::dup2(got, fd.fd);
+                libc::close(got);
+            }
+        }
+    }
+}
