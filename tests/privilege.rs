@@ -30,13 +30,44 @@ fn groups(pid: u32) -> String {
 
 #[test]
 fn root_drops_to_nobody_before_reading_the_request() {
+    drops_before_reading_the_request("nobody");
+}
+
+#[test]
+fn numeric_user_and_group_drop_the_same_way() {
+    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+        return;
+    };
+    drops_before_reading_the_request(&format!("{}:{}", nobody.uid, nobody.gid));
+}
+
+#[test]
+fn numeric_root_ids_are_refused() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root (CI runs as root)");
+        return;
+    }
+    for (user, why) in [("0:65534", "is root"), ("65534:0", "group 0")] {
+        let args: Vec<&str> = ARGS.iter().copied().chain(["--user", user]).collect();
+        let mut s = spawn_stdin(&args);
+        s.client.write_all(&connect_req(closed_port(), b"u")).unwrap();
+        assert_eq!(read_reply(&mut s.client), [0, 0x5B, 0, 0, 0, 0, 0, 0], "{user}");
+        let (status, log) = finish(&mut s, EXIT);
+        assert_eq!(status.code(), Some(1), "{user}");
+        assert!(log.contains("setup error") && log.contains(why), "{user}: {log}");
+    }
+}
+
+/// Started as root with `--user user` (`nobody` by name or number), the
+/// handler has become nobody while it waits for the request, and serves.
+fn drops_before_reading_the_request(user: &str) {
     if !is_root() {
         eprintln!("SKIPPED: needs root (CI runs as root)");
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let dst = echo_dest();
-    let args: Vec<&str> = ARGS.iter().copied().chain(["--user", "nobody"]).collect();
+    let args: Vec<&str> = ARGS.iter().copied().chain(["--user", user]).collect();
     let mut s = spawn_stdin(&args);
     // Nothing sent yet: the process is waiting for the request, and has
     // already dropped.
