@@ -28,7 +28,12 @@ pub const MAX_LOGGED_VALUE_LEN: usize = 256;
 /// for journald or rsyslogd to restart, short enough that a stuck logger
 /// does not pile up handlers.
 pub const DEFAULT_LOG_TIMEOUT: Duration = Duration::from_secs(5);
-/// Where syslog(3) looks for the local logger, in order.
+/// Where the local logger listens. On Linux that is `/dev/log` alone, as
+/// for glibc's syslog(3): trying the BSD and macOS paths as well cost two
+/// more sockets at every connection on a host without a logger.
+#[cfg(target_os = "linux")]
+const SYSLOG_PATHS: &[&str] = &["/dev/log"];
+#[cfg(not(target_os = "linux"))]
 const SYSLOG_PATHS: &[&str] = &["/dev/log", "/var/run/syslog", "/var/run/log"];
 
 /// Where log lines go. Opened once per process, before the client is read.
