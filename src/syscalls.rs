@@ -12,12 +12,15 @@
 //! The filter kills the process on a foreign architecture's system call
 //! numbers (as `SystemCallArchitectures=native`).
 //!
-//! [`Filter::new`] compiles the table into one small classic-BPF program:
+//! [`PROGRAM`] is the table compiled, while socks4d is compiled (a `const`),
+//! into one small classic-BPF program:
 //! the calls whose arguments matter are tested first, each by number; every
 //! other call is one bit in a bitmap of allowed numbers. The kernel caches
 //! the answer for each call whose verdict does not depend on arguments, so
 //! those cost nothing at run time, and a program this short (about 200
-//! instructions) installs in tens of microseconds.
+//! instructions) installs in tens of microseconds. Nothing is built at run
+//! time: building it at each connection (a `BTreeMap`, sorted) was about
+//! 100 000 instructions.
 
 use std::collections::BTreeMap;
 
@@ -148,6 +151,8 @@ const ALLOWED: &[i64] = &[
     libc::SYS_sched_get_priority_max,
     libc::SYS_getpriority,
     libc::SYS_getrusage,
+    // Limits may be read (prlimit64 below).
+    libc::SYS_getrlimit,
     libc::SYS_times,
     libc::SYS_uname,
     libc::SYS_sysinfo,
@@ -277,7 +282,7 @@ pub enum Verdict {
 
 /// A condition on the low 32 bits of argument `arg` (or, with `high`, its
 /// high 32 bits): `(value & mask) == equals`, or with `negate` `!=`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cond {
     pub arg: u8,
     pub high: bool,
@@ -286,7 +291,7 @@ pub struct Cond {
     pub negate: bool,
 }
 
-fn low(arg: u8, mask: u32, equals: u32) -> Cond {
+const fn low(arg: u8, mask: u32, equals: u32) -> Cond {
     Cond {
         arg,
         high: false,
@@ -296,94 +301,110 @@ fn low(arg: u8, mask: u32, equals: u32) -> Cond {
     }
 }
 
-fn ne(arg: u8, value: u32) -> Cond {
+const fn ne(arg: u8, value: u32) -> Cond {
     Cond {
         negate: true,
         ..low(arg, u32::MAX, value)
     }
 }
 
-fn eq(arg: u8, equals: u32) -> Cond {
+const fn eq(arg: u8, equals: u32) -> Cond {
     low(arg, u32::MAX, equals)
 }
 
-/// The whole policy: every call with a rule, the rest EPERM.
+const fn high_eq(arg: u8, equals: u32) -> Cond {
+    Cond {
+        high: true,
+        ..eq(arg, equals)
+    }
+}
+
+/// A call whose verdict is not a plain allow.
+#[derive(Debug, Clone, Copy)]
+enum Special {
+    Errno(u16),
+    /// Allowed when one alternative's conditions all hold; else EPERM.
+    Check(&'static [&'static [Cond]]),
+}
+
+const NO_EXEC: &[&[Cond]] = &[&[low(2, libc::PROT_EXEC as u32, 0)]];
+
+/// `socket(2)`: Unix of any type; IPv4 and IPv6 streams (TCP) and
+/// datagrams (UDP, for the name service), nothing raw.
+const SOCKET: &[&[Cond]] = {
+    const fn inet(family: i32, kind: i32, protocol: i32) -> [Cond; 3] {
+        [
+            eq(0, family as u32),
+            low(1, SOCK_TYPE_MASK, kind as u32),
+            eq(2, protocol as u32),
+        ]
+    }
+    use libc::{AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_STREAM};
+    &[
+        &[eq(0, libc::AF_UNIX as u32)],
+        &inet(AF_INET, SOCK_STREAM, 0),
+        &inet(AF_INET, SOCK_STREAM, IPPROTO_TCP),
+        &inet(AF_INET, SOCK_DGRAM, 0),
+        &inet(AF_INET, SOCK_DGRAM, IPPROTO_UDP),
+        &inet(AF_INET6, SOCK_STREAM, 0),
+        &inet(AF_INET6, SOCK_STREAM, IPPROTO_TCP),
+        &inet(AF_INET6, SOCK_DGRAM, 0),
+        &inet(AF_INET6, SOCK_DGRAM, IPPROTO_UDP),
+    ]
+};
+
+/// The calls whose arguments matter, or that fail with another errno.
+const SPECIAL: &[(i64, Special)] = &[
+    // W^X: mmap never writable and executable at once; mprotect never
+    // makes memory executable.
+    (
+        libc::SYS_mmap,
+        Special::Check(&[
+            &[low(2, PROT_WX, 0)],
+            &[low(2, PROT_WX, libc::PROT_WRITE as u32)],
+            &[low(2, PROT_WX, libc::PROT_EXEC as u32)],
+        ]),
+    ),
+    (libc::SYS_mprotect, Special::Check(NO_EXEC)),
+    (libc::SYS_pkey_mprotect, Special::Check(NO_EXEC)),
+    // Threads and processes, but no new namespaces. clone3 hides its flags
+    // in memory a filter cannot read: ENOSYS makes glibc fall back to clone.
+    (libc::SYS_clone, Special::Check(&[&[low(0, NAMESPACE_FLAGS, 0)]])),
+    (libc::SYS_clone3, Special::Errno(libc::ENOSYS as u16)),
+    // Limits may be read, not changed: prlimit64 with no new limit.
+    (libc::SYS_prlimit64, Special::Check(&[&[eq(2, 0), high_eq(2, 0)]])),
+    // Only the Linux personality (0), or asking for the current one.
+    (
+        libc::SYS_personality,
+        Special::Check(&[&[eq(0, 0)], &[eq(0, 0xffff_ffff)]]),
+    ),
+    (libc::SYS_socket, Special::Check(SOCKET)),
+    // Any ioctl but the two that type into a terminal (a descriptor opened
+    // before the confinement, such as --listen's stderr, may be one). The
+    // kernel takes the request as 32 bits.
+    (
+        libc::SYS_ioctl,
+        Special::Check(&[&[ne(1, libc::TIOCSTI as u32), ne(1, libc::TIOCLINUX as u32)]]),
+    ),
+    (libc::SYS_socketpair, Special::Check(&[&[eq(0, libc::AF_UNIX as u32)]])),
+];
+
+/// The whole policy, for reading and for the tests: every call with a
+/// rule, the rest EPERM. The program installed is [`PROGRAM`], compiled
+/// from the same constants.
 pub fn table() -> BTreeMap<u32, Verdict> {
     let mut t: BTreeMap<u32, Verdict> = ALLOWED
         .iter()
         .chain(ALLOWED_X86_64)
         .map(|&nr| (nr as u32, Verdict::Allow))
         .collect();
-    let check = |alts: Vec<Vec<Cond>>| Verdict::Check(alts);
-
-    // W^X: mmap never writable and executable at once; mprotect never
-    // makes memory executable.
-    t.insert(
-        libc::SYS_mmap as u32,
-        check(vec![
-            vec![low(2, PROT_WX, 0)],
-            vec![low(2, PROT_WX, libc::PROT_WRITE as u32)],
-            vec![low(2, PROT_WX, libc::PROT_EXEC as u32)],
-        ]),
-    );
-    let no_exec = || check(vec![vec![low(2, libc::PROT_EXEC as u32, 0)]]);
-    t.insert(libc::SYS_mprotect as u32, no_exec());
-    t.insert(libc::SYS_pkey_mprotect as u32, no_exec());
-
-    // Threads and processes, but no new namespaces. clone3 hides its flags
-    // in memory a filter cannot read: ENOSYS makes glibc fall back to clone.
-    t.insert(libc::SYS_clone as u32, check(vec![vec![low(0, NAMESPACE_FLAGS, 0)]]));
-    t.insert(libc::SYS_clone3 as u32, Verdict::Errno(libc::ENOSYS as u16));
-
-    // Limits may be read, not changed: prlimit64 with no new limit.
-    t.insert(libc::SYS_getrlimit as u32, Verdict::Allow);
-    let null = |arg| {
-        vec![
-            eq(arg, 0),
-            Cond {
-                high: true,
-                ..eq(arg, 0)
-            },
-        ]
-    };
-    t.insert(libc::SYS_prlimit64 as u32, check(vec![null(2)]));
-
-    // Only the Linux personality (0), or asking for the current one.
-    t.insert(
-        libc::SYS_personality as u32,
-        check(vec![vec![eq(0, 0)], vec![eq(0, 0xffff_ffff)]]),
-    );
-
-    // Sockets: Unix of any type; IPv4 and IPv6 streams (TCP) and
-    // datagrams (UDP, for the name service), nothing raw.
-    let mut socket = vec![vec![eq(0, libc::AF_UNIX as u32)]];
-    for family in [libc::AF_INET, libc::AF_INET6] {
-        for (kind, protocols) in [
-            (libc::SOCK_STREAM, [0, libc::IPPROTO_TCP]),
-            (libc::SOCK_DGRAM, [0, libc::IPPROTO_UDP]),
-        ] {
-            for protocol in protocols {
-                socket.push(vec![
-                    eq(0, family as u32),
-                    low(1, SOCK_TYPE_MASK, kind as u32),
-                    eq(2, protocol as u32),
-                ]);
-            }
-        }
+    for &(nr, special) in SPECIAL {
+        let v = match special {
+            Special::Errno(e) => Verdict::Errno(e),
+            Special::Check(alts) => Verdict::Check(alts.iter().map(|a| a.to_vec()).collect()),
+        };
+        t.insert(nr as u32, v);
     }
-    t.insert(libc::SYS_socket as u32, check(socket));
-
-    // Any ioctl but the two that type into a terminal (a descriptor opened
-    // before the confinement, such as --listen's stderr, may be one). The
-    // kernel takes the request as 32 bits.
-    t.insert(
-        libc::SYS_ioctl as u32,
-        check(vec![vec![ne(1, libc::TIOCSTI as u32), ne(1, libc::TIOCLINUX as u32)]]),
-    );
-    t.insert(
-        libc::SYS_socketpair as u32,
-        check(vec![vec![eq(0, libc::AF_UNIX as u32)]]),
-    );
     t
 }
 
@@ -406,36 +427,221 @@ const ARGS_OFFSET: u32 = 16;
 
 const RET_ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
 const RET_KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
-fn ret_errno(errno: u16) -> u32 {
-    libc::SECCOMP_RET_ERRNO | u32::from(errno)
+const fn ret_errno(errno: u16) -> u32 {
+    libc::SECCOMP_RET_ERRNO | errno as u32
 }
 
-fn stmt(code: u16, k: u32) -> libc::sock_filter {
+const fn stmt(code: u16, k: u32) -> libc::sock_filter {
     libc::sock_filter { code, jt: 0, jf: 0, k }
 }
 
-fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
-/// A compiled filter, ready to apply (in each `--listen` child, without
-/// compiling it again).
+/// The number of 32-bit words of the bitmap of plainly allowed calls.
+const WORDS: usize = {
+    let mut max = 0;
+    let mut i = 0;
+    while i < ALLOWED.len() + ALLOWED_X86_64.len() {
+        let nr = allowed_at(i);
+        if nr > max {
+            max = nr;
+        }
+        i += 1;
+    }
+    (max / 32 + 1) as usize
+};
+
+const fn allowed_at(i: usize) -> u32 {
+    let nr = if i < ALLOWED.len() {
+        ALLOWED[i]
+    } else {
+        ALLOWED_X86_64[i - ALLOWED.len()]
+    };
+    assert!(nr >= 0 && nr < 4096, "system call number out of range");
+    nr as u32
+}
+
+/// Room for the program while it is built; [`PROGRAM`] is cut to size.
+const MAX_PROGRAM_LEN: usize = 512;
+
+/// The program: check the architecture and load the call number; the
+/// calls of [`SPECIAL`] by number, each jumping to its leaf; then the
+/// bitmap of plain allowed calls, in 32-bit words: word `nr >> 5`, bit
+/// `nr & 31`. Anything else is EPERM, including numbers past the bitmap
+/// (such as x86_64's x32 calls). Built while compiling socks4d; a jump
+/// that does not fit its byte, or a call listed twice, stops the build.
+const fn compile(arch: u32) -> ([libc::sock_filter; MAX_PROGRAM_LEN], usize) {
+    let mut words = [0u32; WORDS];
+    let mut i = 0;
+    while i < ALLOWED.len() + ALLOWED_X86_64.len() {
+        let nr = allowed_at(i);
+        assert!(
+            words[(nr >> 5) as usize] & (1 << (nr & 31)) == 0,
+            "a call is listed twice"
+        );
+        words[(nr >> 5) as usize] |= 1 << (nr & 31);
+        i += 1;
+    }
+    let mut s = 0;
+    while s < SPECIAL.len() {
+        let nr = SPECIAL[s].0 as u32;
+        assert!(
+            (nr >> 5) as usize >= WORDS || words[(nr >> 5) as usize] & (1 << (nr & 31)) == 0,
+            "a call is both allowed and special"
+        );
+        s += 1;
+    }
+
+    let mut p = [stmt(0, 0); MAX_PROGRAM_LEN];
+    p[0] = stmt(LD_W_ABS, ARCH_OFFSET);
+    p[1] = jump(JEQ_K, arch, 1, 0);
+    p[2] = stmt(RET_K, RET_KILL);
+    p[3] = stmt(LD_W_ABS, NR_OFFSET);
+    let mut n = 4;
+    // The specials' tests; their jumps are set when the leaves are placed.
+    let first_special = n;
+    n += SPECIAL.len();
+    let past_bitmap = n;
+    n += 1;
+    // X = bit, A = word index.
+    p[n] = stmt(AND_K, 31);
+    p[n + 1] = stmt(TAX, 0);
+    p[n + 2] = stmt(LD_W_ABS, NR_OFFSET);
+    p[n + 3] = stmt(RSH_K, 5);
+    n += 4;
+    let mut to_test = [0usize; WORDS];
+    let mut w = 0;
+    while w < WORDS {
+        if words[w] != 0 {
+            p[n] = jump(JEQ_K, w as u32, 0, 2);
+            p[n + 1] = stmt(LD_IMM, words[w]);
+            to_test[w] = n + 2;
+            n += 3;
+        }
+        w += 1;
+    }
+    // No word of that index: deny (the word is 0).
+    p[n] = stmt(LD_IMM, 0);
+    n += 1;
+    let test = n;
+    p[n] = stmt(RSH_X, 0);
+    p[n + 1] = jump(JSET_K, 1, 0, 1);
+    p[n + 2] = stmt(RET_K, RET_ALLOW);
+    n += 3;
+    let deny = n;
+    p[n] = stmt(RET_K, ret_errno(libc::EPERM as u16));
+    n += 1;
+    w = 0;
+    while w < WORDS {
+        if words[w] != 0 {
+            p[to_test[w]] = stmt(JA, (test - to_test[w] - 1) as u32);
+        }
+        w += 1;
+    }
+    p[past_bitmap] = jump(JGE_K, WORDS as u32 * 32, short(deny - past_bitmap - 1), 0);
+
+    // The leaves: an errno, or alternatives of conditions, each a load, an
+    // optional mask and a compare; a failed condition skips to the next
+    // alternative; when none holds, EPERM.
+    s = 0;
+    while s < SPECIAL.len() {
+        let at = first_special + s;
+        p[at] = jump(JEQ_K, SPECIAL[s].0 as u32, short(n - at - 1), 0);
+        match SPECIAL[s].1 {
+            Special::Errno(e) => {
+                p[n] = stmt(RET_K, ret_errno(e));
+                n += 1;
+            }
+            Special::Check(alts) => {
+                let mut a = 0;
+                while a < alts.len() {
+                    let alt = alts[a];
+                    let mut len = 1;
+                    let mut c = 0;
+                    while c < alt.len() {
+                        len += if alt[c].mask == u32::MAX { 2 } else { 3 };
+                        c += 1;
+                    }
+                    let mut left = len;
+                    c = 0;
+                    while c < alt.len() {
+                        let cond = alt[c];
+                        // Little-endian: the low word comes first.
+                        let off = ARGS_OFFSET + 8 * cond.arg as u32 + if cond.high { 4 } else { 0 };
+                        let off = if cfg!(target_endian = "big") { off ^ 4 } else { off };
+                        p[n] = stmt(LD_W_ABS, off);
+                        n += 1;
+                        left -= 1;
+                        if cond.mask != u32::MAX {
+                            p[n] = stmt(AND_K, cond.mask);
+                            n += 1;
+                            left -= 1;
+                        }
+                        left -= 1;
+                        let skip = short(left);
+                        p[n] = if cond.negate {
+                            jump(JEQ_K, cond.equals, skip, 0)
+                        } else {
+                            jump(JEQ_K, cond.equals, 0, skip)
+                        };
+                        n += 1;
+                        c += 1;
+                    }
+                    p[n] = stmt(RET_K, RET_ALLOW);
+                    n += 1;
+                    a += 1;
+                }
+                p[n] = stmt(RET_K, ret_errno(libc::EPERM as u16));
+                n += 1;
+            }
+        }
+        s += 1;
+    }
+    (p, n)
+}
+
+/// A conditional jump's offset, which must fit in a byte.
+const fn short(offset: usize) -> u8 {
+    assert!(offset <= u8::MAX as usize, "a filter jump is too long for its byte");
+    offset as u8
+}
+
+const COMPILED: ([libc::sock_filter; MAX_PROGRAM_LEN], usize) = match AUDIT_ARCH {
+    Some(arch) => compile(arch),
+    None => ([stmt(0, 0); MAX_PROGRAM_LEN], 0),
+};
+
+/// The filter's program for this architecture, compiled with socks4d:
+/// a handler installs it without building anything.
+pub const PROGRAM: [libc::sock_filter; COMPILED.1] = {
+    let mut p = [stmt(0, 0); COMPILED.1];
+    let mut i = 0;
+    while i < p.len() {
+        p[i] = COMPILED.0[i];
+        i += 1;
+    }
+    p
+};
+
+/// The filter, ready to apply (in each `--listen` child too).
 pub struct Filter {
-    program: Vec<libc::sock_filter>,
+    program: &'static [libc::sock_filter],
 }
 
 impl Filter {
-    /// Compiles [`table`] for this architecture, or says why it cannot.
+    /// The filter for this architecture, or why there is none.
     pub fn new() -> Result<Filter, String> {
-        let arch = AUDIT_ARCH.ok_or_else(|| format!("no filter for architecture {}", std::env::consts::ARCH))?;
-        Ok(Filter {
-            program: compile(&table(), arch)?,
-        })
+        if AUDIT_ARCH.is_none() {
+            return Err(format!("no filter for architecture {}", std::env::consts::ARCH));
+        }
+        Ok(Filter { program: &PROGRAM })
     }
 
     /// The program, for inspection.
     pub fn program(&self) -> &[libc::sock_filter] {
-        &self.program
+        self.program
     }
 
     /// Installs the filter on the calling thread (and so on every thread
@@ -483,114 +689,6 @@ fn why_not(e: &std::io::Error) -> String {
         Some(libc::ENOSYS) => "not in this kernel (ENOSYS)".into(),
         _ => format!("seccomp(2): {e}"),
     }
-}
-
-/// The program: check the architecture and load the call number; the
-/// calls with their own verdict (argument checks, other errnos) by number,
-/// each jumping to its leaf; then the bitmap of plain allowed calls, in
-/// 32-bit words: word `nr >> 5`, bit `nr & 31`. Anything else is EPERM,
-/// including numbers past the bitmap (such as x86_64's x32 calls).
-fn compile(table: &BTreeMap<u32, Verdict>, arch: u32) -> Result<Vec<libc::sock_filter>, String> {
-    let specials: Vec<(u32, &Verdict)> = table
-        .iter()
-        .filter(|(_, v)| **v != Verdict::Allow)
-        .map(|(&nr, v)| (nr, v))
-        .collect();
-    let mut words: BTreeMap<u32, u32> = BTreeMap::new();
-    for (&nr, v) in table {
-        if *v == Verdict::Allow {
-            *words.entry(nr >> 5).or_default() |= 1 << (nr & 31);
-        }
-    }
-    let limit = words.keys().next_back().map_or(0, |w| (w + 1) * 32);
-
-    let mut p = vec![
-        stmt(LD_W_ABS, ARCH_OFFSET),
-        jump(JEQ_K, arch, 1, 0),
-        stmt(RET_K, RET_KILL),
-        stmt(LD_W_ABS, NR_OFFSET),
-    ];
-    // Jumps to patch once their targets are known: (instruction, target).
-    let mut to_leaf = Vec::new();
-    for &(nr, _) in &specials {
-        to_leaf.push(p.len());
-        p.push(jump(JEQ_K, nr, 0, 0));
-    }
-    let past_bitmap = p.len();
-    p.push(jump(JGE_K, limit, 0, 0));
-    // X = bit, A = word index.
-    p.extend([stmt(AND_K, 31), stmt(TAX, 0), stmt(LD_W_ABS, NR_OFFSET), stmt(RSH_K, 5)]);
-    let mut to_test = Vec::new();
-    for (&w, &mask) in &words {
-        p.push(jump(JEQ_K, w, 0, 2));
-        p.push(stmt(LD_IMM, mask));
-        to_test.push(p.len());
-        p.push(stmt(JA, 0));
-    }
-    // No word of that index: deny (the word is 0).
-    p.push(stmt(LD_IMM, 0));
-    let test = p.len();
-    p.extend([stmt(RSH_X, 0), jump(JSET_K, 1, 0, 1), stmt(RET_K, RET_ALLOW)]);
-    let deny = p.len();
-    p.push(stmt(RET_K, ret_errno(libc::EPERM as u16)));
-    for i in to_test {
-        p[i].k = (test - i - 1) as u32;
-    }
-    p[past_bitmap].jt = short(deny - past_bitmap - 1)?;
-    for (i, (_, v)) in to_leaf.into_iter().zip(&specials) {
-        p[i].jt = short(p.len() - i - 1)?;
-        leaf(v, &mut p)?;
-    }
-    if p.len() > usize::from(u16::MAX) {
-        return Err(format!("filter too long ({} instructions)", p.len()));
-    }
-    Ok(p)
-}
-
-/// A conditional jump's offset, which must fit in a byte.
-fn short(offset: usize) -> Result<u8, String> {
-    u8::try_from(offset).map_err(|_| format!("filter jump of {offset} instructions is too long"))
-}
-
-/// A special call's leaf: its errno, or its alternatives of conditions,
-/// each a load, an optional mask and a compare; a failed condition skips to
-/// the next alternative; when none holds, EPERM.
-fn leaf(v: &Verdict, p: &mut Vec<libc::sock_filter>) -> Result<(), String> {
-    match v {
-        Verdict::Allow => p.push(stmt(RET_K, RET_ALLOW)),
-        Verdict::Errno(e) => p.push(stmt(RET_K, ret_errno(*e))),
-        Verdict::Check(alts) => {
-            for alt in alts {
-                let len: usize = alt
-                    .iter()
-                    .map(|c| if c.mask == u32::MAX { 2 } else { 3 })
-                    .sum::<usize>()
-                    + 1;
-                let mut left = len;
-                for c in alt {
-                    // Little-endian: the low word comes first.
-                    let off = ARGS_OFFSET + 8 * u32::from(c.arg) + if c.high { 4 } else { 0 };
-                    let off = if cfg!(target_endian = "big") { off ^ 4 } else { off };
-                    p.push(stmt(LD_W_ABS, off));
-                    left -= 1;
-                    if c.mask != u32::MAX {
-                        p.push(stmt(AND_K, c.mask));
-                        left -= 1;
-                    }
-                    left -= 1;
-                    let skip = short(left)?;
-                    p.push(if c.negate {
-                        jump(JEQ_K, c.equals, skip, 0)
-                    } else {
-                        jump(JEQ_K, c.equals, 0, skip)
-                    });
-                }
-                p.push(stmt(RET_K, RET_ALLOW));
-            }
-            p.push(stmt(RET_K, ret_errno(libc::EPERM as u16)));
-        }
-    }
-    Ok(())
 }
 
 /// Runs `program` on a call as the kernel would: the return value.
