@@ -271,7 +271,7 @@ fn build(
         .scope(Scope::from_all(SCOPE_ABI))?
         .create()?;
     let mut add = |created: RulesetCreated, path: &Path, access, named: bool| match PathFd::new(path) {
-        Ok(fd) => created.add_rule(PathBeneath::new(fd, access)),
+        Ok(fd) => created.add_rule(PathBeneath::new(fd, access)).map(|c| (c, true)),
         Err(e) => {
             if exhausted(&e) {
                 *short = Some(Failure {
@@ -281,19 +281,28 @@ fn build(
             } else if named {
                 skipped.push(format!("{}: {e}; left out of the confinement", path.display()));
             }
-            Ok(created)
+            Ok((created, false))
         }
     };
+    let mut added: Vec<&str> = Vec::with_capacity(READABLE.len());
     for p in READABLE {
-        created = add(created, Path::new(p), read, false)?;
+        match covered_link(p, &added) {
+            Link::Covered | Link::Missing => continue,
+            Link::Not => {}
+        }
+        let (c, ok) = add(created, Path::new(p), read, false)?;
+        created = c;
+        if ok {
+            added.push(p);
+        }
     }
     for p in readable {
-        created = add(created, p, read, true)?;
+        created = add(created, p, read, true)?.0;
     }
     // Writable, but nothing there may be run: a handler must not bring its
     // own program.
     for p in writable {
-        created = add(created, p, AccessFs::from_all(FS_ABI) & !AccessFs::Execute, true)?;
+        created = add(created, p, AccessFs::from_all(FS_ABI) & !AccessFs::Execute, true)?.0;
     }
     for &(dev, write) in DEVICES {
         let access = if write {
@@ -301,9 +310,42 @@ fn build(
         } else {
             AccessFs::ReadFile.into()
         };
-        created = add(created, Path::new(dev), access, false)?;
+        created = add(created, Path::new(dev), access, false)?.0;
     }
     Ok(created)
+}
+
+/// What a [`READABLE`] path is, as far as its rule goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Link {
+    /// A symbolic link into one of `added` (`/bin` -> `usr/bin` where
+    /// `/usr` is merged): its rule would sit on an inode beneath a
+    /// directory already allowed the same rights, so it adds nothing.
+    Covered,
+    /// Not there at all.
+    Missing,
+    /// Anything else: a directory, or a link elsewhere. It gets its rule.
+    Not,
+}
+
+/// Reads `path` as a link with one `readlink` (cheaper than the open,
+/// stat, rule and close its rule costs).
+fn covered_link(path: &str, added: &[&str]) -> Link {
+    match std::fs::read_link(path) {
+        Ok(target) => {
+            let target = target.to_string_lossy();
+            let rel = target.strip_prefix('/').unwrap_or(&target);
+            let first = rel.split('/').next().unwrap_or_default();
+            let inside = added.iter().any(|a| a.strip_prefix('/') == Some(first));
+            if inside && !rel.split('/').any(|c| c == "..") {
+                Link::Covered
+            } else {
+                Link::Not
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Link::Missing,
+        Err(_) => Link::Not,
+    }
 }
 
 #[cfg(test)]
@@ -322,5 +364,23 @@ mod tests {
              signals and abstract sockets outside the handler"
         );
         assert_eq!(abi_number(ABI::V6), 6);
+    }
+
+    #[test]
+    fn links_into_an_allowed_directory_need_no_rule_of_their_own() {
+        let dir = std::env::temp_dir().join(format!("socks4d-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("usr/bin")).unwrap();
+        let at = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        std::os::unix::fs::symlink("usr/bin", at("bin")).unwrap();
+        std::os::unix::fs::symlink("/usr/../root", at("up")).unwrap();
+        std::os::unix::fs::symlink("/srv/x", at("srv")).unwrap();
+        assert_eq!(covered_link(&at("bin"), &["/usr"]), Link::Covered);
+        assert_eq!(covered_link(&at("bin"), &["/etc"]), Link::Not);
+        assert_eq!(covered_link(&at("up"), &["/usr"]), Link::Not);
+        assert_eq!(covered_link(&at("srv"), &["/usr"]), Link::Not);
+        assert_eq!(covered_link(&at("usr"), &["/usr"]), Link::Not);
+        assert_eq!(covered_link(&at("none"), &["/usr"]), Link::Missing);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
