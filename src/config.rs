@@ -63,6 +63,8 @@ pub struct Config {
     /// `--proxy-protocol`: the peers (load balancers) whose connections
     /// must begin with a PROXY protocol header.
     pub proxy_protocol: Vec<Net>,
+    /// `--check-config --compile`: also write the frozen rules file.
+    pub compile: bool,
 }
 
 /// Where CONNECTs leave from when no route line decides.
@@ -121,6 +123,7 @@ impl Default for Config {
             route_file: None,
             outgoing: Outgoing::Kernel,
             proxy_protocol: Vec::new(),
+            compile: false,
         }
     }
 }
@@ -145,11 +148,11 @@ pub enum Action {
 
 pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--request-timeout SECS]
                [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
-               [--bind-address ADDR] [--bind-ports LO-HI] [--user NAME]
+               [--bind-address ADDR] [--bind-ports LO-HI] [--user NAME|UID:GID]
                [--readable DIR]... [--writable DIR]... [--route FILE]
                [--outgoing-address ADDR|same]... [--proxy-protocol CIDR[,CIDR...]]
                [--ident required|optional|off] [-I] [-i] [--ident-timeout SECS]
-               [-f FILE] [--check-config] [--explain USER SRC DST PORT]
+               [-f FILE] [--check-config [--compile]] [--explain USER SRC DST PORT]
                [--log-stderr] [--log-facility NAME] [--log-timeout SECS]";
 
 /// Parses the arguments after the program name.
@@ -256,6 +259,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                 }
             }
             "--check-config" => check = true,
+            "--compile" => cfg.compile = true,
             // USER SRC DST PORT are the arguments that are not options,
             // before or after the others (`--explain -f FILE alice ...`).
             "--explain" => explain = true,
@@ -296,6 +300,9 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
     }
     if let Some(word) = words.first() {
         return Err(format!("{word}: unexpected argument (only --explain takes arguments)"));
+    }
+    if cfg.compile && !check {
+        return Err("--compile needs --check-config".into());
     }
     if check {
         return Ok(Action::CheckConfig(cfg));
@@ -508,6 +515,7 @@ mod tests {
             ("--bind-ports 0-5", "LO-HI"),
             ("--bind-ports 7", "LO-HI"),
             ("--bind-address host", "--bind-address host"),
+            ("--compile", "--compile needs --check-config"),
         ] {
             let err = parse_args(args(a)).unwrap_err();
             assert!(err.contains(want), "{a}: {err}");

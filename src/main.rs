@@ -155,7 +155,15 @@ fn load_rules(cfg: &Config, log: &Log) -> rules::Loaded {
             "rules: {} is absent; built-in policy: permit loopback clients, deny the rest",
             cfg.rules_file.display()
         )),
-        Ok(_) => {}
+        Ok(r) => {
+            if let Some(why) = &r.frozen_unused {
+                log.warning(&format!(
+                    "rules: {} not used: {why}; {} was read instead (run socks4d --check-config --compile)",
+                    rules::frozen::path_for(&cfg.rules_file).display(),
+                    cfg.rules_file.display()
+                ));
+            }
+        }
         Err(errors) => {
             for e in errors {
                 log.error(&format!("config error: {e}; no service until it is fixed"));
@@ -194,7 +202,23 @@ fn check_config(cfg: &Config) -> u8 {
                 r.rules.len(),
                 count_warnings(checked.notes.len())
             );
-            true
+            if cfg.compile {
+                match rules::freeze(&cfg.rules_file) {
+                    Ok((path, n)) => {
+                        println!("{}: written, {n} rules", path.display());
+                        true
+                    }
+                    Err(e) => {
+                        eprintln!("socks4d: {e}");
+                        false
+                    }
+                }
+            } else {
+                if let Some(status) = rules::frozen_status(&cfg.rules_file) {
+                    println!("{status}");
+                }
+                true
+            }
         }
         Err(errors) => {
             println!(

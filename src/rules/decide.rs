@@ -45,6 +45,12 @@ impl Decision<'_> {
 
 /// The first line that matches decides; if none does, deny.
 pub fn decide<'a>(rules: &'a Rules, facts: &Facts) -> Decision<'a> {
+    if let Some(f) = &rules.frozen {
+        return Decision {
+            rules,
+            rule: f.decide(facts),
+        };
+    }
     for rule in &rules.rules {
         if rule.matches(facts) {
             return Decision {
@@ -93,6 +99,8 @@ mod tests {
             no_identd: None,
             bad_id: None,
             services: Services::default(),
+            frozen: None,
+            frozen_unused: None,
         }
     }
 

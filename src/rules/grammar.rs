@@ -102,6 +102,8 @@ pub fn check(text: &[u8], file: &str, services: Services, lookups: &mut dyn Look
         no_identd: None,
         bad_id: None,
         services,
+        frozen: None,
+        frozen_unused: None,
     };
     let mut errors = Vec::new();
     let mut notes = Vec::new();

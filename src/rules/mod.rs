@@ -28,6 +28,7 @@
 pub mod classic;
 pub mod command;
 pub mod decide;
+pub mod frozen;
 pub mod grammar;
 pub mod services;
 pub mod users;
@@ -229,6 +230,11 @@ pub struct Rules {
     /// Run when the identd names another user than the one claimed.
     pub bad_id: Option<Hook>,
     pub services: Services,
+    /// The rules as mapped from the rules file's frozen file, decided in
+    /// place; `rules` is then empty.
+    pub frozen: Option<frozen::Frozen>,
+    /// A frozen file was there and not used: why.
+    pub frozen_unused: Option<String>,
 }
 
 impl Rules {
@@ -267,7 +273,18 @@ impl Rules {
             no_identd: None,
             bad_id: None,
             services,
+            frozen: None,
+            frozen_unused: None,
         }
+    }
+
+    /// The number of rules.
+    pub fn len(&self) -> usize {
+        self.frozen.as_ref().map_or(self.rules.len(), frozen::Frozen::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// The `rule=` label of line `line`, or of no line matching.
@@ -418,11 +435,53 @@ pub(crate) fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
     Ok(text)
 }
 
-/// Reads and parses `path`. When the file is absent and was not `named`
-/// on the command line, the built-in policy applies. A named file that is
+/// Reads and parses `path`, or maps its frozen file when that is there and
+/// current ([`frozen`]). When the file is absent and was not `named` on the
+/// command line, the built-in policy applies. A named file that is
 /// missing, and any file that cannot be read or parsed, is an error.
 pub fn load(path: &Path, named: bool) -> Loaded {
-    load_checked(path, named).loaded
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        // As load_checked says it.
+        Err(_) => return load_checked(path, named).loaded,
+    };
+    match frozen::open(path, &meta) {
+        Ok(opened) => Ok(Rules {
+            origin: Origin::File(path.display().to_string()),
+            rules: Vec::new(),
+            no_identd: opened.no_identd,
+            bad_id: opened.bad_id,
+            services: Services::system(),
+            frozen: Some(opened.frozen),
+            frozen_unused: None,
+        }),
+        Err(unused) => {
+            let mut loaded = load_checked(path, named).loaded;
+            if let (Ok(rules), frozen::Unused::Stale(why)) = (&mut loaded, unused) {
+                rules.frozen_unused = Some(why);
+            }
+            loaded
+        }
+    }
+}
+
+/// What `--check-config` says about the frozen file of `path`, if there
+/// is one: current, or why a connection would not use it.
+pub fn frozen_status(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let text = read_capped(path).ok()?;
+    frozen::status(path, &meta, &text)
+}
+
+/// Writes the frozen file of rules file `path` (`--check-config
+/// --compile`): parsed again here, with every file it names recorded.
+/// Returns the frozen file's path and its number of rules, or why none
+/// was written.
+pub fn freeze(path: &Path) -> Result<(PathBuf, usize), String> {
+    frozen::write(path, |text, lookups| {
+        let file = path.display().to_string();
+        check(text, &file, Services::system(), lookups)
+    })
 }
 
 /// As [`load`], with the notes `--check-config` prints.

@@ -50,6 +50,12 @@ impl Services {
         })
     }
 
+    /// Whether the system's table has been read (a port was given by
+    /// name, or a command's `%S` asked).
+    pub fn was_read(&self) -> bool {
+        self.path.is_some() && self.table.get().is_some()
+    }
+
     /// The TCP port of service `name` (a name or an alias).
     pub fn port(&self, name: &str) -> Option<u16> {
         self.table().by_name.get(name).copied()
