@@ -49,8 +49,18 @@ pub(crate) fn field_notes(raw: &[u8]) -> LineNotes {
         Some(p) => &raw[..p],
         None => raw,
     };
-    let tokens: Vec<(usize, &[u8])> = fields(body).collect();
-    let Some(op_at) = port_test_at(&tokens) else {
+    // The first fields are all that matter, and the count: no allocation
+    // (this runs for every classic rule at every connection that parses).
+    let mut first = [(0, &b""[..]); SOCKD_MAX_FIELDS + 2];
+    let mut total = 0;
+    for f in fields(body) {
+        if let Some(slot) = first.get_mut(total) {
+            *slot = f;
+        }
+        total += 1;
+    }
+    let tokens = &first[..total.min(first.len())];
+    let Some(op_at) = port_test_at(tokens) else {
         return Vec::new();
     };
     let port_at = op_at + 1;
@@ -66,7 +76,7 @@ pub(crate) fn field_notes(raw: &[u8]) -> LineNotes {
             format!(
                 "{} fields; CSTC sockd ignored the port test of such lines ({test:?} was its 8th field with the \
                  rest of the line, so it matched every port); socks4d applies it",
-                tokens.len()
+                total
             ),
         )];
     }
@@ -77,7 +87,7 @@ pub(crate) fn field_notes(raw: &[u8]) -> LineNotes {
             let after = match raw.get(body.len()) {
                 Some(b':') => "a command",
                 Some(b'#') => "a comment",
-                _ if tokens.len() > SOCKD_MAX_FIELDS => "more fields",
+                _ if total > SOCKD_MAX_FIELDS => "more fields",
                 _ if eighth.ends_with(b"\r") => "a CR (a DOS line end)",
                 _ => "a blank",
             };
