@@ -11,8 +11,15 @@ cd "$(dirname "$0")/.."
 # Extra arguments given to socks4d in both the inetd and --listen variants.
 # No identd runs on a bench machine, hence --ident off; nor, often, a
 # syslog daemon, and socks4d grants nothing it cannot log, hence
-# --log-stderr (the bench sends socks4d's stderr to /dev/null).
-SOCKS4D_ARGS="${SOCKS4D_ARGS:---ident off --log-stderr}"
+# --log-stderr (the bench sends socks4d's stderr to /dev/null). Run as
+# root, socks4d drops to nobody at each start: given in numbers, resolved
+# once here as an install step would, so that no connection asks the
+# name service.
+user=
+if [ "$(id -u)" = 0 ] && id nobody >/dev/null 2>&1; then
+    user="--user $(id -u nobody):$(id -g nobody)"
+fi
+SOCKS4D_ARGS="${SOCKS4D_ARGS:---ident off --log-stderr $user}"
 
 need() { command -v "$1" >/dev/null 2>&1; }
 install() {

@@ -26,6 +26,7 @@ fn bench_runs_and_writes_its_table() {
         .arg("--bin")
         .arg(common::bin())
         .args(["--bytes", "1048576", "--rounds", "1", "--latency", "5", "--conns", "16"])
+        .args(["--rules", "1,100"])
         .args([
             "--idle",
             "4",
@@ -68,6 +69,21 @@ fn bench_runs_and_writes_its_table() {
         for (i, c) in cells[2..6].iter().enumerate() {
             let applies = !(fig.contains("load") && i == 3);
             assert_eq!(c.parse::<f64>().is_ok(), applies, "{fig} column {i}: {c:?}\n{table}");
+        }
+    }
+    // CPU per connection for every process-tree variant, not for direct.
+    let cells: Vec<&str> = row("CPU µs per conn").split('|').map(str::trim).collect();
+    assert!(cells.len() >= 6, "{cells:?}\n{table}");
+    assert_eq!(cells[2], "-", "{table}");
+    for c in &cells[3..6] {
+        assert!(c.parse::<f64>().is_ok(), "CPU per conn {c:?}\n{table}");
+    }
+    // The scale table: one row per rules-file size, text and frozen.
+    for n in [1, 100] {
+        let cells: Vec<&str> = row(&n.to_string()).split('|').map(str::trim).collect();
+        assert!(cells.len() >= 6, "rules row {n}: {cells:?}\n{table}");
+        for c in &cells[2..6] {
+            assert!(c.parse::<f64>().is_ok(), "rules row {n}: {c:?}\n{table}");
         }
     }
 }

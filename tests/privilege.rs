@@ -122,7 +122,16 @@ fn listen_mode_children_run_as_the_user() {
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     let (guard, proxy) = spawn_listen(&["--ident", "off", "--log-stderr", "--user", "nobody"]);
-    assert!(uids(guard.0.id()).iter().all(|&id| id == nobody.uid.as_raw()));
+    // The port accepts as soon as it is bound, a moment before the drop.
+    let start = Instant::now();
+    while !uids(guard.0.id()).iter().all(|&id| id == nobody.uid.as_raw()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still {:?}",
+            uids(guard.0.id())
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     let dst = echo_dest();
     let mut c = connect_to(proxy);
     c.write_all(&connect_req(dst.addr, b"")).unwrap();

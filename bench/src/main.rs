@@ -6,7 +6,15 @@
 //!
 //! Usage: socks4d-bench --bin PATH [--extra "ARGS"] [--bytes N] [--rounds N]
 //!        [--latency N] [--conns N] [--idle N] [--out FILE] [--no-dante]
+//!        [--rules N,N,...|none]
 //!        [--external NAME=ADDR]... [--external-floor NAME=ADDR]... [--only-external]
+//!
+//! `--rules` (default 1,100,1000,20000) adds, for each count, socks4d under
+//! the same launcher with a rules file of that many lines, read as text
+//! (`rules-N`) and compiled with `--check-config --compile` (`frozen-N`):
+//! N-1 lines that do not match the bench's requests, then the permit that
+//! does, so every connection goes through the whole file. They get the
+//! per-connection figures (connect-to-reply and CPU per connection).
 //!
 //! `--external` adds a proxy someone else started (a systemd unit, inetd)
 //! and `--external-floor` a handler that echoes the request back (the
@@ -41,6 +49,8 @@ struct Opts {
     dante: bool,
     external: Vec<(String, SocketAddr, bool)>,
     only_external: bool,
+    /// Rules files of these many lines, read as text and frozen.
+    rules: Vec<usize>,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -56,6 +66,7 @@ fn parse() -> Result<Opts, String> {
         dante: true,
         external: Vec::new(),
         only_external: false,
+        rules: vec![1, 100, 1000, 20_000],
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -78,6 +89,14 @@ fn parse() -> Result<Opts, String> {
                 o.external.push((name.to_string(), addr, a == "--external-floor"));
             }
             "--only-external" => o.only_external = true,
+            "--rules" => {
+                let v = val()?;
+                o.rules = if v.is_empty() || v == "none" {
+                    Vec::new()
+                } else {
+                    v.split(',').map(|n| n.parse().map_err(|e| format!("--rules {v}: {e}"))).collect::<Result<_, _>>()?
+                };
+            }
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -179,6 +198,8 @@ enum Kind {
     Listen,
     Dante,
     Floor,
+    /// socks4d with a rules file: per-connection figures only.
+    Rules,
     /// Started by someone else: per-connection figures only.
     External,
     ExternalFloor,
@@ -522,6 +543,39 @@ fn download_sampled(v: &Variant, d: &Dests, bytes: u64) -> io::Result<(f64, Opti
 
 // ------------------------------------------------------------------ run
 
+/// The scale table: per-connection cost by rules-file size, as text and
+/// frozen, each against the one-line text file.
+fn rules_table(s: &Samples, counts: &[usize]) -> String {
+    let p50 = "connect-to-reply p50 ms";
+    let cpu = "CPU µs per conn";
+    let base = |fig: &str| s.med(fig, "rules-1");
+    let ratio = |fig: &str, var: &str| match (s.med(fig, var), base(fig)) {
+        (Some(x), Some(y)) if y != 0.0 => format!("{:.2}", x / y),
+        _ => "-".into(),
+    };
+    let mut out = String::from(
+        "\n| rules lines | text: p50 ms | text: CPU µs/conn | frozen: p50 ms | frozen: CPU µs/conn | frozen / 1-line text: p50, CPU (target) |\n|---|---|---|---|---|---|\n",
+    );
+    for &n in counts {
+        let (t, f) = (format!("rules-{n}"), format!("frozen-{n}"));
+        let target = match n {
+            1000 => " (<= 1.2)",
+            20_000 => " (<= 2)",
+            _ => "",
+        };
+        out += &format!(
+            "| {n} | {} | {} | {} | {} | {}, {}{target} |\n",
+            s.cell(p50, &t),
+            s.cell(cpu, &t),
+            s.cell(p50, &f),
+            s.cell(cpu, &f),
+            ratio(p50, &f),
+            ratio(cpu, &f)
+        );
+    }
+    out
+}
+
 #[derive(Default)]
 struct Samples(BTreeMap<(String, &'static str), Vec<f64>>);
 
@@ -630,6 +684,47 @@ fn local_variants(o: &Opts, dir: &std::path::Path, vars: &mut Vec<Variant>) {
         vars.extend(up(dante(dir.to_str().unwrap()), "dante"));
     }
     vars.extend(up(activate("exec-floor", Kind::Floor, "/bin/cat", &[]), "exec floor"));
+    for &n in &o.rules {
+        for frozen in [false, true] {
+            let name: &'static str = Box::leak(format!("{}-{n}", if frozen { "frozen" } else { "rules" }).into_boxed_str());
+            let made = rules_file(o, dir, n, frozen).and_then(|path| {
+                let mut args = o.extra.clone();
+                args.extend(["-f".to_string(), path]);
+                activate(name, Kind::Rules, &o.bin, &args)
+            });
+            vars.extend(up(made, name));
+        }
+    }
+}
+
+/// A rules file of `n` lines in `dir` (compiled when `frozen`): `n - 1`
+/// lines in three forms that no bench request matches, then the permit
+/// for loopback clients.
+fn rules_file(o: &Opts, dir: &std::path::Path, n: usize, frozen: bool) -> io::Result<String> {
+    let mut text = String::new();
+    for i in 0..n.saturating_sub(1) {
+        let (a, b, c) = ((i >> 16) & 255, (i >> 8) & 255, i & 255);
+        let port = 1024 + i % 50_000;
+        text += &match i % 3 {
+            0 => format!("deny 10.{a}.{b}.{c} 255.255.255.255 192.0.2.0 255.255.255.0 eq {port}\n"),
+            1 => format!("deny 10.{a}.{b}.{c}/32 198.51.100.0/24 ge {port}\n"),
+            _ => format!("permit ?=n 10.{a}.{b}.{c} 255.255.255.255 eq 25\n"),
+        };
+    }
+    text += "permit 127.0.0.0 255.0.0.0\n";
+    let path = dir.join(format!("{}-{n}.conf", if frozen { "frozen" } else { "rules" }));
+    std::fs::write(&path, text)?;
+    let path = path.display().to_string();
+    if frozen {
+        let out = Command::new(&o.bin).args(["--check-config", "--compile", "-f", &path]).output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "--compile {path}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    Ok(path)
 }
 
 fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
@@ -647,7 +742,8 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
                     failures.push(format!("{} {what}: {e}", v.name));
                 }
             };
-            let per_connection_only = matches!(v.kind, Kind::Floor | Kind::External | Kind::ExternalFloor);
+            let per_connection_only =
+                matches!(v.kind, Kind::Floor | Kind::Rules | Kind::External | Kind::ExternalFloor);
             if !per_connection_only {
                 let root = root_pid(v);
                 let c0 = root.map(cpu);
@@ -670,6 +766,8 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
                     s.add("CPU ms per GiB", v.name, (cpu(root) - c0) * 1e3 / (2.0 * gib));
                 }
             }
+            let root = root_pid(v);
+            let c0 = root.map(cpu);
             run(
                 "latency",
                 latency(v, &d, o.latency).map(|(p50, p99)| {
@@ -677,6 +775,14 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
                     s.add("connect-to-reply p99 ms", v.name, p99);
                 }),
             );
+            if let (Some(root), Some(c0)) = (root, c0) {
+                // Let the launcher reap the last handlers first.
+                thread::sleep(Duration::from_millis(300));
+                s.add("CPU µs per conn", v.name, (cpu(root) - c0) * 1e6 / o.latency as f64);
+            }
+            if v.kind == Kind::Rules {
+                continue;
+            }
             for c in [8, 32] {
                 let fig = format!("conn/s, {c} clients");
                 run(
@@ -700,13 +806,14 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
         }
     }
 
-    let names: Vec<&str> = vars.iter().map(|v| v.name).collect();
+    let names: Vec<&str> = vars.iter().filter(|v| v.kind != Kind::Rules).map(|v| v.name).collect();
     let figs = [
         "upload MB/s".to_string(),
         "download MB/s".to_string(),
         "CPU ms per GiB".to_string(),
         "connect-to-reply p50 ms".to_string(),
         "connect-to-reply p99 ms".to_string(),
+        "CPU µs per conn".to_string(),
         "conn/s, 8 clients".to_string(),
         "conn/s, 32 clients".to_string(),
         "handler PSS KiB (relaying)".to_string(),
@@ -765,7 +872,7 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
             r("download MB/s", "socks4d-inetd", "dante"),
         ),
         (
-            "CPU per GiB, inetd / dante (<= 0.35)",
+            "CPU per GiB, inetd / dante (<= 0.25)",
             r("CPU ms per GiB", "socks4d-inetd", "dante"),
         ),
         (
@@ -773,19 +880,23 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
             r("connect-to-reply p50 ms", "socks4d-inetd", "exec-floor"),
         ),
         (
-            "conn/s 8, inetd / floor (>= 0.85)",
+            "conn/s 8, inetd / floor (>= 0.90)",
             r("conn/s, 8 clients", "socks4d-inetd", "exec-floor"),
         ),
         (
-            "conn/s 32, inetd / floor (>= 0.85)",
+            "conn/s 32, inetd / floor (>= 0.90)",
             r("conn/s, 32 clients", "socks4d-inetd", "exec-floor"),
+        ),
+        (
+            "CPU per conn, inetd / floor (<= 1.2)",
+            r("CPU µs per conn", "socks4d-inetd", "exec-floor"),
         ),
         (
             "p50, listen / dante (<= 1.00)",
             r("connect-to-reply p50 ms", "socks4d-listen", "dante"),
         ),
         (
-            "PSS per held conn, inetd / floor (<= 1.1)",
+            "PSS per held conn, inetd / floor (<= 1.0)",
             r(&held, "socks4d-inetd", "exec-floor"),
         ),
         // Under a booted systemd (bench/container.sh).
@@ -818,6 +929,9 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
     // Only the ratios whose variants ran.
     for (k, v) in lines.into_iter().filter(|(_, v)| v != "-") {
         out += &format!("| {k} | {v} |\n");
+    }
+    if !o.rules.is_empty() {
+        out += &rules_table(&s, &o.rules);
     }
     if !failures.is_empty() {
         out += "\nfailures:\n";
