@@ -132,9 +132,63 @@ struct Flow {
     bytes: u64,
 }
 
+/// A relay buffer of [`BUFFER_SIZE`] bytes in a mapping of its own: its
+/// pages are the kernel's zero page until bytes arrive, so a relay that
+/// copies costs memory only for what it has had in flight (an idle one,
+/// none). Written with zeros, or taken from the heap where the allocator
+/// may clear it, each cost 128 KiB per buffer and per handler; relays
+/// copy when the user's pipe quota is spent, which is when they are many.
+struct Buffer {
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+}
+
+impl Buffer {
+    fn new() -> io::Result<Buffer> {
+        let len = std::num::NonZeroUsize::new(BUFFER_SIZE).expect("a constant size");
+        // SAFETY: a new private anonymous mapping; nothing else refers to it.
+        let ptr = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                len,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_PRIVATE,
+            )
+        }
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                format!("no memory for the relay buffer: {e}"),
+            )
+        })?;
+        Ok(Buffer { ptr })
+    }
+}
+
+impl std::ops::Deref for Buffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the mapping is BUFFER_SIZE readable bytes, alive until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), BUFFER_SIZE) }
+    }
+}
+
+impl std::ops::DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref, and writable; `&mut self` makes it exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().cast::<u8>(), BUFFER_SIZE) }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping made in `new`, once.
+        let _ = unsafe { nix::sys::mman::munmap(self.ptr, BUFFER_SIZE) };
+    }
+}
+
 enum Mover {
     Copy {
-        buf: Box<[u8]>,
+        buf: Buffer,
         start: usize,
         end: usize,
     },
@@ -151,12 +205,8 @@ impl Mover {
     /// A buffer of [`BUFFER_SIZE`] bytes, or an error when the memory
     /// cannot be had (RLIMIT_AS, say) instead of an abort.
     fn copy() -> io::Result<Mover> {
-        let mut buf = Vec::new();
-        buf.try_reserve_exact(BUFFER_SIZE)
-            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "no memory for the relay buffer"))?;
-        buf.resize(BUFFER_SIZE, 0);
         Ok(Mover::Copy {
-            buf: buf.into_boxed_slice(),
+            buf: Buffer::new()?,
             start: 0,
             end: 0,
         })
