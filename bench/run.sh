@@ -37,8 +37,14 @@ cargo build --release --quiet --manifest-path bench/Cargo.toml
 
 DANTE=
 need danted || DANTE=--no-dante
+# The least a relay per connection does, in C, for comparison.
+CRELAY=
+if need cc; then
+    mkdir -p bench/target
+    cc -O2 -o bench/target/c-relay bench/c-relay.c && CRELAY="--c-relay bench/target/c-relay"
+fi
 exec bench/target/release/socks4d-bench \
     --bin target/release/socks4d \
     --extra "$SOCKS4D_ARGS" \
     --out "${BENCH_OUT:-bench/results.txt}" \
-    $DANTE ${BENCH_ARGS:-}
+    $DANTE $CRELAY ${BENCH_ARGS:-}

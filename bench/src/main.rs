@@ -6,7 +6,7 @@
 //!
 //! Usage: socks4d-bench --bin PATH [--extra "ARGS"] [--bytes N] [--rounds N]
 //!        [--latency N] [--conns N] [--idle N] [--out FILE] [--no-dante]
-//!        [--rules N,N,...|none]
+//!        [--rules N,N,...|none] [--c-relay PATH]
 //!        [--external NAME=ADDR]... [--external-floor NAME=ADDR]... [--only-external]
 //!
 //! `--rules` (default 1,100,1000,20000) adds, for each count, socks4d under
@@ -15,6 +15,9 @@
 //! N-1 lines that do not match the bench's requests, then the permit that
 //! does, so every connection goes through the whole file. They get the
 //! per-connection figures (connect-to-reply and CPU per connection).
+//! `--c-relay` adds bench/c-relay.c under the same launcher: a SOCKS4
+//! CONNECT relay in C that does nothing else (no rules, log, ident or
+//! confinement), the floor of a relay started per connection.
 //!
 //! `--external` adds a proxy someone else started (a systemd unit, inetd)
 //! and `--external-floor` a handler that echoes the request back (the
@@ -51,6 +54,8 @@ struct Opts {
     only_external: bool,
     /// Rules files of these many lines, read as text and frozen.
     rules: Vec<usize>,
+    /// bench/c-relay.c built: the least a per-connection relay does.
+    c_relay: Option<String>,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -67,6 +72,7 @@ fn parse() -> Result<Opts, String> {
         external: Vec::new(),
         only_external: false,
         rules: vec![1, 100, 1000, 20_000],
+        c_relay: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -89,6 +95,7 @@ fn parse() -> Result<Opts, String> {
                 o.external.push((name.to_string(), addr, a == "--external-floor"));
             }
             "--only-external" => o.only_external = true,
+            "--c-relay" => o.c_relay = Some(val()?),
             "--rules" => {
                 let v = val()?;
                 o.rules = if v.is_empty() || v == "none" {
@@ -684,6 +691,9 @@ fn local_variants(o: &Opts, dir: &std::path::Path, vars: &mut Vec<Variant>) {
         vars.extend(up(dante(dir.to_str().unwrap()), "dante"));
     }
     vars.extend(up(activate("exec-floor", Kind::Floor, "/bin/cat", &[]), "exec floor"));
+    if let Some(c) = &o.c_relay {
+        vars.extend(up(activate("c-relay", Kind::Inetd, c, &[]), "c-relay"));
+    }
     for &n in &o.rules {
         for frozen in [false, true] {
             let name: &'static str = Box::leak(format!("{}-{n}", if frozen { "frozen" } else { "rules" }).into_boxed_str());
@@ -890,6 +900,22 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
         (
             "CPU per conn, inetd / floor (<= 1.2)",
             r("CPU µs per conn", "socks4d-inetd", "exec-floor"),
+        ),
+        (
+            "p50, inetd / c-relay (no target)",
+            r("connect-to-reply p50 ms", "socks4d-inetd", "c-relay"),
+        ),
+        (
+            "CPU per conn, inetd / c-relay (no target)",
+            r("CPU µs per conn", "socks4d-inetd", "c-relay"),
+        ),
+        (
+            "conn/s 8, inetd / c-relay (no target)",
+            r("conn/s, 8 clients", "socks4d-inetd", "c-relay"),
+        ),
+        (
+            "PSS per held conn, inetd / c-relay (no target)",
+            r(&held, "socks4d-inetd", "c-relay"),
         ),
         (
             "p50, listen / dante (<= 1.00)",
