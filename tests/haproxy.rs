@@ -258,14 +258,7 @@ fn ident_through_haproxy_with_the_real_oidentd() {
         return;
     }
     let user = "socks4dtest";
-    if nix::unistd::User::from_name(user).unwrap().is_none() {
-        let ok = Command::new("useradd")
-            .args(["--system", "--no-create-home", user])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "useradd {user}");
-    }
-    let u = nix::unistd::User::from_name(user).unwrap().unwrap();
+    let u = system_user(user);
     let oidentd = Command::new("oidentd")
         .args(["-i", "-a", PERMITTED, "-p", "113"])
         .stdin(Stdio::null())

@@ -139,14 +139,7 @@ fn an_end_line_the_logger_does_not_take_is_given_up_and_the_process_exits() {
     // The logger gets stuck during the relay.
     syslog.stall();
     let data = payload(1 << 20, 14);
-    let mut w = s.client.try_clone().unwrap();
-    let d2 = data.clone();
-    let writer = thread::spawn(move || {
-        w.write_all(&d2).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let back = read_all(&mut s.client);
-    writer.join().unwrap();
+    let back = send_and_read(&mut s.client, &data);
     assert_eq!(checksum(&back), checksum(&data), "the relay itself is not held up");
     let t = Instant::now();
     let status = wait_exit(&mut s.child, LOG_TIMEOUT + SLACK);
@@ -319,14 +312,7 @@ fn a_handler_short_of_descriptors_copies_or_refuses() {
     s.client.write_all(&connect_req(dst.addr, b"")).unwrap();
     assert_eq!(read_reply(&mut s.client)[1], 0x5A);
     let data = payload(4 << 20, 5);
-    let mut w = s.client.try_clone().unwrap();
-    let d2 = data.clone();
-    let writer = thread::spawn(move || {
-        w.write_all(&d2).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    assert_eq!(checksum(&read_all(&mut s.client)), checksum(&data));
-    writer.join().unwrap();
+    assert_eq!(checksum(&send_and_read(&mut s.client, &data)), checksum(&data));
     let (status, log) = finish(&mut s, EXIT);
     assert_eq!(status.code(), Some(0));
     assert!(line(&log, "end").contains("end=client-eof relay=copy"), "{log}");
@@ -509,14 +495,7 @@ fn relay_and_check(mut s: Server, dst: std::net::SocketAddr, len: usize) -> Stri
     s.client.write_all(&connect_req(dst, b"")).unwrap();
     assert_eq!(read_reply(&mut s.client)[1], 0x5A);
     let data = payload(len, len as u64);
-    let mut w = s.client.try_clone().unwrap();
-    let d2 = data.clone();
-    let writer = thread::spawn(move || {
-        w.write_all(&d2).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let back = read_all(&mut s.client);
-    writer.join().unwrap();
+    let back = send_and_read(&mut s.client, &data);
     assert_eq!(back.len(), data.len());
     assert!(back == data, "the relayed bytes differ");
     let (status, log) = finish(&mut s, EXIT);

@@ -208,13 +208,7 @@ fn real_oidentd() {
         return;
     }
     let user = "socks4dtest";
-    if nix::unistd::User::from_name(user).unwrap().is_none() {
-        let ok = Command::new("useradd")
-            .args(["--system", "--no-create-home", user])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "useradd {user}");
-    }
+    system_user(user);
     let oidentd = Command::new("oidentd")
         .args(["-i", "-a", "127.0.0.1", "-p", "113"])
         .stdin(Stdio::null())

@@ -398,14 +398,7 @@ fn bind_listens_on_the_route_address_and_the_call_back_works() {
         read_all(&mut caller)
     });
     let up = payload(1 << 20, 8);
-    let mut w = b.client.try_clone().unwrap();
-    let u2 = up.clone();
-    let writer = thread::spawn(move || {
-        w.write_all(&u2).unwrap();
-        w.shutdown(Shutdown::Write).unwrap();
-    });
-    let got = read_all(&mut b.client);
-    writer.join().unwrap();
+    let got = send_and_read(&mut b.client, &up);
     assert_eq!(checksum(&got), checksum(&down));
     assert_eq!(checksum(&server.join().unwrap()), checksum(&up));
     let (status, log) = finish(&mut b, EXIT);

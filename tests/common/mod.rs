@@ -178,6 +178,34 @@ pub fn read_all(s: &mut TcpStream) -> Vec<u8> {
     v
 }
 
+/// Sends `data` from another thread (then a half-close) while reading
+/// what comes back to EOF: a relay test's exchange without a deadlock on
+/// full socket buffers.
+pub fn send_and_read(s: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+    let mut w = s.try_clone().expect("clone the client socket");
+    let sent = data.to_vec();
+    let writer = thread::spawn(move || {
+        w.write_all(&sent).expect("send the payload");
+        w.shutdown(Shutdown::Write).expect("half-close");
+    });
+    let back = read_all(s);
+    writer.join().expect("the writer thread");
+    back
+}
+
+/// The system user `name`, added with `useradd` when it is missing (tests
+/// that run identd as root need a second local user).
+pub fn system_user(name: &str) -> nix::unistd::User {
+    if nix::unistd::User::from_name(name).unwrap().is_none() {
+        let ok = Command::new("useradd")
+            .args(["--system", "--no-create-home", name])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "useradd {name}");
+    }
+    nix::unistd::User::from_name(name).unwrap().unwrap()
+}
+
 /// True when the peer closed: EOF or reset, with no data.
 pub fn closed(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
