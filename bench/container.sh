@@ -104,7 +104,7 @@ nsenter -t "$leader" -n bench/target/release/socks4d-bench --only-external \
 	--external listen=127.0.0.1:1083 \
 	--external-floor unit-floor=127.0.0.1:1084 \
 	$extra \
-	--bytes 1048576 --rounds 3 --latency 200 --conns 2000 \
+	--bytes 1048576 --rounds 3 --latency 200 --conns 2000 --rules none \
 	--out "$out" ${BENCH_ARGS:-}
 
 failed=$(inside "systemctl --failed --no-legend --plain")
