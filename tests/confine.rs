@@ -302,21 +302,7 @@ impl Env {
             e.push(("abstract_outside", "denied EPERM".into()));
         }
         if have.seccomp {
-            for k in [
-                "socket_raw",
-                "socket_ping",
-                "socket_netlink",
-                "socket_packet",
-                "setuid_root",
-                "unshare_user",
-                "clone_newuser",
-                "mount",
-                "chroot",
-                "mmap_wx",
-                "mprotect_x",
-                "io_uring_setup",
-                "keyctl",
-            ] {
+            for &k in support::SECCOMP_DENIED {
                 e.push((k, "denied EPERM".into()));
             }
             e.push(("clone3", "denied ENOSYS".into()));

@@ -349,6 +349,24 @@ pub fn burst(proxy: SocketAddr, dest: SocketAddr, kind: Burst, expect: Expect) -
     }
 }
 
+/// What the confinement probe must find denied (EPERM) wherever the
+/// system-call filter applies.
+pub const SECCOMP_DENIED: &[&str] = &[
+    "socket_raw",
+    "socket_ping",
+    "socket_netlink",
+    "socket_packet",
+    "setuid_root",
+    "unshare_user",
+    "clone_newuser",
+    "mount",
+    "chroot",
+    "mmap_wx",
+    "mprotect_x",
+    "io_uring_setup",
+    "keyctl",
+];
+
 /// The probe: target/<profile>/examples/confine-probe, next to this
 /// test binary's deps directory. `cargo test` builds it; a run limited to this
 /// test (`cargo test --test confine`) does not, so it is built here when
