@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bind;
 pub mod config;
 pub mod confine;
+pub mod dest;
 pub mod ident;
 pub mod intake;
 pub mod listen;

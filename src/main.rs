@@ -299,10 +299,28 @@ fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> u8 {
             return EXIT_SETUP;
         }
     };
-    let (Ok(src_ip), Ok(dst_ip)) = (src.parse(), dst.parse()) else {
+    let (Ok(src_ip), Ok(dst_ip)) = (src.parse::<std::net::IpAddr>(), dst.parse()) else {
         eprintln!("socks4d: --explain: SRC and DST must be IP addresses");
         return EXIT_USAGE;
     };
+    // As a connection sees them: a mapped client address is IPv4, and a
+    // destination in its canonical form.
+    let src_ip = src_ip.to_canonical();
+    let dst_ip = match socks4d::dest::canonical(dst_ip) {
+        Ok(ip) => ip,
+        Err(why) => {
+            println!("destination {dst_ip}: refused whatever the rules say: {}", why.why());
+            println!("decision: deny");
+            return 0;
+        }
+    };
+    if dst.parse::<std::net::IpAddr>().is_ok_and(|written| written != dst_ip) {
+        println!("destination: {dst_ip} (as {dst} is matched and connected to)");
+    }
+    let judged = socks4d::dest::judged(dst_ip);
+    if judged != dst_ip {
+        println!("destination: judged as {judged} (NAT64)");
+    }
     let port = match rules::port_number(port.as_bytes(), &loaded.services) {
         Ok(p) => p,
         Err(e) => {
@@ -313,7 +331,7 @@ fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> u8 {
     let facts = rules::Facts {
         user: user.as_bytes(),
         src: src_ip,
-        dst: dst_ip,
+        dst: judged,
         port,
     };
     let d = rules::decide(&loaded, &facts);

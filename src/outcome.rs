@@ -2,6 +2,7 @@
 //! variant maps to exactly one reply code (or none) and one audit `reason=`;
 //! the detail (errno text, which line) goes to the log only.
 
+use crate::dest::Unusable;
 use crate::proxy;
 use crate::request::{Invalid, REPLY_BAD_USERID, REPLY_NO_IDENTD, REPLY_REJECTED};
 
@@ -40,6 +41,9 @@ pub enum Refusal {
     BindFailed(String),
     /// BIND's DSTIP was 0.0.0.0: no peer to check the inbound call against.
     BindNoPeer,
+    /// The destination is an address refused whatever the rules say
+    /// ([`crate::dest`]); the detail names it.
+    Unusable(Unusable, String),
     /// The decision line could not be written within the log timeout: no
     /// relay without its audit line.
     LogFailed(String),
@@ -99,6 +103,8 @@ impl Refusal {
             Refusal::IdentMismatch => "ident-mismatch",
             Refusal::BindFailed(_) => "bind-failed",
             Refusal::BindNoPeer => "bind-no-peer",
+            Refusal::Unusable(Unusable::Unspecified, _) => "dst-unspecified",
+            Refusal::Unusable(Unusable::Compatible, _) => "dst-ipv4-compatible",
             Refusal::LogFailed(_) => "log-failed",
             Refusal::FdLimit(_) => "fd-limit",
             Refusal::NoMemory(_) => "no-memory",
@@ -127,7 +133,8 @@ impl Refusal {
             | Refusal::LogFailed(s)
             | Refusal::FdLimit(s)
             | Refusal::NoMemory(s)
-            | Refusal::SourceFailed(s) => Some(s.clone()),
+            | Refusal::SourceFailed(s)
+            | Refusal::Unusable(_, s) => Some(s.clone()),
             Refusal::ProxyInvalid(e) => Some(e.to_string()),
             Refusal::ProxyClosed => Some("closed within the PROXY header".into()),
             _ => None,
@@ -168,6 +175,10 @@ mod tests {
             assert_eq!((r.reply(), r.reason()), (Some(0x5B), reason));
         }
         assert_eq!(Refusal::SourceFailed("x".into()).reply(), Some(0x5B));
+        let r = Refusal::Unusable(Unusable::Unspecified, "0.0.0.0:80".into());
+        assert_eq!((r.reply(), r.reason()), (Some(0x5B), "dst-unspecified"));
+        let r = Refusal::Unusable(Unusable::Compatible, "[::7f00:1]:80".into());
+        assert_eq!((r.reply(), r.reason()), (Some(0x5B), "dst-ipv4-compatible"));
         // A balancer's bad header gets no SOCKS reply: nobody behind it
         // would read one.
         for r in [

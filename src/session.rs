@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::audit::{self, Level, Line, Log};
 use crate::bind::{self, Inbound};
 use crate::config::Config;
+use crate::dest::{self, Unusable};
 use crate::ident::{self, Answer, Mode};
 use crate::intake::Arrival;
 use crate::net::{self, ConnectError, Deadline};
@@ -19,7 +20,7 @@ use crate::outcome::Refusal;
 use crate::relay;
 use crate::request::{self, Command, Parse, Request, REPLY_GRANTED, REPLY_REJECTED};
 use crate::route::{self, Route, Routes};
-use crate::rules::{self, Decision, Facts, Hook, Loaded, Rules, Spawned, Subst};
+use crate::rules::{self, Decision, Facts, Hook, Loaded, Outlook, Partial, Rules, Spawned, Subst};
 
 /// Reading buffer for the request. Larger than the longest valid request,
 /// so the parser always answers before the buffer fills.
@@ -349,6 +350,14 @@ fn run_relay(
 
 /// The exchange up to the reply: the request, the access decision and the
 /// connection to the destination.
+///
+/// Each address of the destination gets its own decision: for a SOCKS4a
+/// name with several addresses, the line that permits an address is the
+/// one whose ident mode, command and `rule=` apply to a connection to that
+/// address, and addresses are tried in the resolver's order, those denied
+/// skipped. The command of the line the request ends with runs (the
+/// line that permitted the address connected to, or that refused the
+/// request).
 fn exchange(
     arrival: &Arrival,
     cfg: &Config,
@@ -356,78 +365,188 @@ fn exchange(
     rec: &mut Record,
     commands: &mut Vec<Spawned>,
 ) -> Result<Granted, Refusal> {
+    let src = arrival.client.ip();
+    // A client whose requests the rules deny whatever they ask, and for
+    // whom no command would run, is refused before its request is read.
+    if let Ok(rules) = &policy.rules {
+        let known = Partial {
+            src,
+            user: None,
+            port: None,
+        };
+        if let Outlook::Denied(d) = rules::outlook(rules, &known) {
+            return Err(denied(&d, rec));
+        }
+    }
     let (req, pending) = read_request(&arrival.stream, &arrival.early, arrival.deadline)?;
     rec.command = Some(req.command);
     rec.user = Some(req.userid.clone());
     rec.host = req.hostname.clone();
-
-    let candidates = destinations(&req, cfg)?;
-    if let [only] = candidates.as_slice() {
-        rec.dst = Some(*only);
+    if req.hostname.is_none() {
+        rec.dst = Some(SocketAddr::new(req.ip.into(), req.port));
     }
 
     let rules = policy.rules.as_ref().map_err(|e| config_error(e))?;
     let routes = policy.routes.as_ref().map_err(|e| config_error(e))?;
-    let peer = rec
-        .client
-        .unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
-    let (decision, candidates) = decide(rules, &req, peer.ip(), &candidates);
-    rec.rule = Some(decision.label());
-    if !decision.permit() {
-        rec.ident = Some("off".into());
-        start_commands(commands, rules, &decision, None, rec, &req);
-        return Err(Refusal::Denied(match decision.rule {
-            Some(r) => r.text.clone(),
-            None => "no rule matches".into(),
-        }));
+    if req.hostname.is_some() {
+        if !cfg.socks4a {
+            return Err(Refusal::Socks4aDisabled);
+        }
+        // No name is looked up for a request no line could permit.
+        let known = Partial {
+            src,
+            user: Some(&req.userid),
+            port: Some(req.port),
+        };
+        if let Outlook::Denied(d) = rules::outlook(rules, &known) {
+            return Err(denied(&d, rec));
+        }
     }
-    if let [only] = candidates.as_slice() {
-        rec.dst = Some(*only);
-    }
-
-    // Ident only after a permit, before connecting.
-    let mode = decision.ident(cfg.ident);
-    let verdict = verify_ident(mode, arrival, &req.userid, cfg, rec);
-    if let Ident::FdLimit(why) = verdict {
-        return Err(Refusal::FdLimit(why));
-    }
-    let hook = match verdict {
-        Ident::Unavailable => rules.no_identd.as_ref(),
-        Ident::Mismatch => rules.bad_id.as_ref(),
-        Ident::Ok | Ident::FdLimit(_) => None,
+    let candidates = destinations(&req, cfg)?;
+    let decisions: Vec<(SocketAddr, Decision)> = candidates
+        .iter()
+        .map(|&dst| {
+            let facts = Facts {
+                user: &req.userid,
+                src,
+                dst: dest::judged(dst.ip()),
+                port: dst.port(),
+            };
+            (dst, rules::decide(rules, &facts))
+        })
+        .collect();
+    let mut ident = IdentCheck::default();
+    let ended = match req.command {
+        Command::Connect => connect_permitted(&decisions, arrival, cfg, routes, &req, rec, &mut ident),
+        Command::Bind => bind_permitted(&decisions, arrival, cfg, routes, &req, rec, &mut ident),
+    };
+    let (decision, result) = match ended {
+        Ended::Denied => {
+            let (dst, d) = decisions[0];
+            rec.dst = Some(dst);
+            (d, Err(denied(&d, rec)))
+        }
+        Ended::With(d, result) => (d, result),
+    };
+    let hook = match ident.asked {
+        Some(Ident::Unavailable) => rules.no_identd.as_ref(),
+        Some(Ident::Mismatch) => rules.bad_id.as_ref(),
+        _ => None,
     };
     start_commands(commands, rules, &decision, hook, rec, &req);
-    match verdict {
-        Ident::Unavailable if mode == Mode::Required => {
-            return Err(Refusal::IdentUnavailable(rec.ident.clone().unwrap_or_default()))
-        }
-        Ident::Mismatch => return Err(Refusal::IdentMismatch),
-        _ => {}
-    }
+    let granted = result?;
+    let relay = prepare_relay(&pending)?;
+    Ok(match granted {
+        Reached::Connect(dest) => Granted::Connect { dest, relay },
+        Reached::Bind(listener, expect) => Granted::Bind {
+            listener,
+            expect,
+            relay,
+        },
+    })
+}
 
-    match req.command {
-        Command::Connect => {
-            let sources = |dst: IpAddr| source_for(dst, req.hostname.as_deref(), routes, cfg, arrival.own.ip());
-            let (dest, addr) = connect(&candidates, sources, cfg.connect_timeout, rec)?;
-            rec.dst = Some(addr);
-            net::keepalive(&dest);
-            let relay = prepare_relay(&pending)?;
-            Ok(Granted::Connect { dest, relay })
+/// How the walk over a request's addresses ended.
+enum Ended<'r> {
+    /// No address is permitted: the first address's decision refuses.
+    Denied,
+    /// The line of the address the request ends with, and the outcome.
+    With(Decision<'r>, Result<Reached, Refusal>),
+}
+
+/// A destination reached, before the relay is prepared.
+enum Reached {
+    Connect(TcpStream),
+    /// BIND's listening socket and the addresses the call may come from.
+    Bind(TcpListener, Vec<IpAddr>),
+}
+
+/// The refusal of decision `d`, recorded in `rec`.
+fn denied(d: &Decision<'_>, rec: &mut Record) -> Refusal {
+    rec.rule = Some(d.label());
+    rec.ident = Some("off".into());
+    Refusal::Denied(match d.rule {
+        Some(r) => r.text.clone(),
+        None => "no rule matches".into(),
+    })
+}
+
+/// CONNECT: each permitted address in turn, with its own line's ident
+/// mode, until one connects; all within one `--connect-timeout`.
+fn connect_permitted<'r>(
+    decisions: &[(SocketAddr, Decision<'r>)],
+    arrival: &Arrival,
+    cfg: &Config,
+    routes: &Routes,
+    req: &Request,
+    rec: &mut Record,
+    ident: &mut IdentCheck,
+) -> Ended<'r> {
+    let deadline = Deadline::after(cfg.connect_timeout);
+    let mut ended = Ended::Denied;
+    for &(dst, d) in decisions.iter().filter(|(_, d)| d.permit()) {
+        rec.dst = Some(dst);
+        rec.rule = Some(d.label());
+        rec.src = None;
+        let result = ident
+            .verify(d.ident(cfg.ident), arrival, &req.userid, cfg, rec)
+            .and_then(|()| {
+                let from = source_for(dst.ip(), req.hostname.as_deref(), routes, cfg, arrival.own.ip());
+                connect(dst, from, deadline, rec)
+            });
+        let last = matches!(
+            result,
+            Ok(_) | Err(Refusal::ConnectTimeout | Refusal::FdLimit(_) | Refusal::IdentMismatch)
+        );
+        ended = Ended::With(d, result.map(Reached::Connect));
+        if last {
+            break;
         }
-        Command::Bind => {
-            let (listener, expect) = listen_for_call(&candidates, req.hostname.as_deref(), routes, cfg)?;
+    }
+    ended
+}
+
+/// BIND: the first permitted address's line decides, and the call may
+/// come from the IPv4 addresses that same line permits (the reply
+/// carries only IPv4); a call from an address another line decides is
+/// not expected.
+fn bind_permitted<'r>(
+    decisions: &[(SocketAddr, Decision<'r>)],
+    arrival: &Arrival,
+    cfg: &Config,
+    routes: &Routes,
+    req: &Request,
+    rec: &mut Record,
+    ident: &mut IdentCheck,
+) -> Ended<'r> {
+    let line = |d: &Decision| d.rule.map(|r| r.line);
+    let Some(&(first, d)) = decisions.iter().find(|(a, d)| d.permit() && a.is_ipv4()) else {
+        if let Some(&(dst, d)) = decisions.iter().find(|(_, d)| d.permit()) {
+            rec.dst = Some(dst);
+            rec.rule = Some(d.label());
+            let why = "the application server has no IPv4 address".into();
+            return Ended::With(d, Err(Refusal::BindFailed(why)));
+        }
+        return Ended::Denied;
+    };
+    rec.dst = Some(first);
+    rec.rule = Some(d.label());
+    let expect: Vec<IpAddr> = decisions
+        .iter()
+        .filter(|(a, other)| a.is_ipv4() && other.permit() && line(other) == line(&d))
+        .map(|(a, _)| a.ip())
+        .collect();
+    let result = ident
+        .verify(d.ident(cfg.ident), arrival, &req.userid, cfg, rec)
+        .and_then(|()| listen_for_call(&expect, req.hostname.as_deref(), routes, cfg))
+        .map(|listener| {
             let shown: Vec<String> = expect.iter().map(IpAddr::to_string).collect();
             rec.expect = Some(shown.join(","));
             rec.bind = listener.local_addr().ok().map(net::unmap);
             rec.src = rec.bind;
-            let relay = prepare_relay(&pending)?;
-            Ok(Granted::Bind {
-                listener,
-                expect,
-                relay,
-            })
-        }
-    }
+            Reached::Bind(listener, expect)
+        });
+    Ended::With(d, result)
 }
 
 /// The relay's pipes and buffers, had before the grant.
@@ -458,32 +577,26 @@ fn source_for(dst: IpAddr, name: Option<&[u8]>, routes: &Routes, cfg: &Config, o
 /// BIND: opens the listening socket for the application server's call,
 /// on the route file's address for that server, else `--bind-address`,
 /// else the address this host's routing table would use to reach it.
-/// The reply format only carries IPv4, so only IPv4 peers can be expected.
 fn listen_for_call(
-    candidates: &[SocketAddr],
+    expect: &[IpAddr],
     name: Option<&[u8]>,
     routes: &Routes,
     cfg: &Config,
-) -> Result<(TcpListener, Vec<IpAddr>), Refusal> {
-    let expect: Vec<IpAddr> = candidates.iter().map(|a| a.ip()).filter(IpAddr::is_ipv4).collect();
+) -> Result<TcpListener, Refusal> {
     let Some(&first) = expect.first() else {
         return Err(Refusal::BindFailed("the application server has no IPv4 address".into()));
     };
-    if first.is_unspecified() {
-        return Err(Refusal::BindNoPeer);
-    }
     let ip = match routes.find(first, name).and_then(Route::source).or(cfg.bind_address) {
         Some(ip) => ip,
         None => bind::route_source(first).map_err(|e| Refusal::BindFailed(format!("route to {first}: {e}")))?,
     };
-    let listener = bind::listen(ip, cfg.bind_ports).map_err(|e| {
+    bind::listen(ip, cfg.bind_ports).map_err(|e| {
         if net::is_fd_limit(&e) {
             Refusal::FdLimit(format!("BIND socket: {e}{}", net::nofile_note()))
         } else {
             Refusal::BindFailed(format!("listen on {ip}: {e}"))
         }
-    })?;
-    Ok((listener, expect))
+    })
 }
 
 /// Reads until the parser has a whole request, within `timeout`. Returns
@@ -509,54 +622,50 @@ fn read_request(client: &TcpStream, early: &[u8], deadline: Deadline) -> Result<
     }
 }
 
-/// The addresses the request names: DSTIP, or for SOCKS4a every address
-/// the hostname resolves to.
+/// The addresses the request names, each in its canonical form
+/// ([`dest::canonical`]): DSTIP, or for SOCKS4a every address the
+/// hostname resolves to, in the resolver's order, without repeats. An
+/// address refused whatever the rules say is left out; when none is left,
+/// the first one's refusal.
 fn destinations(req: &Request, cfg: &Config) -> Result<Vec<SocketAddr>, Refusal> {
-    let Some(name) = &req.hostname else {
-        return Ok(vec![SocketAddr::new(req.ip.into(), req.port)]);
-    };
-    if !cfg.socks4a {
-        return Err(Refusal::Socks4aDisabled);
-    }
-    let name = std::str::from_utf8(name).map_err(|_| Refusal::ResolveFailed("hostname is not valid UTF-8".into()))?;
-    net::resolve(name, req.port, Deadline::after(cfg.connect_timeout))
-        .map_err(|e| Refusal::ResolveFailed(format!("{name}: {e}")))
-}
-
-/// Decides for each candidate destination (one, or every address of a
-/// SOCKS4a name). Returns the deciding decision (the first that permits,
-/// else the first) and the candidates that are permitted.
-fn decide<'r>(
-    rules: &'r Rules,
-    req: &Request,
-    src: IpAddr,
-    candidates: &[SocketAddr],
-) -> (Decision<'r>, Vec<SocketAddr>) {
-    let mut first_permit = None;
-    let mut first = None;
-    let mut permitted = Vec::new();
-    for &c in candidates {
-        let facts = Facts {
-            user: &req.userid,
-            src,
-            dst: c.ip(),
-            port: c.port(),
-        };
-        let d = rules::decide(rules, &facts);
-        if d.permit() {
-            permitted.push(c);
-            first_permit.get_or_insert(d);
+    let found = match &req.hostname {
+        None => vec![SocketAddr::new(req.ip.into(), req.port)],
+        Some(name) => {
+            let name =
+                std::str::from_utf8(name).map_err(|_| Refusal::ResolveFailed("hostname is not valid UTF-8".into()))?;
+            net::resolve(name, req.port, Deadline::after(cfg.connect_timeout))
+                .map_err(|e| Refusal::ResolveFailed(format!("{name}: {e}")))?
         }
-        first.get_or_insert(d);
+    };
+    let mut usable: Vec<SocketAddr> = Vec::with_capacity(found.len());
+    let mut refused = None;
+    for a in found {
+        match dest::canonical(a.ip()) {
+            Ok(ip) => {
+                let a = SocketAddr::new(ip, a.port());
+                if !usable.contains(&a) {
+                    usable.push(a);
+                }
+            }
+            Err(why) => {
+                refused.get_or_insert((a, why));
+            }
+        }
     }
-    let d = first_permit.or(first).unwrap_or(Decision { rules, rule: None });
-    (d, permitted)
+    match refused {
+        Some(_) if !usable.is_empty() => Ok(usable),
+        Some((_, Unusable::Unspecified)) if req.command == Command::Bind && req.hostname.is_none() => {
+            Err(Refusal::BindNoPeer)
+        }
+        Some((a, why)) => Err(Refusal::Unusable(why, format!("{}: {}", audit::addr(a), why.why()))),
+        None => Ok(usable),
+    }
 }
 
 /// What the client host's identd said, as far as the decision goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ident {
-    /// It confirmed the claimed user-id, or was not asked.
+    /// It confirmed the claimed user-id.
     Ok,
     /// No USERID answer: refused, timed out, ERROR, or garbled.
     Unavailable,
@@ -566,13 +675,43 @@ enum Ident {
     FdLimit(String),
 }
 
-/// Asks the client's identd (unless `mode` is off) and records the
-/// outcome in `rec`.
-fn verify_ident(mode: Mode, arrival: &Arrival, claimed: &[u8], cfg: &Config, rec: &mut Record) -> Ident {
-    if mode == Mode::Off {
-        rec.ident = Some("off".into());
-        return Ident::Ok;
+/// The client's identd, asked at most once per connection, when the
+/// first line that needs it decides.
+#[derive(Debug, Default)]
+struct IdentCheck {
+    /// The answer, once asked.
+    asked: Option<Ident>,
+}
+
+impl IdentCheck {
+    /// Whether a request under ident mode `mode` may go on: asks the
+    /// client's identd the first time a mode needs it and records the
+    /// outcome in `rec`.
+    fn verify(
+        &mut self,
+        mode: Mode,
+        arrival: &Arrival,
+        claimed: &[u8],
+        cfg: &Config,
+        rec: &mut Record,
+    ) -> Result<(), Refusal> {
+        if mode == Mode::Off {
+            rec.ident.get_or_insert_with(|| "off".into());
+            return Ok(());
+        }
+        let verdict = self.asked.get_or_insert_with(|| ask_identd(arrival, claimed, cfg, rec));
+        match verdict {
+            Ident::Ok => Ok(()),
+            Ident::Unavailable if mode == Mode::Optional => Ok(()),
+            Ident::Unavailable => Err(Refusal::IdentUnavailable(rec.ident.clone().unwrap_or_default())),
+            Ident::Mismatch => Err(Refusal::IdentMismatch),
+            Ident::FdLimit(why) => Err(Refusal::FdLimit(why.clone())),
+        }
     }
+}
+
+/// Asks the client's identd and records the outcome in `rec`.
+fn ask_identd(arrival: &Arrival, claimed: &[u8], cfg: &Config, rec: &mut Record) -> Ident {
     let deadline = Deadline::after(cfg.ident_timeout);
     // The query names the port the client connected to and comes from
     // that address when this host has it (through a balancer on this
@@ -619,16 +758,19 @@ fn start_commands(
     rec: &Record,
     req: &Request,
 ) {
-    let dst = rec.dst.unwrap_or_else(|| SocketAddr::new(req.ip.into(), req.port));
+    let dst = rec.dst;
     let subst = || Subst {
         client: rec.client.map(|a| a.ip()),
         client_name: None,
         command: req.command.name(),
         pid: std::process::id(),
-        dst: Some(dst.ip()),
+        dst: dst.map(|d| d.ip()),
         dst_name: req.hostname.as_ref().map(|h| String::from_utf8_lossy(h).into_owned()),
-        port: dst.port(),
-        service: rules.services.name(dst.port()).map(String::from),
+        port: dst.map_or(req.port, |d| d.port()),
+        service: rules
+            .services
+            .name(dst.map_or(req.port, |d| d.port()))
+            .map(String::from),
         ident_user: rec.ident_user.clone(),
         user: req.userid.clone(),
     };
@@ -638,45 +780,30 @@ fn start_commands(
     }
 }
 
-/// Tries each address in turn until one connects, all within one
-/// deadline, each from the source `source` gives for it. Records the
-/// source in `rec`: the address and port connected from, or the chosen
-/// address with port 0 after a failure.
-fn connect(
-    candidates: &[SocketAddr],
-    source: impl Fn(IpAddr) -> Option<IpAddr>,
-    timeout: Duration,
-    rec: &mut Record,
-) -> Result<(TcpStream, SocketAddr), Refusal> {
-    let deadline = Deadline::after(timeout);
-    let mut last = Refusal::ConnectFailed("no address to connect to".into());
-    for &addr in candidates {
-        let from = source(addr.ip()).map(|ip| SocketAddr::new(ip, 0));
-        rec.src = from;
-        let e = match net::connect_from(addr, from, deadline) {
-            Ok(s) => {
-                rec.src = s.local_addr().ok().map(net::unmap).or(from);
-                return Ok((s, addr));
-            }
-            Err(ConnectError::Bind(e)) => {
-                let src = from.map(|f| f.ip().to_string()).unwrap_or_default();
-                last = Refusal::SourceFailed(format!("{src} for {}: {e}", audit::addr(addr)));
-                continue;
-            }
-            Err(ConnectError::Socket(e) | ConnectError::Connect(e)) => e,
-        };
-        last = match e.kind() {
-            io::ErrorKind::TimedOut => return Err(Refusal::ConnectTimeout),
-            _ if net::is_fd_limit(&e) => {
-                return Err(Refusal::FdLimit(format!(
-                    "socket for {}: {e}{}",
-                    audit::addr(addr),
-                    net::nofile_note()
-                )))
-            }
-            io::ErrorKind::ConnectionRefused => Refusal::ConnectRefused(format!("{}: {e}", audit::addr(addr))),
-            _ => Refusal::ConnectFailed(format!("{}: {e}", audit::addr(addr))),
+/// Connects to `dst` from `from` (the kernel's choice when `None`)
+/// before `deadline`. Records the source in `rec`: the address and port
+/// connected from, or the chosen address with port 0 after a failure.
+fn connect(dst: SocketAddr, from: Option<IpAddr>, deadline: Deadline, rec: &mut Record) -> Result<TcpStream, Refusal> {
+    let from = from.map(|ip| SocketAddr::new(ip, 0));
+    rec.src = from;
+    let e = match net::connect_from(dst, from, deadline) {
+        Ok(s) => {
+            rec.src = s.local_addr().ok().map(net::unmap).or(from);
+            net::keepalive(&s);
+            return Ok(s);
         }
-    }
-    Err(last)
+        Err(ConnectError::Bind(e)) => {
+            let src = from.map(|f| f.ip().to_string()).unwrap_or_default();
+            return Err(Refusal::SourceFailed(format!("{src} for {}: {e}", audit::addr(dst))));
+        }
+        Err(ConnectError::Socket(e) | ConnectError::Connect(e)) => e,
+    };
+    Err(match e.kind() {
+        io::ErrorKind::TimedOut => Refusal::ConnectTimeout,
+        _ if net::is_fd_limit(&e) => {
+            Refusal::FdLimit(format!("socket for {}: {e}{}", audit::addr(dst), net::nofile_note()))
+        }
+        io::ErrorKind::ConnectionRefused => Refusal::ConnectRefused(format!("{}: {e}", audit::addr(dst))),
+        _ => Refusal::ConnectFailed(format!("{}: {e}", audit::addr(dst))),
+    })
 }

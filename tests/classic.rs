@@ -58,6 +58,12 @@ fn warnings_of(conf: &str) -> Vec<String> {
     for l in &lines {
         assert!(l.starts_with(&format!("{conf}:")) && l.contains(": warning: "), "{l}");
     }
+    // The warnings on deny lines of one address family (tests/
+    // destinations.rs) are not about the classic grammar: left out here.
+    let lines: Vec<String> = lines
+        .into_iter()
+        .filter(|l| !l.contains(": warning: this line denies IPv"))
+        .collect();
     lines
 }
 

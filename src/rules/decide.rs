@@ -43,6 +43,65 @@ impl Decision<'_> {
     }
 }
 
+/// What is known of a request before all of it is: its source, then its
+/// user-id and port once the request is read. Its destination is not
+/// known yet (not read, or a SOCKS4a name not looked up).
+#[derive(Debug, Clone, Copy)]
+pub struct Partial<'a> {
+    pub src: IpAddr,
+    pub user: Option<&'a [u8]>,
+    pub port: Option<u16>,
+}
+
+/// Whether the rules could permit a request of which only a [`Partial`]
+/// is known.
+#[derive(Debug, Clone, Copy)]
+pub enum Outlook<'a> {
+    /// A line may permit it, or a line that may decide it runs a command
+    /// (which needs the whole request): read on.
+    Open,
+    /// Every such request is denied, by this decision (no rule: none
+    /// matches), and no line that could decide it runs a command.
+    Denied(Decision<'a>),
+}
+
+/// How far a line can match a [`Partial`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// It cannot match.
+    Never,
+    /// It matches some requests of these facts, depending on what is not
+    /// known yet.
+    Maybe,
+    /// It matches every request of these facts.
+    Surely,
+}
+
+/// [`Outlook`] of the first-match loop for what `p` says. Pure: no name
+/// is looked up.
+pub fn outlook<'a>(rules: &'a Rules, p: &Partial) -> Outlook<'a> {
+    if let Some(f) = &rules.frozen {
+        return match f.outlook(p) {
+            None => Outlook::Open,
+            Some(rule) => Outlook::Denied(Decision { rules, rule }),
+        };
+    }
+    for rule in &rules.rules {
+        match rule.reach(p) {
+            Reach::Never => continue,
+            _ if rule.action == Action::Permit || rule.command.is_some() => return Outlook::Open,
+            Reach::Surely => {
+                return Outlook::Denied(Decision {
+                    rules,
+                    rule: Some(rule),
+                })
+            }
+            Reach::Maybe => continue,
+        }
+    }
+    Outlook::Denied(Decision { rules, rule: None })
+}
+
 /// The first line that matches decides; if none does, deny.
 pub fn decide<'a>(rules: &'a Rules, facts: &Facts) -> Decision<'a> {
     if let Some(f) = &rules.frozen {
@@ -70,6 +129,37 @@ impl Rule {
             && self.dst.as_ref().map_or(true, |d| d.iter().any(|n| n.contains(f.dst)))
             && self.port.map_or(true, |(op, p)| op.holds(f.port, p))
             && self.users.as_ref().map_or(true, |u| u.iter().any(|u| u == f.user))
+    }
+
+    /// How far this line can match a request of which `p` is known.
+    pub fn reach(&self, p: &Partial) -> Reach {
+        let users = match (&self.users, p.user) {
+            (None, _) => Reach::Surely,
+            (Some(list), Some(user)) if list.iter().any(|u| u == user) => Reach::Surely,
+            (Some(_), Some(_)) => Reach::Never,
+            (Some(_), None) => Reach::Maybe,
+        };
+        let port = match (self.port, p.port) {
+            (None, _) => Reach::Surely,
+            (Some((op, against)), Some(port)) if op.holds(port, against) => Reach::Surely,
+            (Some(_), Some(_)) => Reach::Never,
+            (Some(_), None) => Reach::Maybe,
+        };
+        let dst = if self.dst.is_none() {
+            Reach::Surely
+        } else {
+            Reach::Maybe
+        };
+        let src = if self.src.iter().any(|n| n.contains(p.src)) {
+            Reach::Surely
+        } else {
+            Reach::Never
+        };
+        // The least of the four.
+        [src, users, port, dst]
+            .into_iter()
+            .min_by_key(|r| *r as u8)
+            .unwrap_or(Reach::Never)
     }
 }
 

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use super::decide::Facts;
+use super::decide::{Facts, Partial, Reach};
 use super::grammar::{Checked, NoteKind};
 use super::{read_capped, Action, Hook, Lookups, Net, PortOp, Rule, Rules, System, SERVICES_FILE};
 use crate::ident::Mode;
@@ -653,6 +653,45 @@ impl Frozen {
                     || (le32(r, 28)..le32(r, 28) + le32(r, 32)).any(|k| self.user(b, k as usize) == f.user))
         });
         found.map(|i| self.rule(i))
+    }
+
+    /// [`super::outlook`] for these rules: `None` when a line may permit
+    /// or may decide with a command, else the line that denies every
+    /// request of these facts (`Some(None)`: no line matches).
+    pub fn outlook(&self, p: &Partial) -> Option<Option<&Rule>> {
+        let b = self.store.bytes();
+        let l = &self.layout;
+        let nets = &b[l.nets..l.users];
+        let src = Ip::of(p.src);
+        for (i, r) in records::<RULE_LEN>(&b[l.rules..l.nets]).enumerate() {
+            if !any_net(nets, le32(r, 12), le32(r, 16), src) {
+                continue;
+            }
+            let users = match (le32(r, 32) == NONE, p.user) {
+                (true, _) => Reach::Surely,
+                (false, Some(u)) if (le32(r, 28)..le32(r, 28) + le32(r, 32)).any(|k| self.user(b, k as usize) == u) => {
+                    Reach::Surely
+                }
+                (false, Some(_)) => Reach::Never,
+                (false, None) => Reach::Maybe,
+            };
+            let port = match (op_of(r[6]), p.port) {
+                (None, _) => Reach::Surely,
+                (Some(op), Some(port)) if op.holds(port, u16::from_le_bytes([r[8], r[9]])) => Reach::Surely,
+                (Some(_), Some(_)) => Reach::Never,
+                (Some(_), None) => Reach::Maybe,
+            };
+            if users == Reach::Never || port == Reach::Never {
+                continue;
+            }
+            if r[4] == 1 || le32(r, 48) != NONE {
+                return None;
+            }
+            if users == Reach::Surely && port == Reach::Surely && le32(r, 24) == NONE {
+                return Some(Some(self.rule(i)));
+            }
+        }
+        Some(None)
     }
 
     fn net(&self, b: &[u8], k: usize) -> Net {

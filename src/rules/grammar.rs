@@ -55,6 +55,12 @@ pub enum NoteKind {
     DoubleColon,
     /// Fields after a complete rule, ignored.
     ExtraFields,
+    /// A net written as IPv4-mapped IPv6 addresses, read as IPv4.
+    Mapped,
+    /// A destination net of NAT64 addresses, which matches nothing.
+    Nat64,
+    /// A deny line that leaves the other address family open.
+    OneFamily,
 }
 
 impl NoteKind {
@@ -146,10 +152,109 @@ pub fn check(text: &[u8], file: &str, services: Services, lookups: &mut dyn Look
             message,
         }));
     }
+    for (line, message) in family_notes(&rules.rules) {
+        notes.push(Note {
+            file: file.into(),
+            line,
+            kind: NoteKind::OneFamily,
+            message,
+        });
+    }
     Checked {
         loaded: if errors.is_empty() { Ok(rules) } else { Err(errors) },
         notes,
     }
+}
+
+/// Which address families a rule's nets cover, as (IPv4, IPv6); no nets
+/// (a destination left out) covers both.
+fn families(nets: Option<&[Net]>) -> (bool, bool) {
+    match nets {
+        None => (true, true),
+        Some(n) => (n.iter().any(Net::is_ipv4), n.iter().any(|n| !n.is_ipv4())),
+    }
+}
+
+/// The name of one family, as (IPv4, IPv6) covers it.
+fn family_name(v4: bool) -> &'static str {
+    if v4 {
+        "IPv4"
+    } else {
+        "IPv6"
+    }
+}
+
+/// Warnings on deny lines that leave the other address family open to a
+/// later permit line: a destination in one family (a SOCKS4a name can
+/// lead to the other), or every client of one family (the other
+/// family's clients are not denied).
+fn family_notes(rules: &[Rule]) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (i, deny) in rules.iter().enumerate() {
+        if deny.action != Action::Deny {
+            continue;
+        }
+        let (s4, s6) = families(Some(&deny.src));
+        let (d4, d6) = families(deny.dst.as_deref());
+        let permits = || rules[i + 1..].iter().filter(|p| p.action == Action::Permit);
+        // Another deny line for the same users and ports that covers the
+        // other family makes the pair whole.
+        let partner = |covers: &dyn Fn(&Rule) -> bool| {
+            rules
+                .iter()
+                .any(|o| o.action == Action::Deny && o.port == deny.port && o.users == deny.users && covers(o))
+        };
+        let dst_paired = partner(&|o: &Rule| {
+            let ((o4, o6), (e4, e6)) = (families(Some(&o.src)), families(o.dst.as_deref()));
+            ((o4 && s4) || (o6 && s6)) && if d4 { e6 } else { e4 }
+        });
+        if d4 != d6 && !dst_paired {
+            let open = permits().find(|p| {
+                let ((p4, p6), (q4, q6)) = (families(Some(&p.src)), families(p.dst.as_deref()));
+                ((p4 && s4) || (p6 && s6)) && if d4 { q6 } else { q4 }
+            });
+            if let Some(p) = open {
+                let (one, other) = (family_name(d4), family_name(!d4));
+                out.push((
+                    deny.line,
+                    format!(
+                        "this line denies {one} destinations only, and line {} permits {other} destinations to \
+                         clients it covers: a SOCKS4a name can lead to the {other} address of the same host \
+                         (::1 for 127.0.0.1); deny the {other} addresses too, or write 0/0 for every \
+                         destination of both families",
+                        p.line
+                    ),
+                ));
+            }
+        }
+        let whole_family = deny
+            .src
+            .iter()
+            .all(|n| matches!(n, Net::V4 { mask: 0, .. } | Net::V6 { mask: 0, .. }));
+        let src_paired = partner(&|o: &Rule| {
+            let (e4, e6) = families(o.dst.as_deref());
+            let whole = |n: &Net| matches!(n, Net::V4 { mask: 0, .. } | Net::V6 { mask: 0, .. });
+            o.src.iter().any(|n| whole(n) && n.is_ipv4() != s4) && ((e4 && d4) || (e6 && d6))
+        });
+        if s4 != s6 && whole_family && !src_paired {
+            let open = permits().find(|p| {
+                let ((p4, p6), (q4, q6)) = (families(Some(&p.src)), families(p.dst.as_deref()));
+                (if s4 { p6 } else { p4 }) && ((q4 && d4) || (q6 && d6))
+            });
+            if let Some(p) = open {
+                let (one, other) = (family_name(s4), family_name(!s4));
+                out.push((
+                    deny.line,
+                    format!(
+                        "this line denies {one} clients only, and line {} permits {other} clients: they are \
+                         not denied what this line denies; write 0/0 as the source to deny every client",
+                        p.line
+                    ),
+                ));
+            }
+        }
+    }
+    out
 }
 
 enum Item {
@@ -407,6 +512,64 @@ fn net(
     let t = fields.get(*at).ok_or_else(|| format!("no {what} address"))?;
     let s = std::str::from_utf8(t).map_err(|_| format!("{what} address {} is not an IP address", show(t)))?;
     *at += 1;
+    if s == ANY_FAMILY {
+        *modern = true;
+        return Ok(vec![Net::ANY_V4, Net::ANY_V6]);
+    }
+    let nets = net_of(s, fields, at, what, lookups, notes, modern)?;
+    Ok(nets.into_iter().map(|n| canonical_net(n, s, what, notes)).collect())
+}
+
+/// The field that matches every address of both families (as in Dante).
+pub const ANY_FAMILY: &str = "0/0";
+
+/// `n` as the rules match it: a net of IPv4-mapped addresses is the IPv4
+/// net, noted; a destination net of NAT64 addresses, which never matches,
+/// noted.
+fn canonical_net(n: Net, field: &str, what: &str, notes: &mut LineNotes) -> Net {
+    let v4 = n.unmapped();
+    if let (Net::V6 { .. }, Net::V4 { addr, mask }) = (n, v4) {
+        notes.push((
+            NoteKind::Mapped,
+            format!(
+                "{what} {field} is written as IPv4-mapped IPv6 addresses; socks4d matches such addresses \
+                 as IPv4, so this is {}; write that",
+                show_v4_net(addr, mask)
+            ),
+        ));
+    }
+    if what == "destination" && n.is_nat64() {
+        notes.push((
+            NoteKind::Nat64,
+            format!(
+                "destination {field} is within the NAT64 prefix 64:ff9b::/96, whose addresses the rules \
+                 judge as the IPv4 addresses they embed: this net matches no destination; write the IPv4 \
+                 net instead"
+            ),
+        ));
+    }
+    v4
+}
+
+fn show_v4_net(addr: u32, mask: u32) -> String {
+    let a = Ipv4Addr::from(addr);
+    if mask.leading_ones() + mask.trailing_zeros() == 32 {
+        format!("{a}/{}", mask.leading_ones())
+    } else {
+        format!("{a} {}", Ipv4Addr::from(mask))
+    }
+}
+
+/// [`net`]'s field as written, before canonical forms.
+fn net_of(
+    s: &str,
+    fields: &[&[u8]],
+    at: &mut usize,
+    what: &str,
+    lookups: &mut dyn Lookups,
+    notes: &mut LineNotes,
+    modern: &mut bool,
+) -> Result<Vec<Net>, String> {
     if let Some((a, prefix)) = s.split_once('/') {
         *modern = true;
         let ip = a
@@ -419,16 +582,7 @@ fn net(
             Ok(b) if b <= max && prefix.bytes().all(|c| c.is_ascii_digit()) => b,
             _ => return Err(format!("{what} prefix /{prefix} is not a number from 0 to {max}")),
         };
-        return Ok(vec![match ip {
-            std::net::IpAddr::V4(a) => Net::V4 {
-                addr: a.into(),
-                mask: u32::MAX.checked_shl(32 - bits).unwrap_or(0),
-            },
-            std::net::IpAddr::V6(a) => Net::V6 {
-                addr: a.into(),
-                mask: u128::MAX.checked_shl(128 - bits).unwrap_or(0),
-            },
-        }]);
+        return Ok(vec![Net::prefix(ip, bits)]);
     }
     let addr = address(s, what, lookups, notes)?;
     let m = fields

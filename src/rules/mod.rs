@@ -44,7 +44,7 @@ use crate::ident::Mode;
 use crate::net::Deadline;
 
 pub use command::{expand, sanitize, spawn, Spawned, Subst, MAX_SUBST_LEN, NAME_LOOKUP_TIMEOUT};
-pub use decide::{decide, Decision, Facts};
+pub use decide::{decide, outlook, Decision, Facts, Outlook, Partial, Reach};
 pub use grammar::{check, parse, port_number, Checked, Note, NoteKind, MAX_LINE_LEN};
 pub use services::{Services, SERVICES_FILE};
 
@@ -83,8 +83,9 @@ pub enum Net {
 }
 
 impl Net {
-    /// `addr/prefix`, or a bare address (the one host), IPv4 or IPv6.
-    /// For options (`--proxy-protocol`) and the route file.
+    /// `addr/prefix`, or a bare address (the one host), IPv4 or IPv6;
+    /// IPv4-mapped nets as IPv4 ([`Net::unmapped`]). For options
+    /// (`--proxy-protocol`) and the route file.
     pub fn parse(s: &str) -> Result<Net, String> {
         let (a, prefix) = match s.split_once('/') {
             Some((a, p)) => (a, Some(p)),
@@ -99,35 +100,74 @@ impl Net {
                 _ => return Err(format!("prefix /{p} is not a number from 0 to {max}")),
             },
         };
-        Ok(match ip {
+        Ok(Net::prefix(ip, bits).unmapped())
+    }
+
+    /// The net of `ip`'s first `bits` bits (at most the family's width).
+    pub fn prefix(ip: IpAddr, bits: u32) -> Net {
+        match ip {
             IpAddr::V4(a) => Net::V4 {
                 addr: a.into(),
-                mask: u32::MAX.checked_shl(32 - bits).unwrap_or(0),
+                mask: u32::MAX.checked_shl(32 - bits.min(32)).unwrap_or(0),
             },
             IpAddr::V6(a) => Net::V6 {
                 addr: a.into(),
-                mask: u128::MAX.checked_shl(128 - bits).unwrap_or(0),
+                mask: u128::MAX.checked_shl(128 - bits.min(128)).unwrap_or(0),
             },
-        })
+        }
     }
 
-    /// An address and a mask of one family.
+    /// An address and a mask of one family; IPv4-mapped nets as IPv4
+    /// ([`Net::unmapped`]).
     pub fn with_mask(addr: IpAddr, mask: IpAddr) -> Option<Net> {
         match (addr, mask) {
             (IpAddr::V4(a), IpAddr::V4(m)) => Some(Net::V4 {
                 addr: a.into(),
                 mask: m.into(),
             }),
-            (IpAddr::V6(a), IpAddr::V6(m)) => Some(Net::V6 {
-                addr: a.into(),
-                mask: m.into(),
-            }),
+            (IpAddr::V6(a), IpAddr::V6(m)) => Some(
+                Net::V6 {
+                    addr: a.into(),
+                    mask: m.into(),
+                }
+                .unmapped(),
+            ),
             _ => None,
         }
     }
 
     pub fn is_ipv4(&self) -> bool {
         matches!(self, Net::V4 { .. })
+    }
+
+    /// Every IPv4 address.
+    pub const ANY_V4: Net = Net::V4 { addr: 0, mask: 0 };
+    /// Every IPv6 address.
+    pub const ANY_V6: Net = Net::V6 { addr: 0, mask: 0 };
+
+    /// A net of IPv4-mapped addresses (`::ffff:a.b.c.d/p` with `p` of 96
+    /// or more) as the IPv4 net it stands for: addresses are matched in
+    /// their canonical form ([`crate::dest::canonical`]), where a mapped
+    /// address is IPv4. Every other net as it is.
+    pub fn unmapped(self) -> Net {
+        const MAPPED: u128 = 0xffff_0000_0000;
+        const PREFIX: u128 = !0xffff_ffff;
+        match self {
+            Net::V6 { addr, mask } if mask & PREFIX == PREFIX && addr & PREFIX == MAPPED => Net::V4 {
+                addr: addr as u32,
+                mask: mask as u32,
+            },
+            other => other,
+        }
+    }
+
+    /// Whether this is a net of NAT64 addresses (within `64:ff9b::/96`),
+    /// which the rules judge as the IPv4 addresses they embed
+    /// ([`crate::dest::judged`]): as a destination it matches nothing.
+    pub fn is_nat64(self) -> bool {
+        const NAT64: u128 = 0x0064_ff9b_0000_0000_0000_0000_0000_0000;
+        const PREFIX: u128 = !0xffff_ffff;
+        matches!(self, Net::V6 { addr, mask } if mask & PREFIX == PREFIX && addr & PREFIX == NAT64)
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
