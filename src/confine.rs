@@ -1,7 +1,9 @@
 //! What a handler may still do once it holds its client, applied in one
 //! place right after intake and the same under inetd, socket units and
 //! `--listen`: read (and run) the system's programs, libraries and
-//! configuration, write nothing, open Internet and local sockets only,
+//! configuration, write nothing but into the `--writable` directories
+//! (where nothing can be read back, and so nothing loaded or run), change
+//! no file's mode, owner or times, open Internet and local sockets only,
 //! gain no privilege, and trace or signal no process outside itself. The
 //! rules' commands inherit all of it.
 //!
@@ -20,7 +22,7 @@
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    Access, AccessFs, CompatLevel, Compatible, LandlockStatus, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    Access, AccessFs, BitFlags, CompatLevel, Compatible, LandlockStatus, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
@@ -244,11 +246,63 @@ fn abi_number(abi: ABI) -> u32 {
     .map_or(0, |i| i as u32 + 1)
 }
 
+/// What a handler may do beneath a `--writable` directory: make, write,
+/// append to, truncate, move within and remove files and directories,
+/// list directories and bind sockets. Not read a file: the dynamic loader
+/// (`ld.so FILE`) only opens and maps what it runs, which Landlock's
+/// execute right never sees, so a file that can be read can be run. Not
+/// run one, and no symbolic links (which a reader outside might follow).
+fn write_only() -> BitFlags<AccessFs> {
+    AccessFs::WriteFile
+        | AccessFs::Truncate
+        | AccessFs::ReadDir
+        | AccessFs::MakeReg
+        | AccessFs::MakeDir
+        | AccessFs::MakeSock
+        | AccessFs::RemoveFile
+        | AccessFs::RemoveDir
+        | AccessFs::Refer
+}
+
+/// Why the `--writable` directory `dir` must be left out, if it must: it
+/// lies beneath a directory whose files may be read, or contains one
+/// (Landlock adds up the rights of every rule on the way to a file, so
+/// files written there could be read, and run). `readable` holds those
+/// directories, resolved as [`resolved`] does.
+fn overlap(dir: &Path, readable: &[PathBuf]) -> Option<String> {
+    let at = resolved(dir)?;
+    let why = |r: &PathBuf| {
+        if at.starts_with(r) {
+            format!("beneath {}", r.display())
+        } else {
+            format!("contains {}", r.display())
+        }
+    };
+    readable
+        .iter()
+        .find(|r| at.starts_with(r) || r.starts_with(&at))
+        .map(|r| {
+            format!(
+                "{}: {}, whose files may be read, so files written there could be read and run; \
+                 not made writable",
+                dir.display(),
+                why(r)
+            )
+        })
+}
+
+/// `path` with every symbolic link resolved, as the kernel finds it when
+/// the rule is made; `None` when it does not exist.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok()
+}
+
 /// The Landlock ruleset: [`READABLE`] and `readable` for reading and
-/// running, `writable` for everything but running, [`DEVICES`]. A path of the
-/// administrator's that cannot be opened is left out (less access, never
-/// more) and noted in `skipped`; one that cannot be opened for want of
-/// descriptors or memory fails the whole ruleset.
+/// running, `writable` for writing only ([`write_only`]), [`DEVICES`]. A
+/// path of the administrator's that cannot be opened, or a `--writable`
+/// one that overlaps a readable one ([`overlap`]), is left out (less
+/// access, never more) and noted in `skipped`; one that cannot be opened
+/// for want of descriptors or memory fails the whole ruleset.
 fn ruleset(readable: &[PathBuf], writable: &[PathBuf], skipped: &mut Vec<String>) -> Result<RulesetCreated, Failure> {
     let mut short: Option<Failure> = None;
     let created = build(readable, writable, skipped, &mut short).map_err(|e| Failure::of(&e))?;
@@ -264,6 +318,28 @@ fn build(
     skipped: &mut Vec<String>,
     short: &mut Option<Failure>,
 ) -> Result<RulesetCreated, landlock::RulesetError> {
+    // Resolving paths costs system calls: only when there is a writable
+    // directory to check.
+    let readable_dirs: Vec<PathBuf> = if writable.is_empty() {
+        Vec::new()
+    } else {
+        READABLE
+            .iter()
+            .map(Path::new)
+            .chain(readable.iter().map(PathBuf::as_path))
+            .filter_map(resolved)
+            .collect()
+    };
+    let writable: Vec<&PathBuf> = writable
+        .iter()
+        .filter(|p| match overlap(p, &readable_dirs) {
+            Some(why) => {
+                skipped.push(why);
+                false
+            }
+            None => true,
+        })
+        .collect();
     let read = AccessFs::from_read(FS_ABI);
     let mut created = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
@@ -299,10 +375,10 @@ fn build(
     for p in readable {
         created = add(created, p, read, true)?.0;
     }
-    // Writable, but nothing there may be run: a handler must not bring its
-    // own program.
+    // Writable, but nothing there may be read or run: a handler must not
+    // bring its own program.
     for p in writable {
-        created = add(created, p, AccessFs::from_all(FS_ABI) & !AccessFs::Execute, true)?.0;
+        created = add(created, p, write_only(), true)?.0;
     }
     for &(dev, write) in DEVICES {
         let access = if write {
@@ -364,6 +440,31 @@ mod tests {
              signals and abstract sockets outside the handler"
         );
         assert_eq!(abi_number(ABI::V6), 6);
+    }
+
+    #[test]
+    fn a_writable_directory_must_keep_apart_from_readable_ones_however_it_is_named() {
+        let dir = std::env::temp_dir().join(format!("socks4d-overlap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("r/sub")).unwrap();
+        std::fs::create_dir_all(dir.join("w")).unwrap();
+        std::os::unix::fs::symlink("r/sub", dir.join("link")).unwrap();
+        let readable = [resolved(&dir.join("r")).unwrap()];
+        let why = overlap(&dir.join("link"), &readable).expect("a link into a readable directory");
+        assert!(
+            why.contains("link: beneath ")
+                && why.ends_with(
+                    "/r, whose files may be read, so files written there could be read and run; not made writable"
+                ),
+            "{why}"
+        );
+        assert!(overlap(&dir, &readable).unwrap().contains(": contains "));
+        assert!(overlap(&dir.join("r"), &readable).is_some());
+        assert_eq!(overlap(&dir.join("w"), &readable), None);
+        // A name that only shares a prefix is apart.
+        std::fs::create_dir_all(dir.join("rr")).unwrap();
+        assert_eq!(overlap(&dir.join("rr"), &readable), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

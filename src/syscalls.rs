@@ -5,9 +5,13 @@
 //! memory, mounts and namespaces, keyrings, BPF, perf, io_uring, kernel
 //! modules, clocks, host names, swap, reboot, SysV IPC and POSIX message
 //! queues, privilege changes (set*id, capset, chroot), scheduling and
-//! resource changes, and sockets other than IPv4, IPv6 and Unix (no raw
-//! sockets, no netlink, no packet sockets). Memory may not be writable and
-//! executable at once, and no personality other than Linux's may be set.
+//! resource changes, changes of a file's mode, owner, times or flags
+//! (chmod, chown, utimes and their relatives, the `chattr` ioctls:
+//! Landlock does not govern metadata, so these would reach any file of
+//! the service user's, wherever it is), memfd_create, and sockets other
+//! than IPv4, IPv6 and Unix (no raw sockets, no netlink, no packet
+//! sockets). Memory may not be writable and executable at once, and no
+//! personality other than Linux's may be set.
 //!
 //! The filter kills the process on a foreign architecture's system call
 //! numbers (as `SystemCallArchitectures=native`).
@@ -21,7 +25,7 @@
 //! converts the program to eBPF and JIT-compiles it in every process
 //! (about a fifth of a handler's CPU time in `perf` with 183
 //! instructions), so conditions test a set of values with one load, and
-//! all leaves share one allow and one EPERM: 108 instructions. Nothing is
+//! all leaves share one allow and one EPERM: 111 instructions. Nothing is
 //! built at run time: building it at each connection (a `BTreeMap`,
 //! sorted) was about 100 000 instructions.
 
@@ -93,9 +97,8 @@ const ALLOWED: &[i64] = &[
     libc::SYS_renameat2,
     libc::SYS_linkat,
     libc::SYS_symlinkat,
-    libc::SYS_fchmod,
-    libc::SYS_fchmodat,
-    libc::SYS_utimensat,
+    // Not chmod, chown or utimes in any form: Landlock does not govern a
+    // file's metadata, and the service user may own files anywhere.
     libc::SYS_truncate,
     libc::SYS_ftruncate,
     libc::SYS_fallocate,
@@ -229,10 +232,6 @@ const ALLOWED_X86_64: &[i64] = &[
     libc::SYS_rmdir,
     libc::SYS_link,
     libc::SYS_symlink,
-    libc::SYS_chmod,
-    libc::SYS_utime,
-    libc::SYS_utimes,
-    libc::SYS_futimesat,
     libc::SYS_poll,
     libc::SYS_select,
     libc::SYS_epoll_wait,
@@ -262,6 +261,9 @@ const NAMESPACE_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUSER
     | libc::CLONE_NEWPID
     | libc::CLONE_NEWNET) as u32;
+/// `_IOW('X', 32, struct fsxattr)`: sets a file's extended flags (as
+/// `chattr` and `xfs_io` do); not in libc.
+const FS_IOC_FSSETXATTR: u32 = 0x401c_5820;
 /// `socket(2)`'s type without SOCK_NONBLOCK and SOCK_CLOEXEC.
 const SOCK_TYPE_MASK: u32 = 0xf;
 
@@ -371,11 +373,22 @@ const SPECIAL: &[(i64, Special)] = &[
     (libc::SYS_personality, Special::Check(&[&[is(0, &[0, 0xffff_ffff])]])),
     (libc::SYS_socket, Special::Check(SOCKET)),
     // Any ioctl but the two that type into a terminal (a descriptor opened
-    // before the confinement, such as --listen's stderr, may be one). The
-    // kernel takes the request as 32 bits.
+    // before the confinement, such as --listen's stderr, may be one) and
+    // those that set a file's flags (chattr). The kernel takes the request
+    // as 32 bits.
     (
         libc::SYS_ioctl,
-        Special::Check(&[&[masked_not(1, u32::MAX, &[libc::TIOCSTI as u32, libc::TIOCLINUX as u32])]]),
+        Special::Check(&[&[masked_not(
+            1,
+            u32::MAX,
+            &[
+                libc::TIOCSTI as u32,
+                libc::TIOCLINUX as u32,
+                libc::FS_IOC_SETFLAGS as u32,
+                libc::FS_IOC32_SETFLAGS as u32,
+                FS_IOC_FSSETXATTR,
+            ],
+        )]]),
     ),
     (
         libc::SYS_socketpair,
@@ -835,6 +848,10 @@ mod tests {
         assert_eq!(ioctl(libc::TIOCSTI as u64), EPERM);
         assert_eq!(ioctl(libc::TIOCLINUX as u64), EPERM);
         assert_eq!(ioctl((1 << 32) | libc::TIOCSTI as u64), EPERM);
+        assert_eq!(ioctl(libc::FS_IOC_GETFLAGS as u64), RET_ALLOW);
+        assert_eq!(ioctl(libc::FS_IOC_SETFLAGS as u64), EPERM);
+        assert_eq!(ioctl(libc::FS_IOC32_SETFLAGS as u64), EPERM);
+        assert_eq!(ioctl(FS_IOC_FSSETXATTR as u64), EPERM);
     }
 
     #[test]
@@ -876,6 +893,30 @@ mod tests {
             libc::SYS_userfaultfd,
             libc::SYS_pidfd_getfd,
             libc::SYS_syslog,
+            // A file's metadata, in every form.
+            libc::SYS_fchmod,
+            libc::SYS_fchmodat,
+            libc::SYS_fchmodat2,
+            libc::SYS_fchown,
+            libc::SYS_fchownat,
+            libc::SYS_utimensat,
+            libc::SYS_setxattr,
+            libc::SYS_lsetxattr,
+            libc::SYS_fsetxattr,
+            libc::SYS_removexattr,
+            libc::SYS_fremovexattr,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_chmod,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_chown,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_lchown,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_utime,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_utimes,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_futimesat,
         ] {
             assert_eq!(verdict(nr, [0; 6]), EPERM, "system call {nr}");
         }

@@ -44,12 +44,13 @@ fn confined_under_stdin() {
     let env = Env::new();
     let dst = echo_server();
     let collector = Collector::start();
-    let files = Files::new(&collector);
+    let files = Files::new(&collector, &env);
     let args = files.args();
     let mut proxy = Proxy::per_connection(Box::new(move || spawn_stdin(&refs(&args))));
     let (first, second) = two_handlers(&mut proxy, &collector, dst);
     let log = proxy.stop();
     env.assert_confined(&first, &second, &log, Have::kernel());
+    files.assert_owned_unchanged(true);
 }
 
 #[test]
@@ -57,12 +58,13 @@ fn confined_under_fd3() {
     let env = Env::new();
     let dst = echo_server();
     let collector = Collector::start();
-    let files = Files::new(&collector);
+    let files = Files::new(&collector, &env);
     let args = files.args();
     let mut proxy = Proxy::per_connection(Box::new(move || spawn_fd3(&refs(&args))));
     let (first, second) = two_handlers(&mut proxy, &collector, dst);
     let log = proxy.stop();
     env.assert_confined(&first, &second, &log, Have::kernel());
+    files.assert_owned_unchanged(true);
 }
 
 #[test]
@@ -70,12 +72,13 @@ fn confined_under_listen() {
     let env = Env::new();
     let dst = echo_server();
     let collector = Collector::start();
-    let files = Files::new(&collector);
+    let files = Files::new(&collector, &env);
     let (guard, addr) = spawn_listen(&refs(&files.args()));
     let mut proxy = Proxy::listening(guard, addr);
     let (first, second) = two_handlers(&mut proxy, &collector, dst);
     let log = proxy.stop();
     env.assert_confined(&first, &second, &log, Have::kernel());
+    files.assert_owned_unchanged(true);
 }
 
 /// A kernel without Landlock: `landlock_create_ruleset` fails with ENOSYS.
@@ -85,7 +88,7 @@ fn without_landlock_the_gap_is_logged_and_seccomp_holds() {
     let env = Env::new();
     let dst = echo_server();
     let collector = Collector::start();
-    let files = Files::new(&collector);
+    let files = Files::new(&collector, &env);
     let args = files.args();
     let outer = outer_filter(libc::SYS_landlock_create_ruleset, libc::ENOSYS);
     let mut proxy = Proxy::per_connection(Box::new(move || spawn_stdin_under(&outer, &refs(&args))));
@@ -97,13 +100,18 @@ fn without_landlock_the_gap_is_logged_and_seccomp_holds() {
         seccomp: true,
     };
     env.assert_confined(&first, &second, &log, have);
-    // The outer filter took: what only Landlock forbids is allowed.
+    files.assert_owned_unchanged(true);
+    // The outer filter took: what only Landlock forbids is allowed, among
+    // it loading a program from the writable directory.
     expect(
         &second,
         &[
             ("write_tmp", "allowed"),
             ("proc_self", "allowed"),
             ("kill_other", "allowed"),
+            ("read_writable", "allowed"),
+            ("exec_writable", "allowed"),
+            ("ldso_writable", "allowed"),
         ],
         &log,
     );
@@ -117,7 +125,7 @@ fn without_seccomp_the_gap_is_logged_and_landlock_holds() {
     let env = Env::new();
     let dst = echo_server();
     let collector = Collector::start();
-    let files = Files::new(&collector);
+    let files = Files::new(&collector, &env);
     let outer = outer_filter(libc::SYS_seccomp, libc::EINVAL);
     let (guard, addr) = spawn_listen_under(&outer, &refs(&files.args()));
     let mut proxy = Proxy::listening(guard, addr);
@@ -131,16 +139,105 @@ fn without_seccomp_the_gap_is_logged_and_landlock_holds() {
     };
     env.assert_confined(&first, &second, &log, have);
     // The outer filter took: what only the filter forbids is allowed
-    // (mount gets as far as looking up its target).
+    // (mount gets as far as looking up its target), and the owned file
+    // outside every allowed directory was changed.
     expect(
         &second,
         &[
             ("socket_netlink", "allowed"),
             ("mmap_wx", "allowed"),
             ("mount", "denied ENOENT"),
+            ("chmod", "allowed"),
+            ("utimensat", "allowed"),
+            ("fchownat", "allowed"),
+            ("fchmod", "allowed"),
+            ("memfd_create", "allowed"),
         ],
         &log,
     );
+    files.assert_owned_unchanged(false);
+}
+
+/// A `--writable` directory beneath a readable one, or holding one, would
+/// let what is written there be read, and so loaded and run: it is left
+/// out, with a warning line naming why, and a command cannot write there.
+/// One apart from every readable directory is written.
+#[test]
+fn a_writable_directory_that_overlaps_a_readable_one_is_left_out() {
+    let dir = TempDir::new("confine-overlap");
+    let readable = dir.path().join("readable");
+    let inside = readable.join("w");
+    let apart = dir.path().join("apart");
+    // Beneath /run, which the confinement lets handlers read.
+    let run = TempDir(PathBuf::from(format!(
+        "/run/socks4d-confine-overlap-{}",
+        std::process::id()
+    )));
+    for d in [&inside, &apart, &run.0] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let conf = dir.path().join("socks4d.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "permit 127.0.0.0/8 : for d in {} {} {}; do echo x >$d/f; done\n",
+            inside.display(),
+            run.0.display(),
+            apart.display()
+        ),
+    )
+    .unwrap();
+    let s = |p: &Path| p.display().to_string();
+    let args = [
+        "--ident".to_string(),
+        "off".into(),
+        "--log-stderr".into(),
+        "-f".into(),
+        s(&conf),
+        "--readable".into(),
+        s(&readable),
+        "--writable".into(),
+        s(&inside),
+        "--writable".into(),
+        s(&run.0),
+        "--writable".into(),
+        s(dir.path()),
+        "--writable".into(),
+        s(&apart),
+    ];
+    let dst = echo_server();
+    let mut server = spawn_stdin(&refs(&args));
+    server.client.write_all(&connect_req(dst, b"")).unwrap();
+    assert_eq!(read_reply(&mut server.client)[1], 0x5A);
+    server.client.shutdown(Shutdown::Write).unwrap();
+    let (status, log) = finish(&mut server, EXIT);
+    assert_eq!(status.code(), Some(0), "{log}");
+    let start = std::time::Instant::now();
+    while !apart.join("f").exists() {
+        assert!(start.elapsed() < IO_TIMEOUT, "the command wrote nothing:\n{log}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !inside.join("f").exists(),
+        "written beneath --readable {}",
+        readable.display()
+    );
+    assert!(!run.0.join("f").exists(), "written beneath /run");
+    let gaps: Vec<&str> = log.lines().filter(|l| l.contains("confine gap=")).collect();
+    let whose = "whose files may be read, so files written there could be read and run; not made writable";
+    for want in [
+        format!("gap=\"{}: beneath {}, {whose}\"", inside.display(), readable.display()),
+        format!("gap=\"{}: beneath /run, {whose}\"", run.0.display()),
+        format!(
+            "gap=\"{}: contains {}, {whose}\"",
+            dir.path().display(),
+            readable.display()
+        ),
+    ] {
+        assert!(gaps.iter().any(|l| l.ends_with(&want)), "no line ending {want}:\n{log}");
+    }
+    assert_eq!(gaps.len(), 3, "{log}");
 }
 
 /// Which mechanisms are in force for a run.
@@ -182,6 +279,22 @@ fn landlock_abi() -> i64 {
         )
     }
 }
+
+/// The dynamic loader, as the probe finds it (the probe has the same
+/// list).
+fn ld_so() -> Option<&'static str> {
+    [
+        "/lib64/ld-linux-x86-64.so.2",
+        "/lib/ld-linux-aarch64.so.1",
+        "/lib/ld-linux-x86-64.so.2",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists())
+}
+
+/// Checks whose errno depends on the host (protected_hardlinks answers
+/// EPERM before Landlock's EXDEV): denied, whatever the errno.
+const DENIED_ANYHOW: &[&str] = &["link_into_writable", "rename_out", "link_out"];
 
 /// Facts about the test host the expectations depend on.
 struct Env {
@@ -233,6 +346,14 @@ impl Env {
         expect(second, &common, log);
         expect(second, &other_expected(have), log);
         assert_eq!(first.get("ptrace_other"), None, "checks of another handler without one");
+        if have.landlock {
+            for r in [first, second] {
+                for k in DENIED_ANYHOW {
+                    let got = r.get(k).unwrap_or("(none)");
+                    assert!(got.starts_with("denied "), "{k}: {got}\nfull report:\n{}", r.dump());
+                }
+            }
+        }
         assert_gaps(log, have);
         assert_eq!(
             log.matches("reason=granted").count(),
@@ -296,6 +417,23 @@ impl Env {
             }
             if self.root {
                 e.push(("read_home", "denied EACCES".into()));
+            }
+            // The writable directory is written, not read, so nothing
+            // brought there can be run or loaded, by any path to it.
+            e.push(("write_program", "allowed".into()));
+            for k in [
+                "read_writable",
+                "exec_writable",
+                "execveat_writable",
+                "proc_fd_reopen",
+                "symlink_writable",
+            ] {
+                e.push((k, "denied EACCES".into()));
+            }
+            if ld_so().is_some() {
+                e.push(("ldso_system", "allowed".into()));
+                e.push(("ldso_writable", "denied EACCES".into()));
+                e.push(("ldso_proc_fd", "denied EACCES".into()));
             }
         }
         if have.scopes {
@@ -484,35 +622,92 @@ fn collect(mut s: TcpStream, first: &Mutex<Option<u32>>) -> Option<ProbeReport> 
     None
 }
 
-/// The files of one run: the rules file whose command runs the probe, and
-/// the `--writable` directory.
+/// The files of one run: the rules file whose command runs the probe, the
+/// `--writable` directory, and a file of the probe's user outside every
+/// allowed directory, whose metadata the probe tries to change.
 struct Files {
     _dir: TempDir,
     writable: TempDir,
     conf: PathBuf,
+    owned: PathBuf,
+    /// The owned file's metadata before the run.
+    before: Meta,
+}
+
+/// What a metadata change would change: mode, owner, group, and the
+/// modification and change times (chown to the same ids still sets the
+/// change time).
+#[derive(Debug, PartialEq, Eq)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Meta {
+    fn of(path: &Path) -> Meta {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path).unwrap();
+        Meta {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
 }
 
 impl Files {
-    fn new(collector: &Collector) -> Files {
+    fn new(collector: &Collector, env: &Env) -> Files {
         let dir = TempDir::new("confine");
         let writable = TempDir::new("confine-writable");
         // The probe runs as the user socks4d drops to.
         std::fs::set_permissions(writable.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        // Beneath the test's own directory, which no rule allows.
+        let owned = dir.path().join("owned");
+        std::fs::write(&owned, "the probe's own file\n").unwrap();
+        std::fs::set_permissions(&owned, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::chown(&owned, Some(env.uid), Some(env.gid)).unwrap();
+        let past = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&owned)
+            .unwrap()
+            .set_modified(past)
+            .unwrap();
         let conf = dir.path().join("socks4d.conf");
         std::fs::write(
             &conf,
             format!(
-                "permit 127.0.0.0/8 : {} {} %p {}\n",
+                "permit 127.0.0.0/8 : {} {} %p {} {}\n",
                 probe().display(),
                 collector.addr,
-                writable.path().display()
+                writable.path().display(),
+                owned.display()
             ),
         )
         .unwrap();
+        let before = Meta::of(&owned);
         Files {
             _dir: dir,
             writable,
             conf,
+            owned,
+            before,
+        }
+    }
+
+    /// Asserts that the owned file's metadata is as it was, or with `false`
+    /// that the probe changed it (the filter was not there to stop it).
+    fn assert_owned_unchanged(&self, unchanged: bool) {
+        let now = Meta::of(&self.owned);
+        if unchanged {
+            assert_eq!(now, self.before, "the probe changed {}", self.owned.display());
+        } else {
+            assert_ne!(now, self.before, "the probe could not change {}", self.owned.display());
         }
     }
 

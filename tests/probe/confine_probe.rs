@@ -1,7 +1,12 @@
 //! A test-only probe of the confinement (src/confine.rs), run as a rule's
 //! command so that it inherits what a handler's commands inherit.
 //!
-//!     confine-probe ADDR HANDLER_PID [WRITABLE_DIR]
+//!     confine-probe ADDR HANDLER_PID [WRITABLE_DIR [OWNED_FILE]]
+//!
+//! OWNED_FILE is a file of the user the probe runs as, outside every
+//! directory the confinement allows: the metadata checks try to change it
+//! (without it they aim at a path that does not exist, where only the
+//! system-call filter answers EPERM).
 //!
 //! Protocol, line by line over TCP to ADDR (tests/confine.rs and other
 //! tests rely on it; keep it):
@@ -39,6 +44,16 @@ const ROOT_SECRET: &str = "/root/socks4d-probe-test/secret";
 /// mount(2) fails with ENOENT at path lookup, before any permission
 /// check, so EPERM can only come from the filter.
 const NO_SUCH_MOUNT_POINT: &str = "/nonexistent-socks4d-probe";
+/// The same for the metadata checks without an OWNED_FILE: ENOENT
+/// without the filter, EPERM with it.
+const NO_SUCH_FILE: &str = "/nonexistent-socks4d-probe/file";
+/// Where the dynamic loader may be; the first that exists is used
+/// (tests/confine.rs has the same list).
+const LD_SO: &[&str] = &[
+    "/lib64/ld-linux-x86-64.so.2",
+    "/lib/ld-linux-aarch64.so.1",
+    "/lib/ld-linux-x86-64.so.2",
+];
 
 type Outcome = Result<(), Errno>;
 
@@ -65,12 +80,13 @@ impl Report {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: confine-probe ADDR HANDLER_PID [WRITABLE_DIR]");
+        eprintln!("usage: confine-probe ADDR HANDLER_PID [WRITABLE_DIR [OWNED_FILE]]");
         std::process::exit(64);
     }
     let addr: SocketAddr = args[1].parse().expect("ADDR");
     let handler: i32 = args[2].parse().expect("HANDLER_PID");
     let writable = args.get(3).cloned();
+    let owned = args.get(4).cloned();
 
     let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect to the collector");
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -87,11 +103,15 @@ fn main() {
     // The report itself is the TCP check: socket, connect, write.
     report.check("tcp_connect", Ok(()));
     files(&mut report, writable.as_deref());
+    metadata(&mut report, writable.as_deref(), owned.as_deref());
     processes(&mut report, handler, other);
     sockets(&mut report, addr.port());
     calls(&mut report);
     state(&mut report);
     programs(&mut report, writable.as_deref());
+    if let Some(dir) = &writable {
+        loading(&mut report, dir);
+    }
     let _ = report.0.write_all(b"done\n");
 }
 
@@ -115,6 +135,294 @@ fn files(r: &mut Report, writable: Option<&str>) {
     r.check("read_dev_urandom", read("/dev/urandom"));
     r.check("write_dev_null", write_existing("/dev/null"));
     r.check("write_dev_zero", write_existing("/dev/zero"));
+}
+
+/// Changes of modes, owners, times and file flags: by path on `owned`
+/// (else on a path that does not exist), and by descriptor on a file the
+/// probe creates in `writable` (else on no descriptor, -1, which is EBADF
+/// without the filter). Each is named after its system call; where this
+/// architecture has no such call, after what its libc does instead.
+fn metadata(r: &mut Report, writable: Option<&str>, owned: Option<&str>) {
+    let path = c_path(owned.unwrap_or(NO_SUCH_FILE));
+    let p = path.as_ptr();
+    // SAFETY: getters without arguments.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let epoch = [libc::timespec { tv_sec: 0, tv_nsec: 0 }; 2];
+    let mode: libc::c_uint = 0o666;
+    // SAFETY (every call below): a NUL-terminated path and, for the time
+    // calls, an array of the two times each reads.
+    unsafe {
+        r.check("chmod", legacy::chmod(p, mode));
+        r.check(
+            "fchmodat",
+            sys(libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode)),
+        );
+        r.check(
+            "fchmodat2",
+            sys(libc::syscall(
+                libc::SYS_fchmodat2,
+                libc::AT_FDCWD,
+                p,
+                mode,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )),
+        );
+        r.check("chown", legacy::chown(p, uid, gid));
+        r.check("lchown", legacy::lchown(p, uid, gid));
+        r.check(
+            "fchownat",
+            sys(libc::syscall(libc::SYS_fchownat, libc::AT_FDCWD, p, uid, gid, 0)),
+        );
+        r.check(
+            "utimensat",
+            sys(libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, epoch.as_ptr(), 0)),
+        );
+        r.check("utimes", legacy::utimes(p));
+        r.check("utime", legacy::utime(p));
+        r.check("futimesat", legacy::futimesat(p));
+    }
+    let file = writable.map(|dir| format!("{dir}/socks4d-probe-meta-{}", std::process::id()));
+    let fd = file
+        .as_deref()
+        .and_then(|f| open(f, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL).ok());
+    let raw = fd.as_ref().map_or(-1, std::os::fd::AsRawFd::as_raw_fd);
+    // SAFETY: calls on a descriptor of ours (or -1), with the arguments
+    // each reads.
+    unsafe {
+        r.check("fchmod", rc(libc::fchmod(raw, 0o600)));
+        r.check("fchown", rc(libc::fchown(raw, uid, gid)));
+        r.check(
+            "futimens",
+            sys(libc::syscall(
+                libc::SYS_utimensat,
+                raw,
+                std::ptr::null::<libc::c_char>(),
+                epoch.as_ptr(),
+                0,
+            )),
+        );
+        // chattr: set the flags the file already has.
+        let mut flags: libc::c_long = 0;
+        libc::ioctl(raw, libc::FS_IOC_GETFLAGS, &mut flags);
+        r.check("setflags", rc(libc::ioctl(raw, libc::FS_IOC_SETFLAGS, &flags)));
+    }
+    drop(fd);
+    if let Some(f) = file {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// The older path calls x86_64 has, each made as itself.
+#[cfg(target_arch = "x86_64")]
+mod legacy {
+    use super::{sys, Outcome};
+    use nix::libc;
+
+    pub unsafe fn chmod(p: *const libc::c_char, mode: libc::c_uint) -> Outcome {
+        sys(libc::syscall(libc::SYS_chmod, p, mode))
+    }
+
+    pub unsafe fn chown(p: *const libc::c_char, uid: libc::uid_t, gid: libc::gid_t) -> Outcome {
+        sys(libc::syscall(libc::SYS_chown, p, uid, gid))
+    }
+
+    pub unsafe fn lchown(p: *const libc::c_char, uid: libc::uid_t, gid: libc::gid_t) -> Outcome {
+        sys(libc::syscall(libc::SYS_lchown, p, uid, gid))
+    }
+
+    pub unsafe fn utimes(p: *const libc::c_char) -> Outcome {
+        let epoch = [libc::timeval { tv_sec: 0, tv_usec: 0 }; 2];
+        sys(libc::syscall(libc::SYS_utimes, p, epoch.as_ptr()))
+    }
+
+    pub unsafe fn utime(p: *const libc::c_char) -> Outcome {
+        let epoch = libc::utimbuf { actime: 0, modtime: 0 };
+        sys(libc::syscall(libc::SYS_utime, p, &epoch))
+    }
+
+    pub unsafe fn futimesat(p: *const libc::c_char) -> Outcome {
+        let epoch = [libc::timeval { tv_sec: 0, tv_usec: 0 }; 2];
+        sys(libc::syscall(libc::SYS_futimesat, libc::AT_FDCWD, p, epoch.as_ptr()))
+    }
+}
+
+/// Elsewhere libc makes the older calls with the `*at` ones.
+#[cfg(not(target_arch = "x86_64"))]
+mod legacy {
+    use super::{sys, Outcome};
+    use nix::libc;
+
+    const EPOCH: [libc::timespec; 2] = [libc::timespec { tv_sec: 0, tv_nsec: 0 }; 2];
+
+    pub unsafe fn chmod(p: *const libc::c_char, mode: libc::c_uint) -> Outcome {
+        sys(libc::syscall(libc::SYS_fchmodat, libc::AT_FDCWD, p, mode))
+    }
+
+    pub unsafe fn chown(p: *const libc::c_char, uid: libc::uid_t, gid: libc::gid_t) -> Outcome {
+        sys(libc::syscall(libc::SYS_fchownat, libc::AT_FDCWD, p, uid, gid, 0))
+    }
+
+    pub unsafe fn lchown(p: *const libc::c_char, uid: libc::uid_t, gid: libc::gid_t) -> Outcome {
+        sys(libc::syscall(
+            libc::SYS_fchownat,
+            libc::AT_FDCWD,
+            p,
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ))
+    }
+
+    pub unsafe fn utimes(p: *const libc::c_char) -> Outcome {
+        sys(libc::syscall(libc::SYS_utimensat, libc::AT_FDCWD, p, EPOCH.as_ptr(), 0))
+    }
+
+    pub unsafe fn utime(p: *const libc::c_char) -> Outcome {
+        utimes(p)
+    }
+
+    pub unsafe fn futimesat(p: *const libc::c_char) -> Outcome {
+        utimes(p)
+    }
+}
+
+/// Ways to run, or load, a program brought into the writable directory
+/// `dir`: a copy of /bin/sh, made with the mode of a program but without
+/// chmod. Each tries to have it run `exit 7`.
+fn loading(r: &mut Report, dir: &str) {
+    let me = std::process::id();
+    let copy = format!("{dir}/socks4d-probe-sh-{me}");
+    r.check("write_program", write_copy("/bin/sh", &copy, 0o755));
+    r.check("read_writable", read(&copy));
+    r.check("exec_writable", runs(Command::new(&copy).args(["-c", "exit 7"])));
+    r.check("execveat_writable", in_child(|| execveat_empty_path(&copy)));
+    // The dynamic loader opens and maps the file itself: Landlock's
+    // "execute" is never asked.
+    if let Some(ld_so) = LD_SO.iter().find(|p| std::path::Path::new(p).exists()) {
+        r.check(
+            "ldso_system",
+            runs(Command::new(ld_so).args(["/bin/sh", "-c", "exit 7"])),
+        );
+        r.check(
+            "ldso_writable",
+            runs(Command::new(ld_so).args([copy.as_str(), "-c", "exit 7"])),
+        );
+        // The same file through a descriptor that Landlock does not check
+        // (O_PATH), reopened by its /proc/self/fd link, here and in the
+        // loader, which inherits it.
+        // SAFETY: a NUL-terminated path; the descriptor is owned at once.
+        let fd = unsafe { libc::open(c_path(&copy).as_ptr(), libc::O_PATH) };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor of our own.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let via = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+            r.check("proc_fd_reopen", read(&via));
+            r.check(
+                "ldso_proc_fd",
+                runs(Command::new(ld_so).args([via.as_str(), "-c", "exit 7"])),
+            );
+        }
+    }
+    r.check("memfd_create", memfd());
+    // A system program linked or pointed at from the writable directory,
+    // and the copy moved or linked out of it.
+    let link = format!("{dir}/socks4d-probe-link-{me}");
+    let sh = std::fs::canonicalize("/bin/sh").map_or_else(|_| "/bin/sh".into(), |p| p.display().to_string());
+    r.check("link_into_writable", hard_link(&sh, &link));
+    let _ = std::fs::remove_file(&link);
+    r.check("symlink_writable", symlink("/bin/sh", &link));
+    let _ = std::fs::remove_file(&link);
+    let outside = format!("/tmp/socks4d-probe-moved-{me}");
+    r.check("rename_out", rename(&copy, &outside));
+    r.check("link_out", hard_link(&copy, &outside));
+    let _ = std::fs::remove_file(&outside);
+    let _ = std::fs::remove_file(&copy);
+}
+
+/// Copies `from` to a new file `to` made with `mode`.
+fn write_copy(from: &str, to: &str, mode: libc::c_int) -> Outcome {
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(0));
+    let mut src = std::fs::File::open(from).map_err(errno)?;
+    // SAFETY: a NUL-terminated path; the descriptor is owned at once.
+    let fd = unsafe {
+        libc::open(
+            c_path(to).as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            mode,
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a fresh descriptor of our own.
+    let mut dst = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    std::io::copy(&mut src, &mut dst).map(drop).map_err(errno)
+}
+
+/// Whether `cmd` ran its `exit 7`: allowed, or denied with the errno its
+/// start failed with, or EACCES when it started but what it was to run
+/// could not be opened (the loader's 127).
+fn runs(cmd: &mut Command) -> Outcome {
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match out {
+        Err(e) => Err(Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+        Ok(o) if o.status.code() == Some(7) => Ok(()),
+        Ok(o) if String::from_utf8_lossy(&o.stderr).contains("Permission denied") => Err(Errno::EACCES),
+        Ok(_) => Err(Errno::UnknownErrno),
+    }
+}
+
+/// execveat(2) of `path` opened with O_PATH, as fexecve does; in a child,
+/// which becomes `sh -c 'exit 0'` if it is let through.
+fn execveat_empty_path(path: &str) -> Outcome {
+    let fd = open(path, libc::O_PATH)?;
+    let argv = [c_path("sh"), c_path("-c"), c_path("exit 0")];
+    let argv: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let empty = c_path("");
+    // SAFETY: NUL-terminated strings and NULL-terminated arrays; on
+    // success this process is replaced.
+    sys(unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            empty.as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    })
+}
+
+fn memfd() -> Outcome {
+    let name = c_path("socks4d-probe");
+    // SAFETY: a NUL-terminated name; the descriptor is closed at once.
+    let fd = unsafe { libc::syscall(libc::SYS_memfd_create, name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a fresh descriptor of our own.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    Ok(())
+}
+
+fn hard_link(from: &str, to: &str) -> Outcome {
+    // SAFETY: NUL-terminated paths.
+    rc(unsafe { libc::link(c_path(from).as_ptr(), c_path(to).as_ptr()) })
+}
+
+fn symlink(target: &str, at: &str) -> Outcome {
+    // SAFETY: NUL-terminated paths.
+    rc(unsafe { libc::symlink(c_path(target).as_ptr(), c_path(at).as_ptr()) })
+}
+
+fn rename(from: &str, to: &str) -> Outcome {
+    // SAFETY: NUL-terminated paths.
+    rc(unsafe { libc::rename(c_path(from).as_ptr(), c_path(to).as_ptr()) })
 }
 
 fn processes(r: &mut Report, handler: i32, other: i32) {
@@ -243,6 +551,15 @@ fn c_path(path: &str) -> CString {
 
 /// 0 or -1 with errno, as most calls return.
 fn rc(ret: libc::c_int) -> Outcome {
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// A raw system call's return value as an outcome.
+fn sys(ret: libc::c_long) -> Outcome {
     if ret < 0 {
         Err(Errno::last())
     } else {

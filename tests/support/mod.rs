@@ -365,6 +365,24 @@ pub const SECCOMP_DENIED: &[&str] = &[
     "mprotect_x",
     "io_uring_setup",
     "keyctl",
+    "memfd_create",
+    // Changes of modes, owners, times and file flags; the probe aims at a
+    // file of its own outside the allowed directories, or at a path that
+    // does not exist (ENOENT or EBADF without the filter).
+    "chmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "lchown",
+    "fchownat",
+    "utimensat",
+    "utimes",
+    "utime",
+    "futimesat",
+    "fchmod",
+    "fchown",
+    "futimens",
+    "setflags",
 ];
 
 /// The probe: target/<profile>/examples/confine-probe, next to this
