@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use syslog::Facility;
 
-use crate::ident::{self, Mode};
+use crate::ident::Mode;
 use crate::rules::{self, Net};
 
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,8 +45,6 @@ pub struct Config {
     /// Ident mode for rules without `?=`.
     pub ident: Mode,
     pub ident_timeout: Duration,
-    /// The identd port to query: 113, except in tests.
-    pub ident_port: u16,
     /// The rules file, and whether it was named with `-f`.
     pub rules_file: PathBuf,
     pub rules_file_named: bool,
@@ -114,7 +112,6 @@ impl Default for Config {
             user: crate::privilege::DEFAULT_USER.to_string(),
             ident: Mode::Required,
             ident_timeout: DEFAULT_IDENT_TIMEOUT,
-            ident_port: ident::IDENT_PORT,
             rules_file: PathBuf::from(rules::DEFAULT_FILE),
             rules_file_named: false,
             max_children_given: false,

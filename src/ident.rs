@@ -205,15 +205,15 @@ pub enum Answer {
     FdLimit(String),
 }
 
-/// Asks the identd on `client`'s host, at `ident_port`, who owns the
+/// Asks the identd on `client`'s host, at [`IDENT_PORT`], who owns the
 /// connection from `client` to our port `our_port`. The query socket is
 /// bound to the first of `sources` that this host has (normally one: the
 /// address the client connected to, as RFC 1413 requires on a
 /// multi-homed host). Connect, write and read all share `deadline`; at
 /// most [`MAX_REPLY_LEN`] bytes are read. The socket is closed before
 /// returning.
-pub fn query(sources: &[IpAddr], client: SocketAddr, our_port: u16, ident_port: u16, deadline: Deadline) -> Answer {
-    let to = SocketAddr::new(client.ip(), ident_port);
+pub fn query(sources: &[IpAddr], client: SocketAddr, our_port: u16, deadline: Deadline) -> Answer {
+    let to = SocketAddr::new(client.ip(), IDENT_PORT);
     let mut stream = None;
     let mut last = String::from("no source address");
     for &ip in sources {

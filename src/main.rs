@@ -30,7 +30,7 @@ pub extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_
 
 /// The program; its exit status.
 fn run() -> u8 {
-    let mut cfg = match config::parse_args(std::env::args().skip(1)) {
+    let cfg = match config::parse_args(std::env::args().skip(1)) {
         Ok(Action::Serve(cfg)) => cfg,
         Ok(Action::CheckConfig(cfg)) => return check_config(&cfg),
         Ok(Action::Explain {
@@ -59,11 +59,6 @@ fn run() -> u8 {
             return EXIT_USAGE;
         }
     };
-
-    // Test-only: the fake identd of the integration tests cannot bind 113.
-    if let Some(port) = std::env::var("SOCKS4D_IDENT_PORT").ok().and_then(|p| p.parse().ok()) {
-        cfg.ident_port = port;
-    }
 
     if !cfg.listen.is_empty() {
         return match listen::bind(&cfg) {

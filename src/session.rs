@@ -722,7 +722,7 @@ fn ask_identd(arrival: &Arrival, claimed: &[u8], cfg: &Config, rec: &mut Record)
     } else {
         &[local.ip(), own.ip()]
     };
-    match ident::query(sources, arrival.client, local.port(), cfg.ident_port, deadline) {
+    match ident::query(sources, arrival.client, local.port(), deadline) {
         Answer::UserId(user) => {
             let verdict = if user == claimed {
                 rec.ident = Some("ok".into());

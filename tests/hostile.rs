@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::mpsc;
 use std::thread;
@@ -307,10 +307,11 @@ fn destination_that_never_reads_neither_grows_memory_nor_spins() {
     finish(&mut s, EXIT);
 }
 
-/// A fake identd that misbehaves in `how`; returns its port.
-fn bad_identd(how: &'static str) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
+/// A fake identd that misbehaves in `how`, on port 113 of a loopback
+/// address of its own; returns that address, which the client must
+/// connect from (`None` when not root).
+fn bad_identd(how: &'static str) -> Option<Ipv4Addr> {
+    let (l, ip) = identd_listener()?;
     thread::spawn(move || {
         let Ok((mut s, _)) = l.accept() else { return };
         let mut q = [0u8; 64];
@@ -340,17 +341,20 @@ fn bad_identd(how: &'static str) -> u16 {
             _ => unreachable!(),
         }
     });
-    port
+    Some(ip)
 }
 
 #[test]
 fn misbehaving_identd_ends_within_the_ident_timeout_with_5c() {
     for how in ["trickle", "flood", "nul", "early-close"] {
-        let port = bad_identd(how);
+        let Some(ip) = bad_identd(how) else {
+            return;
+        };
         let dst = echo_dest();
-        let mut s = spawn_stdin_with(
+        let mut s = spawn_on(
+            socket_pair_from(ip, "127.0.0.1"),
             &["--ident", "required", "--ident-timeout", "2", "--log-stderr"],
-            &[("SOCKS4D_IDENT_PORT", port.to_string())],
+            &[],
         );
         let t = Instant::now();
         s.client.write_all(&connect_req(dst.addr, b"alice")).unwrap();

@@ -1,5 +1,7 @@
-//! RFC 1413 verification end to end, against a fake identd on a loopback
-//! port (SOCKS4D_IDENT_PORT), and against the real oidentd when root.
+//! RFC 1413 verification end to end, against a fake identd on port 113
+//! of a loopback address of its own (the client connects from there), and
+//! against the real oidentd. Both need root; they skip without it (and
+//! fail under CI, which runs as root).
 
 mod common;
 
@@ -25,11 +27,11 @@ enum Identd {
     Silent,
 }
 
-/// Runs a fake identd for one query. Returns its port and a receiver for
-/// (the query line, the address the query came from).
-fn identd(behaviour: Identd) -> (u16, mpsc::Receiver<(String, SocketAddr)>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
+/// Runs a fake identd for one query. Returns its address, which the
+/// client must connect from, and a receiver for (the query line, the
+/// address the query came from); `None` when not root.
+fn identd(behaviour: Identd) -> Option<(Ipv4Addr, mpsc::Receiver<(String, SocketAddr)>)> {
+    let (l, ip) = identd_listener()?;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let (s, from) = l.accept().unwrap();
@@ -50,22 +52,19 @@ fn identd(behaviour: Identd) -> (u16, mpsc::Receiver<(String, SocketAddr)>) {
             Identd::Silent => thread::sleep(IO_TIMEOUT),
         }
     });
-    (port, rx)
-}
-
-fn env(port: u16) -> Vec<(&'static str, String)> {
-    vec![("SOCKS4D_IDENT_PORT", port.to_string())]
+    Some((ip, rx))
 }
 
 fn args(extra: &[&'static str]) -> Vec<&'static str> {
     ARGS.iter().chain(extra).copied().collect()
 }
 
-/// Runs one CONNECT as `user` to an echo destination; returns the reply
-/// code and the log.
-fn exchange(extra: &[&'static str], port: u16, user: &[u8]) -> (u8, String, Server) {
+/// Runs one CONNECT as `user` to an echo destination from the client
+/// address `from`, whose identd is asked; returns the reply code and the
+/// log.
+fn exchange(extra: &[&'static str], from: Ipv4Addr, user: &[u8]) -> (u8, String, Server) {
     let dst = echo_dest();
-    let mut s = spawn_stdin_with(&args(extra), &env(port));
+    let mut s = spawn_on(socket_pair_from(from, "127.0.0.1"), &args(extra), &[]);
     s.client.write_all(&connect_req(dst.addr, user)).unwrap();
     let code = read_reply(&mut s.client)[1];
     drop(s.client.try_clone().unwrap().shutdown(std::net::Shutdown::Write));
@@ -78,13 +77,16 @@ fn exchange(extra: &[&'static str], port: u16, user: &[u8]) -> (u8, String, Serv
 
 #[test]
 fn matching_user_is_granted_and_the_query_is_well_formed() {
-    let (port, rx) = identd(Identd::Answer("USERID : UNIX : alice"));
+    let Some((ip, rx)) = identd(Identd::Answer("USERID : UNIX : alice")) else {
+        return;
+    };
     // The client reaches socks4d at 127.0.0.3; the query must come from
-    // there, as RFC 1413 requires on a multi-homed host.
-    let pair = socket_pair_at("127.0.0.3");
+    // there, as RFC 1413 requires on a multi-homed host, and go to port
+    // 113 of the client's address.
+    let pair = socket_pair_from(ip, "127.0.0.3");
     let (client_port, our_port) = (pair.0.local_addr().unwrap().port(), pair.0.peer_addr().unwrap().port());
     let dst = echo_dest();
-    let mut s = spawn_on(pair, &args(&[]), &env(port));
+    let mut s = spawn_on(pair, &args(&[]), &[]);
     s.client.write_all(&connect_req(dst.addr, b"alice")).unwrap();
     assert_eq!(&read_reply(&mut s.client)[..2], &[0, 0x5A]);
     let (query, from) = rx.recv_timeout(IO_TIMEOUT).unwrap();
@@ -101,8 +103,10 @@ fn matching_user_is_granted_and_the_query_is_well_formed() {
 
 #[test]
 fn different_user_gets_5d() {
-    let (port, _rx) = identd(Identd::Answer("USERID : UNIX : bob"));
-    let (code, log, _) = exchange(&[], port, b"alice");
+    let Some((ip, _rx)) = identd(Identd::Answer("USERID : UNIX : bob")) else {
+        return;
+    };
+    let (code, log, _) = exchange(&[], ip, b"alice");
     assert_eq!(code, 0x5D);
     let d = line(&log, "decision");
     assert!(
@@ -113,14 +117,18 @@ fn different_user_gets_5d() {
 
 #[test]
 fn case_matters() {
-    let (port, _rx) = identd(Identd::Answer("USERID : UNIX : Alice"));
-    assert_eq!(exchange(&[], port, b"alice").0, 0x5D);
+    let Some((ip, _rx)) = identd(Identd::Answer("USERID : UNIX : Alice")) else {
+        return;
+    };
+    assert_eq!(exchange(&[], ip, b"alice").0, 0x5D);
 }
 
 #[test]
 fn error_reply_gets_5c() {
-    let (port, _rx) = identd(Identd::Answer("ERROR : NO-USER"));
-    let (code, log, _) = exchange(&[], port, b"alice");
+    let Some((ip, _rx)) = identd(Identd::Answer("ERROR : NO-USER")) else {
+        return;
+    };
+    let (code, log, _) = exchange(&[], ip, b"alice");
     assert_eq!(code, 0x5C);
     let d = line(&log, "decision");
     assert!(
@@ -131,8 +139,7 @@ fn error_reply_gets_5c() {
 
 #[test]
 fn refused_identd_gets_5c() {
-    let port = free_port();
-    let (code, log, _) = exchange(&[], port, b"alice");
+    let (code, log, _) = exchange(&[], quiet_address(), b"alice");
     assert_eq!(code, 0x5C);
     let d = line(&log, "decision");
     assert!(d.contains("ident=\"unreachable: ") && d.contains("refused"), "{d}");
@@ -140,9 +147,11 @@ fn refused_identd_gets_5c() {
 
 #[test]
 fn silent_identd_times_out_with_5c() {
-    let (port, _rx) = identd(Identd::Silent);
+    let Some((ip, _rx)) = identd(Identd::Silent) else {
+        return;
+    };
     let t = Instant::now();
-    let (code, log, _) = exchange(&["--ident-timeout", "1"], port, b"alice");
+    let (code, log, _) = exchange(&["--ident-timeout", "1"], ip, b"alice");
     assert_eq!(code, 0x5C);
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
     assert!(line(&log, "decision").contains("timed out"), "{log}");
@@ -155,20 +164,24 @@ fn garbled_and_wrong_port_replies_get_5c() {
         "1 , 2 : USERID : UNIX : alice\r\n",
         "no newline at all",
     ] {
-        let (port, _rx) = identd(Identd::Raw(raw));
-        let (code, log, _) = exchange(&["--ident-timeout", "3"], port, b"alice");
+        let Some((ip, _rx)) = identd(Identd::Raw(raw)) else {
+            return;
+        };
+        let (code, log, _) = exchange(&["--ident-timeout", "3"], ip, b"alice");
         assert_eq!(code, 0x5C, "{raw:?}: {log}");
     }
 }
 
 #[test]
 fn optional_mode_proceeds_without_an_answer_but_not_on_a_mismatch() {
-    let (code, log, _) = exchange(&["-i"], free_port(), b"alice");
+    let (code, log, _) = exchange(&["-i"], quiet_address(), b"alice");
     assert_eq!(code, 0x5A);
     assert!(line(&log, "decision").contains("ident=\"unreachable: "), "{log}");
 
-    let (port, _rx) = identd(Identd::Answer("USERID : UNIX : mallory"));
-    let (code, _, _) = exchange(&["--ident", "optional"], port, b"alice");
+    let Some((ip, _rx)) = identd(Identd::Answer("USERID : UNIX : mallory")) else {
+        return;
+    };
+    let (code, _, _) = exchange(&["--ident", "optional"], ip, b"alice");
     assert_eq!(code, 0x5D);
 }
 
@@ -178,7 +191,7 @@ fn rule_override_turns_ident_off() {
     let conf = format!("{dir}/socks4d.conf");
     std::fs::write(&conf, "permit ?=n 127.0.0.0/8\n").unwrap();
     let conf: &'static str = Box::leak(conf.into_boxed_str());
-    let (code, log, _) = exchange(&["-I", "-f", conf], free_port(), b"alice");
+    let (code, log, _) = exchange(&["-I", "-f", conf], quiet_address(), b"alice");
     assert_eq!(code, 0x5A);
     let d = line(&log, "decision");
     assert!(d.contains(&format!("rule={conf}:1 ident=\"off\"")), "{d}");
@@ -196,8 +209,7 @@ fn tempdir() -> String {
 /// 0x5C once oidentd is gone.
 #[test]
 fn real_oidentd() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: real_oidentd needs root (CI runs as root)");
+    if !require_root() {
         return;
     }
     if !require("oidentd") {

@@ -10,7 +10,7 @@ mod common;
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -144,11 +144,11 @@ fn ipv6_clients_in_both_versions() {
     }
 }
 
-/// A fake identd on `ip` for one query: returns its port and a receiver
-/// of (query line, where the query came from). It answers USERID `user`.
-fn identd(ip: &str, user: &'static str) -> (u16, mpsc::Receiver<(String, SocketAddr)>) {
-    let l = TcpListener::bind((ip, 0)).unwrap();
-    let port = l.local_addr().unwrap().port();
+/// A fake identd for one query, on port 113 of a loopback address of its
+/// own: returns that address and a receiver of (query line, where the
+/// query came from); `None` when not root. It answers USERID `user`.
+fn identd(user: &'static str) -> Option<(Ipv4Addr, mpsc::Receiver<(String, SocketAddr)>)> {
+    let (l, ip) = identd_listener()?;
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let (mut s, from) = l.accept().unwrap();
@@ -158,7 +158,7 @@ fn identd(ip: &str, user: &'static str) -> (u16, mpsc::Receiver<(String, SocketA
         let _ = s.write_all(format!("{} : USERID : UNIX : {user}\r\n", q.trim_end()).as_bytes());
         let _ = tx.send((q, from));
     });
-    (port, rx)
+    Some((ip, rx))
 }
 
 /// Ident asks the header's client about the port it connected to (on the
@@ -167,10 +167,13 @@ fn identd(ip: &str, user: &'static str) -> (u16, mpsc::Receiver<(String, SocketA
 #[test]
 fn ident_asks_the_real_client_about_the_balancer_port() {
     let dir = TempDir::new("proxy");
-    let rules = rules(&dir, "");
+    // The fake identds' addresses.
+    let rules = rules(&dir, "permit 127.113.0.0/16\n");
     let dst = echo_server();
     for (frontend, from) in [("127.0.0.8:1081", "127.0.0.8"), ("192.0.2.1:1082", "127.0.0.1")] {
-        let (port, queries) = identd("127.0.0.5", "alice");
+        let Some((client, queries)) = identd("alice") else {
+            return;
+        };
         let args = [
             "--proxy-protocol",
             "127.0.0.1",
@@ -179,8 +182,9 @@ fn ident_asks_the_real_client_about_the_balancer_port() {
             "-f",
             rules.as_str(),
         ];
-        let mut s = spawn_stdin_with(&args, &[("SOCKS4D_IDENT_PORT", port.to_string())]);
-        let mut bytes = encode_v2(Some((sa("127.0.0.5:40005"), sa(frontend))), &[]);
+        let mut s = spawn_stdin(&args);
+        let header_client = SocketAddr::new(client.into(), 40005);
+        let mut bytes = encode_v2(Some((header_client, sa(frontend))), &[]);
         bytes.extend_from_slice(&connect_req(dst, b"alice"));
         s.client.write_all(&bytes).unwrap();
         assert_eq!(read_reply(&mut s.client)[1], 0x5A);

@@ -279,15 +279,17 @@ fn deny_command_and_no_identd_hook_run() {
     assert_eq!(code, 0x5B);
     assert_eq!(wait_for_file(&denied), "denied mallory\n");
 
-    // Required ident by the rule; nothing listens on the ident port.
+    // Required ident by the rule; nothing listens on the client address's
+    // ident port.
     let dst = echo_dest();
     let mut args: Vec<&str> = ARGS.to_vec();
     args.extend_from_slice(&["-f", &conf, "--writable", &dir]);
-    let mut s = spawn_stdin_with(&args, &[("SOCKS4D_IDENT_PORT", free_port().to_string())]);
+    let from = quiet_address();
+    let mut s = spawn_on(socket_pair_from(from, "127.0.0.1"), &args, &[]);
     s.client.write_all(&connect_req(dst.addr, b"alice")).unwrap();
     assert_eq!(read_reply(&mut s.client)[1], 0x5C);
     finish(&mut s, EXIT);
-    assert_eq!(wait_for_file(&hook), "no identd on 127.0.0.1 for alice\n");
+    assert_eq!(wait_for_file(&hook), format!("no identd on {from} for alice\n"));
 }
 
 #[test]

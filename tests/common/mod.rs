@@ -43,6 +43,60 @@ pub fn socket_pair_at(ip: &str) -> (TcpStream, TcpStream) {
     (c, s)
 }
 
+/// A connected pair whose client end is bound to the loopback address
+/// `src` and whose server end is on `ip`: socks4d, given the server end,
+/// sees a client at `src` and asks `src`'s identd (see [`identd_listener`]).
+pub fn socket_pair_from(src: Ipv4Addr, ip: &str) -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    let c = connect_from(src, l.local_addr().unwrap());
+    let (s, _) = l.accept().unwrap();
+    (c, s)
+}
+
+/// The port socks4d asks identification servers on: always 113.
+pub const IDENT_PORT: u16 = 113;
+
+/// A listener for a fake identification server: port 113 on a loopback
+/// address of its own in 127.113.0.0/16, so that tests running at once,
+/// in this process or another, each have one. A client that connects from
+/// that address ([`socket_pair_from`], [`connect_from`]) is asked about
+/// there. Binding port 113 needs root: `None` (a skip, or a failure under
+/// CI, as [`require_root`]) without it.
+pub fn identd_listener() -> Option<(TcpListener, Ipv4Addr)> {
+    if !require_root() {
+        return None;
+    }
+    for candidate in loopback_addresses(113) {
+        match TcpListener::bind((candidate, IDENT_PORT)) {
+            Ok(l) => return Some((l, candidate)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("bind {candidate}:{IDENT_PORT}: {e}"),
+        }
+    }
+    panic!("no free port {IDENT_PORT} in 127.113.0.0/16");
+}
+
+/// A loopback address in 127.114.0.0/16, where no test listens on
+/// anything: a client from there gets its ident query refused.
+pub fn quiet_address() -> Ipv4Addr {
+    loopback_addresses(114).next().unwrap()
+}
+
+/// Addresses 127.`second`.x.y, from a starting point that differs between
+/// calls and between processes, each once.
+fn loopback_addresses(second: u8) -> impl Iterator<Item = Ipv4Addr> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const HOSTS: u32 = 254 * 254;
+    let start = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed) * 104_729);
+    (0..HOSTS).map(move |i| {
+        let n = start.wrapping_add(i) % HOSTS;
+        Ipv4Addr::new(127, second, (n / 254 + 1) as u8, (n % 254 + 1) as u8)
+    })
+}
+
 /// Starts socks4d with the server end of a fresh connection on stdin
 /// (inetd style). stderr is piped for `--log-stderr`.
 pub fn spawn_stdin(args: &[&str]) -> Server {
