@@ -37,6 +37,9 @@ const LINGER_MAX_BYTES: usize = 256 * 1024;
 const COMMAND_START_LIMIT: Duration = Duration::from_secs(5);
 /// How long the 8-byte reply may take to be written.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// BIND: how many callers that are not the application server get a line
+/// each; the rest are turned away unlogged.
+const MAX_STRANGER_LINES: u32 = 10;
 
 /// What the files say, read with the privileges of the start and before
 /// confinement: the rules and the routes. Either one in error means no
@@ -221,8 +224,9 @@ fn log_grant(rec: &Record, log: &Log) -> Result<(), Refusal> {
         .map_err(|e| Refusal::LogFailed(format!("decision line: {e}")))
 }
 
-/// BIND after the decision: the first reply, the wait for the call, the
-/// peer check and the second reply, then the relay.
+/// BIND after the decision: the first reply, the wait for the
+/// application server's call (other callers turned away), the second
+/// reply, then the relay.
 #[allow(clippy::too_many_arguments)]
 fn answer_call(
     client: TcpStream,
@@ -237,11 +241,36 @@ fn answer_call(
     if let Err(e) = send_reply(&client, REPLY_GRANTED, rec.bind) {
         return client_lost(rec, started, e, log);
     }
-    let waited = bind::wait(&listener, &client, Deadline::after(cfg.connect_timeout));
+    // Anyone who can reach the port may call; those who are not the
+    // application server are turned away, a line each up to a limit.
+    let mut strangers = 0;
+    let seen = &*rec;
+    let waited = bind::wait(
+        &listener,
+        &client,
+        Deadline::after(cfg.connect_timeout),
+        expect,
+        |peer| {
+            strangers += 1;
+            if strangers <= MAX_STRANGER_LINES {
+                let last = if strangers == MAX_STRANGER_LINES {
+                    "; later ones not logged"
+                } else {
+                    ""
+                };
+                let why = format!(
+                    "expected {}, got {}; turned away{last}",
+                    seen.expect.as_deref().unwrap_or("-"),
+                    peer.ip()
+                );
+                log.warning(seen.accept_line(Some(peer), None, "peer-mismatch", Some(&why)).as_str());
+            }
+        },
+    );
     // Exactly one inbound connection: stop listening now.
     drop(listener);
     match waited {
-        Ok(Inbound::Call(caller, peer)) if expect.contains(&peer.ip()) => {
+        Ok(Inbound::Call(caller, peer)) => {
             net::keepalive(&caller);
             // As for the decision line: no relay without its accept line.
             let line = rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None);
@@ -259,15 +288,6 @@ fn answer_call(
                 return client_lost(rec, started, e, log);
             }
             run_relay(relay, client, caller, cfg, rec, started, log);
-        }
-        Ok(Inbound::Call(_caller, peer)) => {
-            if send_reply(&client, REPLY_REJECTED, None).is_ok() {
-                linger(&client);
-            }
-            let why = format!("expected {}, got {}", rec.expect.as_deref().unwrap_or("-"), peer.ip());
-            let line = rec.accept_line(Some(peer), Some(REPLY_REJECTED), "peer-mismatch", Some(&why));
-            log.warning(line.as_str());
-            log.info(rec.end_line(0, 0, started, "refused", None, None).as_str());
         }
         Ok(Inbound::Timeout) => {
             // As the classic server: no second reply, just close.

@@ -136,27 +136,114 @@ fn ftp_like_flow_relays_both_ways_with_half_close() {
     assert!(e.contains(&format!("up={} down={}", up.len(), down.len())), "{e}");
 }
 
+/// Every `accept` line of `log`.
+fn accept_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains("]: accept ")).collect()
+}
+
+/// Whether `s` was closed by the other side: EOF or a reset, with no data.
+fn turned_away(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+/// Someone who is not the application server calls first (anyone who can
+/// reach the port can): the call is closed and logged, the client hears
+/// nothing of it, and the application server's call still gets through.
 #[test]
-fn call_from_the_wrong_address_gets_5b_and_both_close() {
+fn a_stranger_calling_first_is_turned_away_and_the_server_still_gets_through() {
     let mut b = spawn_stdin(&args(&[]));
     b.client
         .write_all(&bind_req(Ipv4Addr::new(127, 0, 0, 2), 21, b""))
         .unwrap();
     let first = read_reply(&mut b.client);
     assert_eq!(&first[..2], &[0, 0x5A]);
-    let mut caller = connect_from(Ipv4Addr::LOCALHOST, addr_of(&first));
+    let listen = addr_of(&first);
+    for _ in 0..2 {
+        let mut stranger = connect_from(Ipv4Addr::LOCALHOST, listen);
+        assert!(turned_away(&mut stranger), "a stranger's call was not closed");
+    }
+    let mut caller = connect_from(Ipv4Addr::new(127, 0, 0, 2), listen);
     let second = read_reply(&mut b.client);
-    assert_eq!(&second[..2], &[0, 0x5B]);
-    assert!(closed(&mut b.client));
-    assert!(closed(&mut caller));
+    assert_eq!(&second[..2], &[0, 0x5A], "second reply");
+    assert_eq!(
+        addr_of(&second),
+        caller.local_addr().unwrap(),
+        "second reply names the caller"
+    );
+    caller.write_all(b"from the server").unwrap();
+    caller.shutdown(Shutdown::Write).unwrap();
+    b.client.write_all(b"from the client").unwrap();
+    b.client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut b.client), b"from the server");
+    assert_eq!(read_all(&mut caller), b"from the client");
     let (status, log) = finish(&mut b, EXIT);
     assert_eq!(status.code(), Some(0));
-    let a = line(&log, "accept");
-    assert!(a.contains("expect=127.0.0.2 peer=127.0.0.1:"), "{a}");
+    let accepts = accept_lines(&log);
+    assert_eq!(accepts.len(), 3, "{log}");
+    for a in &accepts[..2] {
+        assert!(a.contains("expect=127.0.0.2 peer=127.0.0.1:"), "{a}");
+        assert!(
+            a.contains("reply=- reason=peer-mismatch detail=\"expected 127.0.0.2, got 127.0.0.1; turned away\""),
+            "{a}"
+        );
+    }
     assert!(
-        a.contains("reply=5b reason=peer-mismatch detail=\"expected 127.0.0.2, got 127.0.0.1\""),
-        "{a}"
+        accepts[2].contains(&format!(
+            "peer={} reply=5a reason=granted",
+            caller.local_addr().unwrap()
+        )),
+        "{}",
+        accepts[2]
     );
+    assert!(line(&log, "end").contains("up=15 down=15"), "{log}");
+}
+
+/// Strangers calling again and again neither end the wait early nor make
+/// it last past `--connect-timeout`; the client gets no second reply, and
+/// the log does not grow with every call.
+#[test]
+fn strangers_calling_all_along_do_not_move_the_deadline() {
+    let mut b = spawn_stdin(&args(&["--connect-timeout", "2"]));
+    b.client
+        .write_all(&bind_req(Ipv4Addr::new(127, 0, 0, 2), 21, b""))
+        .unwrap();
+    let listen = addr_of(&read_reply(&mut b.client));
+    let t = Instant::now();
+    let calling = thread::spawn(move || {
+        let mut calls = 0;
+        while t.elapsed() < Duration::from_secs(3) {
+            let Ok(mut s) = TcpStream::connect_timeout(&listen, Duration::from_millis(200)) else {
+                break;
+            };
+            calls += 1;
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.read(&mut [0u8; 1]);
+            thread::sleep(Duration::from_millis(50));
+        }
+        calls
+    });
+    assert!(read_all(&mut b.client).is_empty(), "no second reply at the deadline");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1800) && waited < Duration::from_secs(8),
+        "{waited:?}"
+    );
+    let calls = calling.join().unwrap();
+    assert!(calls > 12, "only {calls} calls");
+    let (status, log) = finish(&mut b, EXIT);
+    assert_eq!(status.code(), Some(0));
+    let accepts = accept_lines(&log);
+    // One line for each of the first ten, the last saying so; then the
+    // timeout's.
+    assert_eq!(accepts.len(), 11, "{log}");
+    assert!(
+        accepts[9].contains("detail=\"expected 127.0.0.2, got 127.0.0.1; turned away; later ones not logged\""),
+        "{}",
+        accepts[9]
+    );
+    assert!(accepts[10].contains("reply=- reason=timeout"), "{log}");
+    assert!(line(&log, "end").contains("end=bind-timeout"), "{log}");
 }
 
 #[test]
@@ -196,15 +283,20 @@ fn client_leaving_ends_the_wait_and_frees_the_port() {
     );
 }
 
+/// `n` consecutive ports on `ip` that are free now, below the ephemeral
+/// range (32768 and up), so that no other test's connection takes one
+/// between the check and the bind.
+fn free_ports(ip: Ipv4Addr, n: u16) -> u16 {
+    (20000..32000 - n)
+        .step_by(89)
+        .find(|&p| (p..p + n).all(|q| TcpListener::bind((ip, q)).is_ok()))
+        .expect("a run of free ports")
+}
+
 #[test]
 fn bind_ports_range_is_used_and_exhaustion_gets_5b() {
     let ip = Ipv4Addr::LOCALHOST;
-    // Below the ephemeral range (32768 and up), so that no other test's
-    // connection takes the port between the check and the bind.
-    let base = (20000..32000)
-        .step_by(89)
-        .find(|&p| TcpListener::bind((ip, p)).is_ok() && TcpListener::bind((ip, p + 1)).is_ok())
-        .unwrap();
+    let base = free_ports(ip, 2);
     let range = format!("{base}-{}", base + 1);
     let range: &'static str = Box::leak(range.into_boxed_str());
     let _hold = TcpListener::bind((ip, base)).unwrap();
@@ -223,6 +315,33 @@ fn bind_ports_range_is_used_and_exhaustion_gets_5b() {
     let d = line(&log, "decision");
     assert!(d.contains("reason=bind-failed") && d.contains(range), "{d}");
     drop(b);
+}
+
+/// BINDs one after another, each done before the next, do not all get
+/// the first port of the range: the port is chosen at random, so that a
+/// stranger cannot know it beforehand.
+#[test]
+fn bind_ports_are_spread_over_the_range() {
+    let ip = Ipv4Addr::LOCALHOST;
+    let base = free_ports(ip, 32);
+    let range = format!("{base}-{}", base + 31);
+    let range: &'static str = Box::leak(range.into_boxed_str());
+    let mut ports = Vec::new();
+    for _ in 0..8 {
+        let mut b = spawn_stdin(&args(&["--bind-ports", range]));
+        b.client.write_all(&bind_req(ip, 21, b"")).unwrap();
+        let first = read_reply(&mut b.client);
+        assert_eq!(&first[..2], &[0, 0x5A]);
+        ports.push(addr_of(&first).port());
+        b.client.shutdown(Shutdown::Both).unwrap();
+        assert_eq!(wait_exit(&mut b.child, EXIT).code(), Some(0));
+    }
+    assert!(ports.iter().all(|p| (base..=base + 31).contains(p)), "{ports:?}");
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    // All eight on two ports or fewer: about 3 in 10 million by chance.
+    assert!(distinct.len() >= 3, "ports {ports:?} of {range}");
 }
 
 #[test]
