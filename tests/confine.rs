@@ -112,6 +112,9 @@ fn without_landlock_the_gap_is_logged_and_seccomp_holds() {
             ("read_writable", "allowed"),
             ("exec_writable", "allowed"),
             ("ldso_writable", "allowed"),
+            ("write_readable", "allowed"),
+            ("link_to_readable", "allowed"),
+            ("rename_to_readable", "allowed"),
         ],
         &log,
     );
@@ -294,7 +297,13 @@ fn ld_so() -> Option<&'static str> {
 
 /// Checks whose errno depends on the host (protected_hardlinks answers
 /// EPERM before Landlock's EXDEV): denied, whatever the errno.
-const DENIED_ANYHOW: &[&str] = &["link_into_writable", "rename_out", "link_out"];
+const DENIED_ANYHOW: &[&str] = &[
+    "link_into_writable",
+    "rename_out",
+    "link_out",
+    "rename_to_readable",
+    "link_to_readable",
+];
 
 /// Facts about the test host the expectations depend on.
 struct Env {
@@ -422,6 +431,7 @@ impl Env {
             // brought there can be run or loaded, by any path to it.
             e.push(("write_program", "allowed".into()));
             for k in [
+                "write_readable",
                 "read_writable",
                 "exec_writable",
                 "execveat_writable",
@@ -629,6 +639,9 @@ struct Files {
     _dir: TempDir,
     writable: TempDir,
     conf: PathBuf,
+    /// Named with `--readable`, and writable for everyone as far as file
+    /// permissions go.
+    open_readable: TempDir,
     owned: PathBuf,
     /// The owned file's metadata before the run.
     before: Meta,
@@ -664,8 +677,11 @@ impl Files {
     fn new(collector: &Collector, env: &Env) -> Files {
         let dir = TempDir::new("confine");
         let writable = TempDir::new("confine-writable");
+        let open_readable = TempDir::new("confine-readable");
         // The probe runs as the user socks4d drops to.
-        std::fs::set_permissions(writable.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        for d in [&writable, &open_readable] {
+            std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
         // Beneath the test's own directory, which no rule allows.
         let owned = dir.path().join("owned");
         std::fs::write(&owned, "the probe's own file\n").unwrap();
@@ -682,11 +698,12 @@ impl Files {
         std::fs::write(
             &conf,
             format!(
-                "permit 127.0.0.0/8 : {} {} %p {} {}\n",
+                "permit 127.0.0.0/8 : {} {} %p {} {} {}\n",
                 probe().display(),
                 collector.addr,
                 writable.path().display(),
-                owned.display()
+                owned.display(),
+                open_readable.path().display()
             ),
         )
         .unwrap();
@@ -695,6 +712,7 @@ impl Files {
             _dir: dir,
             writable,
             conf,
+            open_readable,
             owned,
             before,
         }
@@ -722,6 +740,8 @@ impl Files {
             self.conf.display().to_string(),
             "--readable".into(),
             probe().parent().unwrap().display().to_string(),
+            "--readable".into(),
+            self.open_readable.path().display().to_string(),
             "--writable".into(),
             self.writable.path().display().to_string(),
         ]

@@ -1,12 +1,15 @@
 //! A test-only probe of the confinement (src/confine.rs), run as a rule's
 //! command so that it inherits what a handler's commands inherit.
 //!
-//!     confine-probe ADDR HANDLER_PID [WRITABLE_DIR [OWNED_FILE]]
+//!     confine-probe ADDR HANDLER_PID [WRITABLE_DIR [OWNED_FILE [READABLE_DIR]]]
 //!
 //! OWNED_FILE is a file of the user the probe runs as, outside every
 //! directory the confinement allows: the metadata checks try to change it
 //! (without it they aim at a path that does not exist, where only the
-//! system-call filter answers EPERM).
+//! system-call filter answers EPERM). READABLE_DIR is a `--readable`
+//! directory that file permissions would let the probe write to: only the
+//! confinement keeps what the probe wrote elsewhere from being moved there,
+//! where it could be run.
 //!
 //! Protocol, line by line over TCP to ADDR (tests/confine.rs and other
 //! tests rely on it; keep it):
@@ -80,13 +83,14 @@ impl Report {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: confine-probe ADDR HANDLER_PID [WRITABLE_DIR [OWNED_FILE]]");
+        eprintln!("usage: confine-probe ADDR HANDLER_PID [WRITABLE_DIR [OWNED_FILE [READABLE_DIR]]]");
         std::process::exit(64);
     }
     let addr: SocketAddr = args[1].parse().expect("ADDR");
     let handler: i32 = args[2].parse().expect("HANDLER_PID");
     let writable = args.get(3).cloned();
     let owned = args.get(4).cloned();
+    let readable = args.get(5).cloned();
 
     let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect to the collector");
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -110,7 +114,7 @@ fn main() {
     state(&mut report);
     programs(&mut report, writable.as_deref());
     if let Some(dir) = &writable {
-        loading(&mut report, dir);
+        loading(&mut report, dir, readable.as_deref());
     }
     let _ = report.0.write_all(b"done\n");
 }
@@ -288,8 +292,9 @@ mod legacy {
 
 /// Ways to run, or load, a program brought into the writable directory
 /// `dir`: a copy of /bin/sh, made with the mode of a program but without
-/// chmod. Each tries to have it run `exit 7`.
-fn loading(r: &mut Report, dir: &str) {
+/// chmod. Each tries to have it run `exit 7`, or to move it where it
+/// could be (`readable`).
+fn loading(r: &mut Report, dir: &str, readable: Option<&str>) {
     let me = std::process::id();
     let copy = format!("{dir}/socks4d-probe-sh-{me}");
     r.check("write_program", write_copy("/bin/sh", &copy, 0o755));
@@ -332,10 +337,21 @@ fn loading(r: &mut Report, dir: &str) {
     let _ = std::fs::remove_file(&link);
     r.check("symlink_writable", symlink("/bin/sh", &link));
     let _ = std::fs::remove_file(&link);
-    let outside = format!("/tmp/socks4d-probe-moved-{me}");
-    r.check("rename_out", rename(&copy, &outside));
-    r.check("link_out", hard_link(&copy, &outside));
-    let _ = std::fs::remove_file(&outside);
+    // Each move starts from a copy in place: one that got through must not
+    // hide whether the next would.
+    let mut places = vec![("out", format!("/tmp/socks4d-probe-moved-{me}"))];
+    if let Some(readable) = readable {
+        let there = format!("{readable}/socks4d-probe-moved-{me}");
+        r.check("write_readable", create(&there));
+        places.push(("to_readable", there));
+    }
+    for (name, place) in places {
+        let _ = write_copy("/bin/sh", &copy, 0o755);
+        r.check(&format!("link_{name}"), hard_link(&copy, &place));
+        let _ = std::fs::remove_file(&place);
+        r.check(&format!("rename_{name}"), rename(&copy, &place));
+        let _ = std::fs::remove_file(&place);
+    }
     let _ = std::fs::remove_file(&copy);
 }
 
