@@ -242,31 +242,13 @@ fn answer_call(
         return client_lost(rec, started, e, log);
     }
     // Anyone who can reach the port may call; those who are not the
-    // application server are turned away, a line each up to a limit.
-    let mut strangers = 0;
-    let seen = &*rec;
-    let waited = bind::wait(
-        &listener,
-        &client,
-        Deadline::after(cfg.connect_timeout),
-        expect,
-        |peer| {
-            strangers += 1;
-            if strangers <= MAX_STRANGER_LINES {
-                let last = if strangers == MAX_STRANGER_LINES {
-                    "; later ones not logged"
-                } else {
-                    ""
-                };
-                let why = format!(
-                    "expected {}, got {}; turned away{last}",
-                    seen.expect.as_deref().unwrap_or("-"),
-                    peer.ip()
-                );
-                log.warning(seen.accept_line(Some(peer), None, "peer-mismatch", Some(&why)).as_str());
-            }
-        },
-    );
+    // application server are turned away.
+    let (mut strangers, seen) = (0u32, &*rec);
+    let deadline = Deadline::after(cfg.connect_timeout);
+    let waited = bind::wait(&listener, &client, deadline, expect, |peer| {
+        strangers = strangers.saturating_add(1);
+        log_stranger(seen, peer, strangers, log);
+    });
     // Exactly one inbound connection: stop listening now.
     drop(listener);
     match waited {
@@ -304,6 +286,22 @@ fn answer_call(
             log.info(rec.end_line(0, 0, started, "bind-error", None, Some(&why)).as_str());
         }
     }
+}
+
+/// The accept line of the `n`th caller of a BIND that was not the
+/// application server; only the first [`MAX_STRANGER_LINES`] get one.
+fn log_stranger(rec: &Record, peer: SocketAddr, n: u32, log: &Log) {
+    if n > MAX_STRANGER_LINES {
+        return;
+    }
+    let last = if n == MAX_STRANGER_LINES {
+        "; later ones not logged"
+    } else {
+        ""
+    };
+    let expected = rec.expect.as_deref().unwrap_or("-");
+    let why = format!("expected {expected}, got {}; turned away{last}", peer.ip());
+    log.warning(rec.accept_line(Some(peer), None, "peer-mismatch", Some(&why)).as_str());
 }
 
 /// Sends the 8-byte reply, carrying `addr` when it is IPv4.
