@@ -11,11 +11,15 @@ use syslog::Facility;
 use crate::ident::Mode;
 use crate::rules::{self, Net};
 
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Real clients send their request with the connection; a connection
+/// that has said nothing for this long holds a handler for nothing.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The protocol's two-minute timer.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(7200);
 pub const DEFAULT_MAX_CHILDREN: usize = 256;
+/// As systemd's `MaxConnectionsPerSource=` in socks4d.socket.
+pub const DEFAULT_MAX_PER_SOURCE: usize = 32;
 pub const DEFAULT_IDENT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_LOG_TIMEOUT: Duration = crate::audit::DEFAULT_LOG_TIMEOUT;
 /// Timeouts above a day are surely mistakes.
@@ -36,6 +40,9 @@ pub struct Config {
     /// `--listen` addresses; empty in inetd and socket-unit modes.
     pub listen: Vec<SocketAddr>,
     pub max_children: usize,
+    /// At most this many handlers at once for one client source (an IPv4
+    /// address, an IPv6 /64), a trusted load balancer not counted.
+    pub max_per_source: usize,
     /// BIND: the address to listen on, instead of the route lookup.
     pub bind_address: Option<IpAddr>,
     /// BIND: listen on the first free port in this inclusive range.
@@ -107,6 +114,7 @@ impl Default for Config {
             log_timeout: DEFAULT_LOG_TIMEOUT,
             listen: Vec::new(),
             max_children: DEFAULT_MAX_CHILDREN,
+            max_per_source: DEFAULT_MAX_PER_SOURCE,
             bind_address: None,
             bind_ports: None,
             user: crate::privilege::DEFAULT_USER.to_string(),
@@ -143,7 +151,8 @@ pub enum Action {
     Version,
 }
 
-pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--request-timeout SECS]
+pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--max-per-source N]
+               [--request-timeout SECS]
                [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
                [--bind-address ADDR] [--bind-ports LO-HI] [--user NAME|UID:GID]
                [--readable DIR]... [--writable DIR]... [--route FILE]
@@ -184,6 +193,11 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
             "--max-children" => {
                 let v = value("a number")?;
                 cfg.max_children = parse_number(&name, &v, 1, 1_000_000)? as usize;
+                cfg.max_children_given = true;
+            }
+            "--max-per-source" => {
+                let v = value("a number")?;
+                cfg.max_per_source = parse_number(&name, &v, 1, 1_000_000)? as usize;
                 cfg.max_children_given = true;
             }
             "--request-timeout" => cfg.request_timeout = parse_secs(&name, &value("seconds")?, 1)?,
@@ -365,7 +379,10 @@ mod tests {
     #[test]
     fn defaults() {
         let c = serve("");
-        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_per_source, 32);
+        assert_eq!(serve("--max-per-source 4").max_per_source, 4);
+        assert!(parse_args(args("--max-per-source 0")).is_err());
         assert_eq!(c.connect_timeout, Duration::from_secs(120));
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(7200)));
         assert!(c.socks4a);

@@ -114,17 +114,19 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, policy: &Policy, log: &L
                 }
             };
             // Children that have exited since the last poll are only
-            // counted as gone once reaped: at the cap, reap first, or a run
+            // counted as gone once reaped: at a cap, reap first, or a run
             // of quick connections would fill it with the exited.
-            if children.len() >= cfg.max_children {
+            let mut over = limit_reached(&children, peer, cfg);
+            if over.is_some() {
                 reap(&mut children, Some(log));
+                over = limit_reached(&children, peer, cfg);
             }
-            if children.len() >= cfg.max_children {
+            if let Some((reason, limit)) = over {
                 log.warning(
                     Line::new("refused")
                         .field("client", audit::addr(peer))
-                        .field("reason", "max-children")
-                        .field("limit", cfg.max_children)
+                        .field("reason", reason)
+                        .field("limit", limit)
                         .as_str(),
                 );
                 continue; // dropping the stream closes it
@@ -172,6 +174,33 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, policy: &Policy, log: &L
     log.info(Line::new("stopping").field("children", children.len()).as_str());
     stop_children(&mut children, &signals);
     Ok(())
+}
+
+/// The source a client counts against for `--max-per-source`: its IPv4
+/// address, or its IPv6 address's /64 (one host, or one site's LAN, is
+/// given a /64 and can pick any address within it).
+fn source_of(peer: SocketAddr) -> u128 {
+    match net::unmap(peer).ip() {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => u128::from(a) & !u128::from(u64::MAX),
+    }
+}
+
+/// The limit a new connection from `peer` would go over, with its
+/// value: `--max-children`, or `--max-per-source`, which a trusted load
+/// balancer (`--proxy-protocol`), speaking for many clients, is not held
+/// to.
+fn limit_reached(children: &HashMap<Pid, SocketAddr>, peer: SocketAddr, cfg: &Config) -> Option<(&'static str, usize)> {
+    if children.len() >= cfg.max_children {
+        return Some(("max-children", cfg.max_children));
+    }
+    let peer = net::unmap(peer);
+    if cfg.proxy_protocol.iter().any(|n| n.contains(peer.ip())) {
+        return None;
+    }
+    let source = source_of(peer);
+    let held = children.values().filter(|c| source_of(**c) == source).count();
+    (held >= cfg.max_per_source).then_some(("max-per-source", cfg.max_per_source))
 }
 
 /// What [`accept_next`] found.

@@ -79,8 +79,8 @@ fn run() -> u8 {
             let log = open_log(&cfg, !c.stderr_was_client);
             if cfg.max_children_given {
                 log.error(
-                    "setup error: --max-children needs --listen or a listening socket \
-                     (Accept=no, inetd wait); here one connection was passed",
+                    "setup error: --max-children and --max-per-source need --listen or a listening \
+                     socket (Accept=no, inetd wait); here one connection was passed",
                 );
                 return EXIT_USAGE;
             }
