@@ -22,6 +22,8 @@ pub const DEFAULT_MAX_CHILDREN: usize = 256;
 pub const DEFAULT_MAX_PER_SOURCE: usize = 32;
 pub const DEFAULT_IDENT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_LOG_TIMEOUT: Duration = crate::audit::DEFAULT_LOG_TIMEOUT;
+/// How long a rule's or hook's command may run before it is killed.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Timeouts above a day are surely mistakes.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 
@@ -52,6 +54,9 @@ pub struct Config {
     /// Ident mode for rules without `?=`.
     pub ident: Mode,
     pub ident_timeout: Duration,
+    /// How long a rule's or hook's command may run; its process group is
+    /// killed after that.
+    pub command_timeout: Duration,
     /// The rules file, and whether it was named with `-f`.
     pub rules_file: PathBuf,
     pub rules_file_named: bool,
@@ -120,6 +125,7 @@ impl Default for Config {
             user: crate::privilege::DEFAULT_USER.to_string(),
             ident: Mode::Required,
             ident_timeout: DEFAULT_IDENT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
             rules_file: PathBuf::from(rules::DEFAULT_FILE),
             rules_file_named: false,
             max_children_given: false,
@@ -158,7 +164,8 @@ pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children 
                [--readable DIR]... [--writable DIR]... [--route FILE]
                [--outgoing-address ADDR|same]... [--proxy-protocol CIDR[,CIDR...]]
                [--ident required|optional|off] [-I] [-i] [--ident-timeout SECS]
-               [-f FILE] [--check-config [--compile]] [--explain USER SRC DST PORT]
+               [--command-timeout SECS] [-f FILE] [--check-config [--compile]]
+               [--explain USER SRC DST PORT]
                [--log-stderr] [--log-facility NAME] [--log-timeout SECS]";
 
 /// Parses the arguments after the program name.
@@ -241,6 +248,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
             "-I" => cfg.ident = Mode::Required,
             "-i" => cfg.ident = Mode::Optional,
             "--ident-timeout" => cfg.ident_timeout = parse_secs(&name, &value("seconds")?, 1)?,
+            "--command-timeout" => cfg.command_timeout = parse_secs(&name, &value("seconds")?, 1)?,
             "-f" | "--config" => {
                 cfg.rules_file = PathBuf::from(value("a file")?);
                 cfg.rules_file_named = true;
@@ -389,6 +397,11 @@ mod tests {
         assert!(c.listen.is_empty());
         assert_eq!(c.max_children, 256);
         assert_eq!(c.log_timeout, Duration::from_secs(5));
+        assert_eq!(c.command_timeout, Duration::from_secs(60));
+        assert_eq!(serve("--command-timeout=5").command_timeout, Duration::from_secs(5));
+        assert!(parse_args(args("--command-timeout 0"))
+            .unwrap_err()
+            .contains("--command-timeout 0"));
         assert_eq!(serve("--log-timeout 2").log_timeout, Duration::from_secs(2));
         assert!(parse_args(args("--log-timeout 0"))
             .unwrap_err()

@@ -20,7 +20,8 @@ use crate::outcome::Refusal;
 use crate::relay;
 use crate::request::{self, Command, Parse, Request, REPLY_GRANTED, REPLY_REJECTED};
 use crate::route::{self, Route, Routes};
-use crate::rules::{self, Decision, Facts, Hook, Loaded, Outlook, Partial, Rules, Spawned, Subst};
+use crate::rules::command::{Commands, Origin};
+use crate::rules::{self, Decision, Facts, Hook, Loaded, Outlook, Partial, Rules, Subst};
 
 /// Reading buffer for the request. Larger than the longest valid request,
 /// so the parser always answers before the buffer fills.
@@ -32,9 +33,6 @@ const _: () = assert!(REQUEST_BUFFER_LEN >= crate::proxy::MAX_HEADER_LEN);
 /// closing.
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_MAX_BYTES: usize = 256 * 1024;
-/// How long, after the client is closed, the process waits for the
-/// rules' commands to start (name lookups for `%A` and `%Z` come first).
-const COMMAND_START_LIMIT: Duration = Duration::from_secs(5);
 /// How long the 8-byte reply may take to be written.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// BIND: how many callers that are not the application server get a line
@@ -157,19 +155,20 @@ enum Granted {
 
 /// Runs one SOCKS4 exchange on the connection that `arrival` describes,
 /// and relays until both sides are done. Writes the audit lines to `log`.
-/// The client socket is closed on return.
+/// Returns once the rules' commands have ended too, or have been killed
+/// at `--command-timeout`; the client socket is closed before that.
 pub fn handle(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log) {
-    let mut commands = Vec::new();
-    serve(arrival, cfg, policy, log, &mut commands);
-    // The client is closed by now. The rules' commands never delay the
-    // exchange, but the process must not exit before they have started.
-    for c in commands {
-        c.started(COMMAND_START_LIMIT);
-    }
+    // The commands never delay the exchange, but they count as part of
+    // this handler: under --listen it holds its --max-children slot, and
+    // under a socket unit its instance, until they are done.
+    std::thread::scope(|scope| {
+        let commands = Commands::new(scope, cfg.command_timeout, log);
+        serve(arrival, cfg, policy, log, &commands);
+    });
 }
 
 /// [`handle`] up to the end line; `client` is closed when it returns.
-fn serve(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log, commands: &mut Vec<Spawned>) {
+fn serve(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log, commands: &Commands<'_, '_>) {
     let started = arrival.started;
     let mut rec = Record {
         client: Some(arrival.client),
@@ -381,7 +380,7 @@ fn exchange(
     cfg: &Config,
     policy: &Policy,
     rec: &mut Record,
-    commands: &mut Vec<Spawned>,
+    commands: &Commands<'_, '_>,
 ) -> Result<Granted, Refusal> {
     let src = arrival.client.ip();
     // A client whose requests the rules deny whatever they ask, and for
@@ -767,9 +766,10 @@ fn ask_identd(arrival: &Arrival, claimed: &[u8], cfg: &Config, rec: &mut Record)
     }
 }
 
-/// Starts the deciding line's command and `hook`'s, if any, detached.
+/// Starts the deciding line's command and `hook`'s, if any; the
+/// exchange goes on without waiting for them.
 fn start_commands(
-    commands: &mut Vec<Spawned>,
+    commands: &Commands<'_, '_>,
     rules: &Rules,
     decision: &Decision<'_>,
     hook: Option<&Hook>,
@@ -792,9 +792,15 @@ fn start_commands(
         ident_user: rec.ident_user.clone(),
         user: req.userid.clone(),
     };
-    let templates = decision.command().into_iter().chain(hook.and_then(Hook::command));
-    for t in templates {
-        commands.push(rules::spawn(t.to_vec(), subst()));
+    let origin = |rule: String| Origin {
+        client: rec.client,
+        rule,
+    };
+    if let Some(t) = decision.command() {
+        commands.start(t.to_vec(), subst(), origin(decision.label()));
+    }
+    if let Some((h, t)) = hook.and_then(|h| Some((h, h.command()?))) {
+        commands.start(t.to_vec(), subst(), origin(rules.label(Some(h.line))));
     }
 }
 

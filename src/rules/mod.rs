@@ -18,7 +18,7 @@
 //! - [`users`]: `*=` lists and user-list files;
 //! - [`services`]: `/etc/services`, for port names and `%S`;
 //! - [`command`]: a rule's or hook's shell command, its `%` substitutions
-//!   and its detached start.
+//!   and its run, waited for up to a time limit.
 //!
 //! Parsing and deciding are pure: what a rules file refers to outside
 //! itself (user-list files, host names in address fields) is looked up

@@ -1,0 +1,339 @@
+//! The rules' commands and hooks, run by a real socks4d: what their `%`
+//! values can and cannot make a command do, what a command inherits, how
+//! long it may run and how many run, and the log line of one that fails.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const EXIT: Duration = Duration::from_secs(30);
+
+/// A fresh directory for one test's files, writable by the user commands
+/// run as (nobody, when the tests run as root).
+struct Dir(String);
+
+impl Dir {
+    fn new(tag: &str) -> Dir {
+        let dir = std::env::temp_dir().join(format!("socks4d-commands-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+        Dir(dir.display().to_string())
+    }
+
+    fn at(&self, name: &str) -> String {
+        format!("{}/{name}", self.0)
+    }
+
+    /// Writes the rules file; returns its path.
+    fn conf(&self, text: &str) -> String {
+        let path = self.at("socks4d.conf");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One CONNECT as `user` through a socks4d started inetd-style with
+/// `args`, after `setup` (environment, descriptors, namespaces); returns
+/// the reply code and the log once socks4d has exited. Ident is off
+/// unless `args` says otherwise.
+fn one(args: &[&str], user: &[u8], setup: impl FnOnce(&mut std::process::Command)) -> (u8, String) {
+    let dst = echo_dest();
+    let mut all = vec!["--ident", "off", "--log-stderr"];
+    all.extend_from_slice(args);
+    let mut s = spawn_on_with(socket_pair(), &all, &[], setup);
+    s.client.write_all(&connect_req(dst.addr, user)).unwrap();
+    let code = read_reply(&mut s.client)[1];
+    let _ = s.client.shutdown(std::net::Shutdown::Write);
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(0), "{log}");
+    (code, log)
+}
+
+/// The lines of `log` for `event`.
+fn lines<'a>(log: &'a str, event: &str) -> Vec<&'a str> {
+    let tag = format!("]: {event} ");
+    log.lines().filter(|l| l.contains(&tag)).collect()
+}
+
+/// A command sees PATH (and the PWD its shell sets) and nothing else of
+/// the environment, and descriptors 0 to 2 only, even when socks4d was
+/// started with secrets in its environment and an extra descriptor open.
+#[test]
+fn a_command_inherits_no_environment_and_no_descriptor() {
+    let dir = Dir::new("inherit");
+    let (env, fds) = (dir.at("env"), dir.at("fds"));
+    let conf = dir.conf(&format!(
+        "deny 127.0.0.0/8 : env > {env}; ls -l /proc/self/fd > {fds}\n"
+    ));
+    let secret = std::fs::File::open("/etc/hostname").unwrap();
+    let raw = secret.as_raw_fd();
+    let (code, log) = one(
+        &["-f", &conf, "--writable", &dir.0, "--readable", "/proc"],
+        b"x",
+        |cmd| {
+            cmd.env("SECRET_TOKEN", "hunter2")
+                .env("LD_LIBRARY_PATH", "/nonexistent")
+                .env("LISTEN_FDNAMES", "client")
+                .env("PATH", "/nonexistent:/usr/bin:/bin");
+            // SAFETY: dup2 is async-signal-safe; `secret` outlives the spawn.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if nix::libc::dup2(raw, 9) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        },
+    );
+    drop(secret);
+    assert_eq!(code, 0x5B, "{log}");
+    let mut got: Vec<String> = std::fs::read_to_string(&env)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "PWD=/"], "{log}");
+    // ls's own listing: 0 to 2, and the directory it reads.
+    let listing = std::fs::read_to_string(&fds).unwrap();
+    let mut seen = Vec::new();
+    for l in listing.lines().filter(|l| l.contains(" -> ")) {
+        let (left, target) = l.split_once(" -> ").unwrap();
+        let fd: u32 = left.split_whitespace().last().unwrap().parse().unwrap();
+        let ok = match fd {
+            0 => target == "/dev/null",
+            1 => target == fds,
+            2 => target.starts_with("pipe:"),
+            _ => target.starts_with("/proc/") && target.ends_with("/fd"),
+        };
+        assert!(ok, "descriptor {fd} -> {target} in a command:\n{listing}");
+        seen.push(fd);
+    }
+    assert_eq!(seen.len(), 4, "{listing}");
+    assert!(lines(&log, "command").is_empty(), "{log}");
+}
+
+/// The man page's classic example cannot write /tmp/x under the default
+/// confinement; the log says so, with the shell's message.
+#[test]
+fn a_command_that_fails_is_logged_with_its_error() {
+    let dir = Dir::new("fails");
+    let conf = dir
+        .conf("deny *=bonnie,clyde 127.0.0.0/8 : /bin/echo rejected %u >>/tmp/x\npermit 127.0.0.0/8 : kill -SEGV $$\n");
+    let (code, log) = one(&["-f", &conf], b"bonnie", |_| {});
+    assert_eq!(code, 0x5B);
+    let l = lines(&log, "command");
+    assert_eq!(l.len(), 1, "{log}");
+    let want = format!(
+        "command client=127.0.0.1:{} rule={conf}:1 exit=2 stderr=\"/bin/sh: 1: cannot create /tmp/x: Permission denied\"",
+        client_port(&log)
+    );
+    assert!(l[0].ends_with(&want), "{}\nwanted {want}", l[0]);
+    assert!(l[0].contains("socks4d["), "{log}");
+
+    let (code, log) = one(&["-f", &conf], b"alice", |_| {});
+    assert_eq!(code, 0x5A);
+    let l = lines(&log, "command");
+    assert_eq!(l.len(), 1, "{log}");
+    assert!(
+        l[0].ends_with(&format!("rule={conf}:2 signal=SIGSEGV stderr=-")),
+        "{}",
+        l[0]
+    );
+}
+
+/// The client port of the connection `log` is about.
+fn client_port(log: &str) -> u16 {
+    let d = line(log, "decision");
+    let at = d.find("client=127.0.0.1:").unwrap() + "client=127.0.0.1:".len();
+    d[at..].split(' ').next().unwrap().parse().unwrap()
+}
+
+/// Processes now alive running `/bin/sleep ARG`.
+fn sleeping(arg: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.len() >= 2 && args[0].ends_with(b"sleep") && args[1] == arg.as_bytes() {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// A command that outlives `--command-timeout`, and one that leaves a
+/// process behind in its group, are killed at the limit, logged, and hold
+/// socks4d until then.
+#[test]
+fn a_command_is_killed_at_its_time_limit() {
+    let dir = Dir::new("limit");
+    let (a, b) = (
+        format!("31.{}", std::process::id()),
+        format!("32.{}", std::process::id()),
+    );
+    let conf = dir.conf(&format!(
+        "deny *=slow 127.0.0.0/8 : /bin/sleep {a}\ndeny 127.0.0.0/8 : /bin/sleep {b} & echo left\n"
+    ));
+    for (user, arg, line_no) in [(&b"slow"[..], &a, 1), (b"bg", &b, 2)] {
+        let t = Instant::now();
+        let (code, log) = one(&["-f", &conf, "--command-timeout", "2"], user, |_| {});
+        assert_eq!(code, 0x5B);
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+            "socks4d took {took:?}"
+        );
+        let l = lines(&log, "command");
+        assert_eq!(l.len(), 1, "{log}");
+        assert!(
+            l[0].ends_with(&format!("rule={conf}:{line_no} timeout=2 killed=SIGTERM stderr=-")),
+            "{}",
+            l[0]
+        );
+        assert!(sleeping(arg).is_empty(), "sleep {arg} still runs");
+    }
+}
+
+/// `--listen --max-children 5` and a deny rule whose command sleeps: 40
+/// clients at once get 5 handlers, whose commands hold their slots; the
+/// other 35 are refused at once and logged. At the time limit the
+/// commands are killed, and the next client is served.
+#[test]
+fn commands_count_against_max_children() {
+    let dir = Dir::new("cap");
+    let arg = format!("20.{}", std::process::id());
+    let conf = dir.conf(&format!("deny 127.0.0.0/8 : /bin/sleep {arg}\n"));
+    let (mut guard, proxy) = spawn_listen(&[
+        "--ident",
+        "off",
+        "--log-stderr",
+        "-f",
+        &conf,
+        "--max-children",
+        "5",
+        "--command-timeout",
+        "4",
+    ]);
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = guard.0.stderr.take().unwrap();
+    let sink = log.clone();
+    thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&l);
+            s.push('\n');
+        }
+    });
+    // wait_listening's probe connection ends without a command.
+    thread::sleep(Duration::from_millis(300));
+    let dst: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let clients: Vec<_> = (0..40)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut c = connect_to(proxy);
+                let _ = c.write_all(&connect_req(dst, b"u"));
+                let mut r = [0u8; 8];
+                match std::io::Read::read_exact(&mut c, &mut r) {
+                    Ok(()) => Some(r[1]),
+                    Err(_) => None,
+                }
+            })
+        })
+        .collect();
+    let answers: Vec<Option<u8>> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+    let served = answers.iter().filter(|a| **a == Some(0x5B)).count();
+    let closed = answers.iter().filter(|a| a.is_none()).count();
+    assert_eq!((served, closed), (5, 35), "{answers:?}");
+    // Give refused clients' handlers no chance to hide a process: count
+    // while the commands run.
+    thread::sleep(Duration::from_millis(500));
+    let running = sleeping(&arg);
+    assert_eq!(running.len(), 5, "command processes: {running:?}");
+    let text = wait_log(&log, |t| lines(t, "command").len() >= 5);
+    assert_eq!(
+        lines(&text, "refused")
+            .iter()
+            .filter(|l| l.contains("reason=max-children"))
+            .count(),
+        35,
+        "{text}"
+    );
+    for l in lines(&text, "command") {
+        assert!(l.contains(&format!("rule={conf}:1 timeout=4 killed=SIGTERM")), "{l}");
+    }
+    let start = Instant::now();
+    while !sleeping(&arg).is_empty() {
+        assert!(start.elapsed() < IO_TIMEOUT, "commands left after their limit");
+        thread::sleep(Duration::from_millis(50));
+    }
+    // The slots are free again.
+    let start = Instant::now();
+    loop {
+        let mut c = connect_to(proxy);
+        let _ = c.write_all(&connect_req(dst, b"u"));
+        let mut r = [0u8; 8];
+        if std::io::Read::read_exact(&mut c, &mut r).is_ok() {
+            assert_eq!(r[1], 0x5B);
+            break;
+        }
+        assert!(start.elapsed() < IO_TIMEOUT, "not served after the commands ended");
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until `pred` holds for the log so far; returns it.
+fn wait_log(log: &Mutex<String>, pred: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let text = log.lock().unwrap().clone();
+        if pred(&text) {
+            return text;
+        }
+        assert!(start.elapsed() < IO_TIMEOUT, "log never got there:\n{text}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// When no process can be made for a command (here `RLIMIT_NPROC`), the
+/// log says that it did not start, and why.
+#[test]
+fn a_command_that_cannot_start_is_logged() {
+    if !require_root() {
+        return;
+    }
+    let dir = Dir::new("nproc");
+    let conf = dir.conf("deny 127.0.0.0/8 : /bin/true\n");
+    let (code, log) = one(&["-f", &conf], b"x", |cmd| {
+        rlimit(cmd, nix::sys::resource::Resource::RLIMIT_NPROC, 0)
+    });
+    assert_eq!(code, 0x5B);
+    let l = lines(&log, "command");
+    assert_eq!(l.len(), 1, "{log}");
+    assert!(
+        l[0].contains(&format!("rule={conf}:1 failed=\"")) && l[0].contains("Resource temporarily unavailable"),
+        "{}",
+        l[0]
+    );
+}
