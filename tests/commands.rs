@@ -5,9 +5,10 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -68,6 +69,181 @@ fn one(args: &[&str], user: &[u8], setup: impl FnOnce(&mut std::process::Command
 fn lines<'a>(log: &'a str, event: &str) -> Vec<&'a str> {
     let tag = format!("]: {event} ");
     log.lines().filter(|l| l.contains(&tag)).collect()
+}
+
+/// What the substitution mapping makes of each spelling, as socks4d.conf(5)
+/// documents it.
+const SPELLINGS: &[(&[u8], &str)] = &[
+    (b"--help", "_-help"),
+    (b"--version", "_-version"),
+    (b"-n", "_n"),
+    (b"-e", "_e"),
+    (b"-V", "_V"),
+    (b"--x=y", "_-x=y"),
+    (b"+x", "_x"),
+    (b".", "_"),
+    (b"..", "__"),
+    (b"...", "___"),
+    (b".hidden", "_hidden"),
+    (b"a/../b", "a_.__b"),
+    (b"../../escaped", "___.__escaped"),
+    (b"/etc/passwd", "_etc_passwd"),
+    (b"a\\b", "a_b"),
+    ("é".as_bytes(), "__"),
+    (b"", "_"),
+    (b"alice", "alice"),
+    (b"a.b-c", "a.b-c"),
+];
+
+/// A user-id that is an option of the command gets there as an operand:
+/// /bin/echo prints it instead of its help, its version, or taking -n.
+#[test]
+fn a_user_id_is_never_an_option_of_echo() {
+    let dir = Dir::new("echo");
+    let out = dir.at("out");
+    let conf = dir.conf(&format!("deny 127.0.0.0/8 : /bin/echo %u >> {out}\n"));
+    for (user, want) in SPELLINGS {
+        let _ = std::fs::remove_file(&out);
+        let (code, log) = one(&["-f", &conf, "--writable", &dir.0], user, |_| {});
+        assert_eq!(code, 0x5B, "{log}");
+        let got = std::fs::read_to_string(&out).unwrap_or_default();
+        assert_eq!(
+            got,
+            format!("{want}\n"),
+            "user {:?}: echo wrote {got:?}",
+            String::from_utf8_lossy(user)
+        );
+    }
+}
+
+/// `/bin/mkdir -p DIR/a/seen/%u` makes one directory in DIR/a/seen for
+/// every user-id, and nothing anywhere else.
+#[test]
+fn a_user_id_is_never_a_path_for_mkdir() {
+    let dir = Dir::new("mkdir");
+    let seen = dir.at("a/seen");
+    std::fs::create_dir_all(&seen).unwrap();
+    std::fs::set_permissions(dir.at("a"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(&seen, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    let conf = dir.conf(&format!("deny 127.0.0.0/8 : /bin/mkdir -p {seen}/%u\n"));
+    for (user, want) in SPELLINGS {
+        let (code, log) = one(&["-f", &conf, "--writable", &dir.0], user, |_| {});
+        assert_eq!(code, 0x5B, "{log}");
+        assert!(
+            Path::new(&seen).join(want).is_dir(),
+            "user {:?}: no {seen}/{want}",
+            String::from_utf8_lossy(user)
+        );
+    }
+    let mut made: Vec<String> = std::fs::read_dir(&seen)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    made.sort();
+    let mut want: Vec<String> = SPELLINGS.iter().map(|(_, w)| w.to_string()).collect();
+    want.sort();
+    want.dedup();
+    assert_eq!(made, want, "what mkdir made in {seen}");
+    let mut top: Vec<String> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    assert_eq!(top, ["a", "socks4d.conf"], "what is in {}", dir.0);
+    assert_eq!(
+        std::fs::read_dir(dir.at("a")).unwrap().count(),
+        1,
+        "more than seen/ in a/"
+    );
+}
+
+/// A user-id of `-V` does not silence `logger -t socks4d %u@%A`: the
+/// syslog record carries the value.
+#[test]
+fn a_user_id_is_never_an_option_of_logger() {
+    if !require_root() || !require("logger") {
+        return;
+    }
+    let dir = Dir::new("logger");
+    let syslog = FakeSyslog::start();
+    let conf = dir.conf("deny 127.0.0.0/8 : /usr/bin/logger -t socks4d-cmd %u@%A\n");
+    let (code, log) = one(&["-f", &conf], b"-V", |cmd| private_dev(cmd, Some(&syslog.path)));
+    assert_eq!(code, 0x5B, "{log}");
+    let text = syslog.wait_for(IO_TIMEOUT, |t| t.contains("socks4d-cmd"));
+    let record = text.lines().find(|l| l.contains("socks4d-cmd")).unwrap();
+    assert!(
+        record.ends_with(": _V@localhost") || record.ends_with(": _V@127.0.0.1"),
+        "{record}"
+    );
+    assert!(lines(&log, "command").is_empty(), "{log}");
+}
+
+/// An identd that answers `--server=127.0.0.1` for a client that claims
+/// `--port=P` cannot make the `#BAD_ID:` hook's logger send its record
+/// over UDP to port P: the record goes to syslog, with both values in it.
+#[test]
+fn an_ident_answer_cannot_redirect_a_hook() {
+    if !require_root() || !require("logger") {
+        return;
+    }
+    let dir = Dir::new("badid");
+    let syslog = FakeSyslog::start();
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.set_nonblocking(true).unwrap();
+    let claimed = format!("--port={}", udp.local_addr().unwrap().port());
+    let conf = dir.conf(
+        "permit 127.0.0.0/8\n\
+         #BAD_ID: /usr/bin/logger -p auth.warning -t socks4d-cmd %U on %A claimed %u\n",
+    );
+    let identd = fake_identd("--server=127.0.0.1");
+    let dst = echo_dest();
+    let args = ["--ident", "required", "--log-stderr", "-f", &conf];
+    let env = [("SOCKS4D_IDENT_PORT", identd.to_string())];
+    let mut s = spawn_on_with(socket_pair(), &args, &env, |cmd| private_dev(cmd, Some(&syslog.path)));
+    s.client.write_all(&connect_req(dst.addr, claimed.as_bytes())).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5D);
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(0), "{log}");
+    // Whichever comes first: the syslog record, or a datagram.
+    let mut buf = [0u8; 2048];
+    let start = Instant::now();
+    let record = loop {
+        if let Ok(n) = udp.recv(&mut buf) {
+            panic!(
+                "the hook sent a datagram to the claimed port: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+        let text = syslog.text();
+        if let Some(r) = text.lines().find(|l| l.contains("socks4d-cmd")) {
+            break r.to_string();
+        }
+        assert!(start.elapsed() < IO_TIMEOUT, "no record from the hook; log:\n{log}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    let port = udp.local_addr().unwrap().port();
+    assert!(
+        record.contains(&format!("_-server=127.0.0.1 on localhost claimed _-port={port}")),
+        "{record}"
+    );
+    assert!(udp.recv(&mut buf).is_err(), "a datagram after the record");
+}
+
+/// An identd on a loopback port that answers every query with USERID
+/// `user`; returns its port.
+fn fake_identd(user: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut q = String::new();
+            let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut q);
+            let mut s = s;
+            let _ = write!(s, "{} : USERID : UNIX : {user}\r\n", q.trim_end());
+        }
+    });
+    port
 }
 
 /// A command sees PATH (and the PWD its shell sets) and nothing else of

@@ -183,12 +183,20 @@ proptest! {
         prop_assert_eq!(rules::grammar::inet_aton(&s), libc, "{:?}", s);
     }
 
+    /// A substituted value is one shell word that is an operand: never
+    /// empty, never an option, never a path.
     #[test]
     fn substituted_values_never_reach_the_shell_unsanitised(user in prop::collection::vec(any::<u8>(), 0..400)) {
         let subst = rules::Subst { user: user.clone(), ..Default::default() };
         let out = rules::expand(b"%u", &subst);
-        prop_assert!(out.iter().all(|b| b.is_ascii_alphanumeric() || b"!@%_=+:,./-".contains(b)));
-        prop_assert!(out.len() <= rules::MAX_SUBST_LEN);
+        prop_assert!(out.iter().all(|b| b.is_ascii_alphanumeric() || b"!@%_=+:,.-".contains(b)));
+        prop_assert!(!out.is_empty() && out.len() <= rules::MAX_SUBST_LEN);
+        prop_assert!(!b"-+.".contains(&out[0]), "{:?}", String::from_utf8_lossy(&out));
+        prop_assert!(!out.windows(2).any(|w| w == b".."), "{:?}", String::from_utf8_lossy(&out));
+        // Byte for byte: what is kept stays where it was.
+        if !user.is_empty() {
+            prop_assert_eq!(out.len(), user.len().min(rules::MAX_SUBST_LEN));
+        }
     }
 
     #[test]

@@ -260,7 +260,7 @@ fn rule_command_runs_with_sanitised_substitutions() {
     let parts: Vec<&str> = got.split_whitespace().collect();
     assert_eq!(parts[0], "connect");
     assert_eq!(parts[1], "127.0.0.1");
-    assert_eq!(parts[2], "eve_touch_/tmp/pwned_id___id_");
+    assert_eq!(parts[2], "eve_touch__tmp_pwned_id___id_");
     assert_eq!(parts[4], "unknown");
     assert_eq!(parts[5], "%");
     assert!(!std::path::Path::new("/tmp/pwned").exists());

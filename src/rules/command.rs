@@ -1,5 +1,5 @@
 //! A rule's or a hook's shell command: its `%` substitutions, each value
-//! sanitised, and its run. A command gets a known environment and
+//! made an operand, and its run. A command gets a known environment and
 //! no descriptor beyond 0 to 2; the handler waits for it, up to a time
 //! limit after which its process group is killed; and a command that
 //! cannot start, fails or is killed gets a `command` log line with the
@@ -79,7 +79,11 @@ pub fn expand(template: &[u8], s: &Subst) -> Vec<u8> {
             continue;
         }
         let value: Vec<u8> = match it.peek() {
-            Some(b'%') => b"%".to_vec(),
+            Some(b'%') => {
+                it.next();
+                out.push(b'%');
+                continue;
+            }
             Some(b'A') => s.client_name.clone().unwrap_or_else(|| ip(s.client)).into_bytes(),
             Some(b'a') => ip(s.client).into_bytes(),
             Some(b'c') => s.command.as_bytes().to_vec(),
@@ -101,15 +105,28 @@ pub fn expand(template: &[u8], s: &Subst) -> Vec<u8> {
     out
 }
 
-/// Replaces every byte outside `[0-9A-Za-z!@%_=+:,./-]` with `_` and cuts
-/// the value at [`MAX_SUBST_LEN`] bytes, so that nothing a client sent
-/// reaches the shell unescaped.
+/// Makes a substituted value one shell word that is an operand, never an
+/// option or a path: of its first [`MAX_SUBST_LEN`] bytes, each byte
+/// outside `[0-9A-Za-z!@%_=+:,.-]` (so `/`, `\`, blanks, quotes, shell
+/// syntax, control bytes and each byte of a non-ASCII character), a `-`,
+/// `+` or `.` as the first byte, and a `.` right after a `.` become `_`;
+/// an empty value becomes `_`. What comes out is never empty, never
+/// begins with `-`, `+` or `.`, and holds no `/` and no `..`.
 pub fn sanitize(value: &[u8]) -> Vec<u8> {
+    let value = &value[..value.len().min(MAX_SUBST_LEN)];
+    if value.is_empty() {
+        return b"_".to_vec();
+    }
+    let mut prev = None;
     value
         .iter()
-        .take(MAX_SUBST_LEN)
-        .map(|&b| {
-            if b.is_ascii_alphanumeric() || b"!@%_=+:,./-".contains(&b) {
+        .enumerate()
+        .map(|(i, &b)| {
+            let kept = b.is_ascii_alphanumeric() || b"!@%_=+:,.-".contains(&b);
+            let leading = i == 0 && b"-+.".contains(&b);
+            let dot_dot = b == b'.' && prev == Some(b'.');
+            prev = Some(b);
+            if kept && !leading && !dot_dot {
                 b
             } else {
                 b'_'
@@ -536,10 +553,50 @@ mod tests {
         let out = expand(b"echo %u", &s);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "echo bob__rm_-rf_/__x____y___q___r____a_b_c_d_"
+            "echo bob__rm_-rf____x____y___q___r____a_b_c_d_"
         );
-        assert_eq!(sanitize(b"0-9A-Za-z!@%_=+:,./-"), b"0-9A-Za-z!@%_=+:,./-");
+        assert_eq!(sanitize(b"0-9A-Za-z!@%_=+:,.-"), b"0-9A-Za-z!@%_=+:,.-");
         assert_eq!(sanitize(&[b'a'; 1000]).len(), MAX_SUBST_LEN);
+    }
+
+    #[test]
+    fn values_are_operands_never_options_or_paths() {
+        for (value, want) in [
+            (&b"--help"[..], &b"_-help"[..]),
+            (b"-V", b"_V"),
+            (b"--server=127.0.0.1", b"_-server=127.0.0.1"),
+            (b"+%s", b"_%s"),
+            (b"-", b"_"),
+            (b".", b"_"),
+            (b"..", b"__"),
+            (b"...", b"___"),
+            (b".profile", b"_profile"),
+            (b"a/../b", b"a_.__b"),
+            (b"a..b", b"a._b"),
+            (b"../../escaped", b"___.__escaped"),
+            (b"/etc/passwd", b"_etc_passwd"),
+            (b"C:\\x", b"C:_x"),
+            ("ü".as_bytes(), b"__"),
+            (b"", b"_"),
+            (b"a-b", b"a-b"),
+            (b"host.example.", b"host.example."),
+            (b"::1", b"::1"),
+            (b"bob@example", b"bob@example"),
+        ] {
+            assert_eq!(sanitize(value), want, "{:?}", String::from_utf8_lossy(value));
+        }
+        // A value cut at its limit is cut before it is mapped.
+        let mut long = vec![b'-'];
+        long.extend([b'.'; 300]);
+        let out = sanitize(&long);
+        assert_eq!(out.len(), MAX_SUBST_LEN);
+        assert!(!out.windows(2).any(|w| w == b".."));
+        // Values are mapped one by one; the template's own text is not.
+        let s = Subst {
+            user: b"..".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(expand(b"logger -- user=%u ../%u", &s), b"logger -- user=__ ../__");
     }
 
     #[test]
@@ -550,8 +607,8 @@ mod tests {
         };
         assert_eq!(expand(b"%x%s%", &s), b"%x80%");
         assert_eq!(expand(b"", &s), b"");
-        // No client address known: %a and %A are empty.
-        assert_eq!(expand(b"[%a][%A]", &s), b"[][]");
+        // No client address known: %a and %A are `_`.
+        assert_eq!(expand(b"[%a][%A]", &s), b"[_][_]");
     }
 
     #[test]
