@@ -513,3 +513,63 @@ fn a_command_that_cannot_start_is_logged() {
         l[0]
     );
 }
+
+/// The commands socks4d.conf(5) shows as working under the default
+/// confinement: logger with `--`, appending under a --writable directory,
+/// and an alert file per handler in a --writable spool directory. None
+/// writes a `command` line.
+#[test]
+fn the_man_page_commands_work_under_the_default_confinement() {
+    let dir = Dir::new("manpage");
+    let (log_dir, spool) = (dir.at("log"), dir.at("spool"));
+    for d in [&log_dir, &spool] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    }
+    let conf = dir.conf(&format!(
+        "deny *=bonnie,clyde 0.0.0.0/0 : echo rejected user=%u from=%a >> {log_dir}/rejected\n\
+         permit 127.0.0.0/8\n\
+         #BAD_ID: echo \"%U on %A claimed %u\" > {spool}/%p\n"
+    ));
+    let writable = ["--writable", log_dir.as_str(), "--writable", spool.as_str()];
+    let mut args = vec!["-f", conf.as_str()];
+    args.extend_from_slice(&writable);
+    let (code, log) = one(&args, b"bonnie", |_| {});
+    assert_eq!(code, 0x5B);
+    assert_eq!(
+        std::fs::read_to_string(format!("{log_dir}/rejected")).unwrap(),
+        "rejected user=bonnie from=127.0.0.1\n"
+    );
+    assert!(lines(&log, "command").is_empty(), "{log}");
+
+    let identd = fake_identd("mallory");
+    let dst = echo_dest();
+    let mut all = vec!["--ident", "required", "--log-stderr"];
+    all.extend_from_slice(&args);
+    let env = [("SOCKS4D_IDENT_PORT", identd.to_string())];
+    let mut s = spawn_on_with(socket_pair(), &all, &env, |_| {});
+    s.client.write_all(&connect_req(dst.addr, b"alice")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5D);
+    let (status, log) = finish(&mut s, EXIT);
+    assert_eq!(status.code(), Some(0), "{log}");
+    let alerts: Vec<_> = std::fs::read_dir(&spool).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        std::fs::read_to_string(&alerts[0]).unwrap(),
+        "mallory on localhost claimed alice\n"
+    );
+    assert!(lines(&log, "command").is_empty(), "{log}");
+
+    if !require_root() || !require("logger") {
+        return;
+    }
+    let syslog = FakeSyslog::start();
+    let conf = dir.conf("permit 127.0.0.0/8 : logger -t socks4d -- %u@%A to %Z:%S\n");
+    let (code, log) = one(&["-f", &conf], b"alice", |cmd| private_dev(cmd, Some(&syslog.path)));
+    assert_eq!(code, 0x5A);
+    let text = syslog.wait_for(IO_TIMEOUT, |t| t.contains("socks4d:"));
+    let record = text.lines().find(|l| l.contains("socks4d:")).unwrap();
+    // %S: the port's service name, or its number.
+    assert!(record.contains(": alice@localhost to localhost:"), "{record}");
+    assert!(lines(&log, "command").is_empty(), "{log}");
+}

@@ -582,6 +582,10 @@ mod tests {
             (b"host.example.", b"host.example."),
             (b"::1", b"::1"),
             (b"bob@example", b"bob@example"),
+            // The table of socks4d.conf(5).
+            (b"--port=5514", b"_-port=5514"),
+            (b"../../etc/passwd", b"___.__etc_passwd"),
+            (b"alice;rm -rf ~", b"alice_rm_-rf__"),
         ] {
             assert_eq!(sanitize(value), want, "{:?}", String::from_utf8_lossy(value));
         }
