@@ -5,6 +5,7 @@
 //! cannot start, fails or is killed gets a `command` log line with the
 //! first line of its error output.
 
+use std::cell::Cell;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
@@ -186,13 +187,28 @@ pub struct Commands<'scope, 'env> {
     scope: &'scope Scope<'scope, 'env>,
     limit: Duration,
     log: &'env Log,
+    /// This process has been made ready to wait for commands.
+    ready: Cell<bool>,
 }
 
 impl<'scope, 'env> Commands<'scope, 'env> {
-    /// Makes this process the reaper of what its commands leave behind
-    /// (so their processes are counted and collected here, whatever
-    /// process 1 does) and lets it collect their exit statuses.
     pub fn new(scope: &'scope Scope<'scope, 'env>, limit: Duration, log: &'env Log) -> Self {
+        Commands {
+            scope,
+            limit,
+            log,
+            ready: Cell::new(false),
+        }
+    }
+
+    /// Before the first command: makes this process the reaper of what
+    /// its commands leave behind (so their processes are counted and
+    /// collected here, whatever process 1 does) and lets it collect their
+    /// exit statuses. A connection without commands is spared the calls.
+    fn make_ready(&self) {
+        if self.ready.replace(true) {
+            return;
+        }
         // SAFETY: prctl and signal with constant arguments change only
         // this process's attributes. SIGCHLD at SIG_IGN, as a parent may
         // have left it, would make the kernel reap the commands unseen.
@@ -200,7 +216,6 @@ impl<'scope, 'env> Commands<'scope, 'env> {
             libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
             libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         }
-        Commands { scope, limit, log }
     }
 
     /// Runs `template`, expanded, with `/bin/sh -c` on a thread of its
@@ -209,6 +224,7 @@ impl<'scope, 'env> Commands<'scope, 'env> {
     /// thread waits for the command (see [`Spawned::wait`]) and writes
     /// its `command` line.
     pub fn start(&self, template: Vec<u8>, mut subst: Subst, origin: Origin) {
+        self.make_ready();
         let (limit, log) = (self.limit, self.log);
         let failed_origin = origin.clone();
         let run = move || {
