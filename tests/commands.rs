@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -195,11 +195,13 @@ fn an_ident_answer_cannot_redirect_a_hook() {
         "permit 127.0.0.0/8\n\
          #BAD_ID: /usr/bin/logger -p auth.warning -t socks4d-cmd %U on %A claimed %u\n",
     );
-    let identd = fake_identd("--server=127.0.0.1");
+    let Some(identd) = fake_identd("--server=127.0.0.1") else {
+        return;
+    };
     let dst = echo_dest();
     let args = ["--ident", "required", "--log-stderr", "-f", &conf];
-    let env = [("SOCKS4D_IDENT_PORT", identd.to_string())];
-    let mut s = spawn_on_with(socket_pair(), &args, &env, |cmd| private_dev(cmd, Some(&syslog.path)));
+    let pair = socket_pair_from(identd, "127.0.0.1");
+    let mut s = spawn_on_with(pair, &args, &[], |cmd| private_dev(cmd, Some(&syslog.path)));
     s.client.write_all(&connect_req(dst.addr, claimed.as_bytes())).unwrap();
     assert_eq!(read_reply(&mut s.client)[1], 0x5D);
     let (status, log) = finish(&mut s, EXIT);
@@ -223,17 +225,17 @@ fn an_ident_answer_cannot_redirect_a_hook() {
     };
     let port = udp.local_addr().unwrap().port();
     assert!(
-        record.contains(&format!("_-server=127.0.0.1 on localhost claimed _-port={port}")),
+        record.contains(&format!("_-server=127.0.0.1 on {identd} claimed _-port={port}")),
         "{record}"
     );
     assert!(udp.recv(&mut buf).is_err(), "a datagram after the record");
 }
 
-/// An identd on a loopback port that answers every query with USERID
-/// `user`; returns its port.
-fn fake_identd(user: &'static str) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
+/// An identd on port 113 of a loopback address of its own that answers
+/// every query with USERID `user`; returns that address, from which the
+/// client must connect. `None` without root (a skip, or a failure in CI).
+fn fake_identd(user: &'static str) -> Option<Ipv4Addr> {
+    let (l, ip) = identd_listener()?;
     thread::spawn(move || {
         for s in l.incoming().flatten() {
             s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -243,7 +245,7 @@ fn fake_identd(user: &'static str) -> u16 {
             let _ = write!(s, "{} : USERID : UNIX : {user}\r\n", q.trim_end());
         }
     });
-    port
+    Some(ip)
 }
 
 /// A command sees PATH (and the PWD its shell sets) and nothing else of
@@ -546,12 +548,11 @@ fn the_man_page_commands_work_under_the_default_confinement() {
     );
     assert!(lines(&log, "command").is_empty(), "{log}");
 
-    let identd = fake_identd("mallory");
+    let Some(identd) = fake_identd("mallory") else { return };
     let dst = echo_dest();
     let mut all = vec!["--ident", "required", "--log-stderr"];
     all.extend_from_slice(&args);
-    let env = [("SOCKS4D_IDENT_PORT", identd.to_string())];
-    let mut s = spawn_on_with(socket_pair(), &all, &env, |_| {});
+    let mut s = spawn_on_with(socket_pair_from(identd, "127.0.0.1"), &all, &[], |_| {});
     s.client.write_all(&connect_req(dst.addr, b"alice")).unwrap();
     assert_eq!(read_reply(&mut s.client)[1], 0x5D);
     let (status, log) = finish(&mut s, EXIT);
@@ -560,7 +561,7 @@ fn the_man_page_commands_work_under_the_default_confinement() {
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(
         std::fs::read_to_string(&alerts[0]).unwrap(),
-        "mallory on localhost claimed alice\n"
+        format!("mallory on {identd} claimed alice\n")
     );
     assert!(lines(&log, "command").is_empty(), "{log}");
 
