@@ -120,7 +120,10 @@ impl Refusal {
     /// Detail for the log only.
     pub fn detail(&self) -> Option<String> {
         match self {
-            Refusal::BadVersion(v) => Some(format!("version byte 0x{v:02x}")),
+            Refusal::BadVersion(v) => Some(match crate::request::foreign_name(*v) {
+                Some(what) => format!("version byte 0x{v:02x}: {what}"),
+                None => format!("version byte 0x{v:02x}"),
+            }),
             Refusal::BadCommand(c) => Some(format!("command byte 0x{c:02x}")),
             Refusal::ClientError(s)
             | Refusal::Denied(s)

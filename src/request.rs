@@ -24,6 +24,38 @@ pub const REPLY_NO_IDENTD: u8 = 0x5C;
 /// Reply code: rejected because identd's user-id differs from the claim.
 pub const REPLY_BAD_USERID: u8 = 0x5D;
 
+/// SOCKS5's answer "no acceptable authentication method": what a SOCKS5
+/// client's greeting gets, so that it can say what went wrong.
+pub const SOCKS5_NO_METHOD: &[u8] = &[5, 0xFF];
+/// What an HTTP client's request gets.
+pub const HTTP_NOT_SOCKS: &[u8] = b"HTTP/1.0 400 Bad Request\r\n\
+Content-Type: text/plain\r\n\
+Connection: close\r\n\
+\r\n\
+This is a SOCKS4/4a proxy, not an HTTP proxy: use it as a SOCKS4a proxy \
+(curl --socks4a HOST:PORT, or socks4a://HOST:PORT as the proxy).\r\n";
+
+/// The answer, in its own protocol, to a client whose first byte says it
+/// speaks another one: `05 FF` to a SOCKS5 greeting, a short HTTP 400 to
+/// an HTTP request (its method's first letter). `None` for anything else,
+/// which gets no answer.
+pub fn foreign_answer(version: u8) -> Option<&'static [u8]> {
+    match version {
+        5 => Some(SOCKS5_NO_METHOD),
+        b'A'..=b'Z' => Some(HTTP_NOT_SOCKS),
+        _ => None,
+    }
+}
+
+/// What [`foreign_answer`]'s protocol is called in the log.
+pub fn foreign_name(version: u8) -> Option<&'static str> {
+    match version {
+        5 => Some("SOCKS5, answered 05 FF (no acceptable method)"),
+        b'A'..=b'Z' => Some("HTTP, answered 400"),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
     Connect,

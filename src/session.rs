@@ -205,10 +205,17 @@ fn serve(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log, commands: &
 /// the decision and end lines. The client hears first; the log may be
 /// slow.
 fn refuse(client: &TcpStream, refusal: &Refusal, rec: &Record, started: Instant, log: &Log) {
-    if let Some(code) = refusal.reply() {
-        if send_reply(client, code, None).is_ok() {
-            linger(client);
-        }
+    let answer = match refusal {
+        Refusal::BadVersion(v) => request::foreign_answer(*v),
+        _ => None,
+    };
+    let sent = match (refusal.reply(), answer) {
+        (Some(code), _) => send_reply(client, code, None).is_ok(),
+        (None, Some(answer)) => net::write_all(client, answer, Deadline::after(REPLY_TIMEOUT), "answer").is_ok(),
+        (None, None) => false,
+    };
+    if sent {
+        linger(client);
     }
     let line = rec.decision_line(refusal.reply(), refusal.reason(), refusal.detail().as_deref());
     log.warning(line.as_str());

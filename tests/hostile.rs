@@ -41,21 +41,61 @@ fn one_shot(extra: &[&'static str], bytes: &[u8]) -> (Vec<u8>, String, Option<i3
 }
 
 #[test]
-fn http_request_gets_no_reply() {
+fn http_request_gets_a_400_naming_socks4() {
     let (got, log, code) = one_shot(&[], b"GET http://example.org/ HTTP/1.1\r\nHost: example.org\r\n\r\n");
-    assert!(got.is_empty());
+    let got = String::from_utf8(got).unwrap();
+    assert!(got.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{got}");
+    assert!(got.contains("SOCKS4/4a proxy") && got.len() < 512, "{got}");
     assert_eq!(code, Some(0));
     assert!(
-        line(&log, "decision").contains("reason=bad-version detail=\"version byte 0x47\""),
+        line(&log, "decision").contains("reply=- reason=bad-version detail=\"version byte 0x47: HTTP, answered 400\""),
+        "{log}"
+    );
+    // A proxy CONNECT gets the same.
+    let (got, _, _) = one_shot(&[], b"CONNECT example.org:443 HTTP/1.1\r\n\r\n");
+    assert!(got.starts_with(b"HTTP/1.0 400 "));
+}
+
+#[test]
+fn socks5_greeting_gets_no_acceptable_method() {
+    let (got, log, _) = one_shot(&[], &[5, 2, 0, 2]);
+    assert_eq!(got, [5, 0xff]);
+    assert!(
+        line(&log, "decision").contains("version byte 0x05: SOCKS5, answered 05 FF"),
         "{log}"
     );
 }
 
+/// What real clients say when they speak the wrong protocol to socks4d.
 #[test]
-fn socks5_greeting_gets_no_reply() {
-    let (got, log, _) = one_shot(&[], &[5, 2, 0, 2]);
-    assert!(got.is_empty());
-    assert!(line(&log, "decision").contains("version byte 0x05"), "{log}");
+fn curl_says_why_when_it_speaks_socks5_or_http() {
+    if !require("curl") {
+        return;
+    }
+    let (_guard, addr) = spawn_listen(&args(&[]));
+    let curl = |proxy: String| {
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "10", "-x", &proxy, "http://192.0.2.1/"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), said)
+    };
+    let (code, said) = curl(format!("socks5://{addr}"));
+    assert_eq!(code, Some(97), "{said}");
+    assert!(said.contains("No authentication method was acceptable"), "{said}");
+    let (_, said) = curl(format!("http://{addr}"));
+    assert!(said.contains("This is a SOCKS4/4a proxy, not an HTTP proxy"), "{said}");
+}
+
+#[test]
+fn other_bytes_get_no_answer() {
+    // A TLS ClientHello, and a zero byte.
+    for first in [0x16u8, 0] {
+        let (got, log, _) = one_shot(&[], &[first, 3, 1, 0, 5]);
+        assert!(got.is_empty(), "{first}: {got:?}");
+        assert!(line(&log, "decision").contains("reason=bad-version"), "{log}");
+    }
 }
 
 #[test]
