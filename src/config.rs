@@ -157,16 +157,46 @@ pub enum Action {
     Version,
 }
 
-pub const USAGE: &str = "usage: socks4d [--listen ADDR:PORT]... [--max-children N] [--max-per-source N]
-               [--request-timeout SECS]
-               [--connect-timeout SECS] [--idle-timeout SECS] [--no-socks4a]
-               [--bind-address ADDR] [--bind-ports LO-HI] [--user NAME|UID:GID]
-               [--readable DIR]... [--writable DIR]... [--route FILE]
-               [--outgoing-address ADDR|same]... [--proxy-protocol CIDR[,CIDR...]]
-               [--ident required|optional|off] [-I] [-i] [--ident-timeout SECS]
-               [--command-timeout SECS] [-f FILE] [--check-config [--compile]]
-               [--explain USER SRC DST PORT]
-               [--log-stderr] [--log-facility NAME] [--log-timeout SECS]";
+/// `--help`: one line per option, with its default.
+pub const HELP: &str = "\
+usage: socks4d [OPTION]...            one connection, on stdin (inetd) or fd 3 (Accept=yes)
+       socks4d --listen ADDR:PORT [OPTION]...
+       socks4d --check-config [--compile] [-f FILE]
+       socks4d --explain USER SRC DST PORT [-f FILE]
+
+Serving
+  --listen ADDR:PORT          listen there and fork a handler per connection (repeatable)
+  --max-children N            with --listen or a passed listening socket: at most N at once (256)
+  --max-per-source N          ... and N from one IPv4 address or IPv6 /64 (32)
+  --user NAME|UID:GID         the user to become when started as root (nobody)
+  --readable DIR              a directory handlers and commands may also read (repeatable)
+  --writable DIR              a directory they may write, not read (repeatable)
+Rules and requests
+  -f, --config FILE           the rules file (/etc/socks4d.conf; if absent: loopback clients only)
+  --ident required|optional|off   ask the client's identd, for rules without ?= (required)
+  -I, -i                      --ident required, --ident optional
+  --ident-timeout SECS        (15)
+  --no-socks4a                refuse SOCKS4a requests (host names)
+  --route FILE                the outgoing address by destination (classic sockd.route)
+  --outgoing-address ADDR|same    where CONNECTs leave from (the kernel's choice)
+  --bind-address ADDR         where BIND listens (the route to the application server)
+  --bind-ports LO-HI          BIND ports, chosen at random (any)
+  --proxy-protocol CIDR[,CIDR...] load balancers whose PROXY header names the client (none)
+Timeouts
+  --request-timeout SECS      for the whole request (10)
+  --connect-timeout SECS      for a CONNECT, a SOCKS4a lookup, BIND's wait (120)
+  --idle-timeout SECS         a relay with no data either way ends (7200; 0: never)
+  --command-timeout SECS      a rule's command is killed after it (60)
+Logging
+  --log-stderr                audit lines to stderr instead of syslog (not under inetd)
+  --log-facility NAME         (daemon)
+  --log-timeout SECS          the longest a line may wait for the logger (5)
+Checking
+  --check-config [--compile]  check the rules file (and compile it for speed)
+  --explain USER SRC DST PORT which rule decides that request
+  -h, --help; -V, --version
+
+See socks4d(8) and socks4d.conf(5).";
 
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {

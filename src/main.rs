@@ -18,9 +18,10 @@ const EXIT_SETUP: u8 = 1;
 /// Exit status after a usage error (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 
-const HOW_TO_RUN: &str = "socks4d: no client socket. Run it from inetd \
-(`socks stream tcp nowait nobody /usr/sbin/socks4d socks4d`), from a systemd \
-socket unit (Accept=yes, or Accept=no for one long-running socks4d), or try it with `socks4d --listen 127.0.0.1:1080 --log-stderr`";
+const HOW_TO_RUN: &str = "socks4d: no client socket: inetd or a systemd socket unit starts it \
+with one. To try it: socks4d --listen 127.0.0.1:1080 --ident off --log-stderr; to deploy it: \
+socks4d(8), DEPLOYMENT (socks4d.socket, or the inetd.conf line \
+`socks stream tcp nowait.1000000 nobody /usr/sbin/socks4d socks4d`)";
 
 #[no_mangle]
 pub extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
@@ -41,7 +42,7 @@ fn run() -> u8 {
             port,
         }) => return explain(&cfg, &user, &src, &dst, &port),
         Ok(Action::Help) => {
-            println!("{}", config::USAGE);
+            println!("{}", config::HELP);
             return 0;
         }
         Ok(Action::Version) => {
@@ -54,7 +55,7 @@ fn run() -> u8 {
                 Log::syslog(syslog::Facility::LOG_DAEMON, config::DEFAULT_LOG_TIMEOUT)
                     .error(&format!("usage error: {e}"));
             } else {
-                eprintln!("socks4d: {e}\n{}", config::USAGE);
+                eprintln!("socks4d: {e} (see socks4d --help)");
             }
             return EXIT_USAGE;
         }

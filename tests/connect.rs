@@ -129,7 +129,7 @@ fn max_children_with_one_passed_connection_is_a_usage_error() {
     let (status, log) = finish(&mut s, EXIT);
     assert_eq!(status.code(), Some(64), "{log}");
     assert!(
-        log.contains("--max-children needs --listen or a listening socket"),
+        log.contains("--max-children and --max-per-source need --listen or a listening socket"),
         "{log}"
     );
 }
@@ -141,7 +141,7 @@ fn no_socket_prints_how_to_run_and_exits_64() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("inetd") && err.contains("Accept=yes") && err.contains("--listen"),
+        err.contains("inetd") && err.contains("socket unit") && err.contains("--listen 127.0.0.1:1080 --ident off"),
         "{err}"
     );
     assert!(out.stdout.is_empty());
@@ -156,7 +156,45 @@ fn bad_option_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--connect-timeout 0"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--connect-timeout 0"), "{err}");
+    // One line, pointing to --help.
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.trim_end().ends_with("(see socks4d --help)"), "{err}");
+}
+
+#[test]
+fn help_lists_every_option_with_its_default() {
+    let out = Command::new(bin()).arg("--help").stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("See socks4d(8) and socks4d.conf(5)."), "{help}");
+    // Every option socks4d(8) documents has its line.
+    let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/socks4d.8")).unwrap();
+    let mut seen = 0;
+    for l in page.lines() {
+        let Some(opt) = l.strip_prefix(".It Fl ") else { continue };
+        // `\-listen` is --listen, `f` is -f.
+        let opt = format!("-{}", opt.split(' ').next().unwrap().replace('\\', ""));
+        assert!(help.contains(&opt), "{opt} is not in --help:\n{help}");
+        seen += 1;
+    }
+    assert!(seen > 20, "{seen} options in socks4d(8)");
+    for default in [
+        "(256)",
+        "(32)",
+        "(nobody)",
+        "(/etc/socks4d.conf",
+        "(required)",
+        "(15)",
+        "(10)",
+        "(120)",
+        "(7200",
+        "(daemon)",
+        "(5)",
+    ] {
+        assert!(help.contains(default), "{default} not in --help");
+    }
 }
 
 #[test]
@@ -257,15 +295,15 @@ fn refused_destination_gets_5b_and_exit_0() {
 }
 
 #[test]
-fn socks5_client_gets_no_reply() {
+fn socks5_client_gets_no_acceptable_method() {
     let mut s = spawn_stdin(&["--ident", "off", "--log-stderr"]);
     s.client.write_all(&[5, 1, 0]).unwrap();
-    assert!(read_all(&mut s.client).is_empty());
+    assert_eq!(read_all(&mut s.client), [5, 0xff]);
     let (status, log) = finish(&mut s, EXIT);
     assert_eq!(status.code(), Some(0));
     let d = line(&log, "decision");
     assert!(
-        d.contains("reply=- reason=bad-version detail=\"version byte 0x05\""),
+        d.contains("reply=- reason=bad-version detail=\"version byte 0x05: SOCKS5, answered 05 FF"),
         "{d}"
     );
 }
