@@ -139,6 +139,20 @@ impl Log {
         }
     }
 
+    /// Whether the logger can be reached: syslog's socket connects (a
+    /// socket already connected counts), or stderr is the log. `Err` says
+    /// why not.
+    pub fn reachable(&self) -> Result<(), String> {
+        let mut inner = self.lock();
+        match &mut inner.sink {
+            Sink::Syslog { socket: Some(_), .. } | Sink::Stderr(_) => Ok(()),
+            Sink::Syslog { socket, .. } => {
+                *socket = Some(syslog_connect().map_err(|e| e.to_string())?);
+                Ok(())
+            }
+        }
+    }
+
     /// Call in a forked child: syslog lines then carry the child's pid,
     /// and the child gets its own log timeout.
     pub fn after_fork(&self) {

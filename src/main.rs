@@ -147,10 +147,6 @@ fn load_policy(cfg: &Config, log: &Log) -> Policy {
 fn load_rules(cfg: &Config, log: &Log) -> rules::Loaded {
     let loaded = rules::load(&cfg.rules_file, cfg.rules_file_named);
     match &loaded {
-        Ok(r) if r.origin == rules::Origin::Builtin => log.info(&format!(
-            "rules: {} is absent; built-in policy: permit loopback clients, deny the rest",
-            cfg.rules_file.display()
-        )),
         Ok(r) => {
             if let Some(why) = &r.frozen_unused {
                 log.warning(&format!(
@@ -169,9 +165,30 @@ fn load_rules(cfg: &Config, log: &Log) -> rules::Loaded {
     loaded
 }
 
+/// What to say when the logger cannot be reached.
+fn logger_missing(why: &str) -> String {
+    format!(
+        "the logger cannot be reached ({why}): socks4d grants nothing it cannot log, so every request \
+         gets 91 (0x5B) until a syslog daemon runs; to try socks4d without one, add --log-stderr"
+    )
+}
+
+/// Why nothing answers on this host's identd port, if so.
+fn no_local_identd() -> Option<String> {
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], socks4d::ident::IDENT_PORT));
+    std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_millis(500))
+        .err()
+        .map(|e| e.to_string())
+}
+
 /// `--check-config`: every error and every warning with its line on
 /// stderr, then a summary on stdout; exit 1 when the file cannot be used.
 fn check_config(cfg: &Config) -> u8 {
+    if !cfg.log_stderr {
+        if let Err(why) = open_log(cfg, false).reachable() {
+            println!("syslog: {}", logger_missing(&why));
+        }
+    }
     let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named);
     let mut diagnostics: Vec<(Option<usize>, String)> =
         checked.notes.iter().map(|n| (Some(n.line), n.to_string())).collect();
@@ -382,7 +399,33 @@ fn explain_source(cfg: &Config, routes: &route::Routes, dst: std::net::IpAddr) {
 /// connection until SIGTERM.
 fn serve_listeners(cfg: &Config, listeners: Vec<std::net::TcpListener>, stderr_allowed: bool) -> u8 {
     let log = open_log(cfg, stderr_allowed);
+    if let Err(why) = log.reachable() {
+        if stderr_allowed {
+            eprintln!("socks4d: {}", logger_missing(&why));
+        }
+    }
+    if cfg.ident == socks4d::ident::Mode::Required {
+        if let Some(why) = no_local_identd() {
+            let line = format!(
+                "nothing answers on 127.0.0.1:113 ({why}): with --ident required, the default, a client \
+                 on this host gets 92 (0x5C) unless an identd runs (oidentd, say); to try socks4d without \
+                 one, add --ident off"
+            );
+            log.warning(&line);
+            if stderr_allowed && !cfg.log_stderr {
+                eprintln!("socks4d: {line}");
+            }
+        }
+    }
     let policy = load_policy(cfg, &log);
+    if let Ok(r) = &policy.rules {
+        if r.origin == rules::Origin::Builtin {
+            log.info(&format!(
+                "rules: {} is absent; built-in policy: permit loopback clients, deny the rest",
+                cfg.rules_file.display()
+            ));
+        }
+    }
     match listen::serve(listeners, cfg, &policy, &log) {
         Ok(()) => 0,
         Err(e) => {

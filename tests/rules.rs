@@ -305,11 +305,30 @@ fn default_file_absent_means_builtin_policy() {
     assert_eq!(read_reply(&mut s.client)[1], 0x5A);
     let _ = s.client.shutdown(std::net::Shutdown::Write);
     let (_, log) = finish(&mut s, EXIT);
-    assert!(log.contains("built-in policy"), "{log}");
     assert!(line(&log, "decision").contains("rule=builtin"), "{log}");
-    let (code, out, _) = socks4d(&["--check-config"]);
+    // Two lines per connection, as documented: the built-in policy is
+    // said where it helps, when --listen starts and by --check-config.
+    assert_eq!(log.lines().count(), 2, "{log}");
+    assert!(!log.contains("built-in policy"), "{log}");
+    let (code, out, _) = socks4d(&["--check-config", "--log-stderr"]);
     assert_eq!(code, 0);
     assert!(out.contains("built-in policy"), "{out}");
+    let (mut guard, _) = spawn_listen(ARGS);
+    let mut stderr = guard.0.stderr.take().unwrap();
+    let mut text = String::new();
+    let start = Instant::now();
+    while !text.contains("built-in policy") && start.elapsed() < EXIT {
+        let mut buf = [0u8; 4096];
+        let n = std::io::Read::read(&mut stderr, &mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        text.contains("rules: /etc/socks4d.conf is absent; built-in policy: permit loopback clients"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,0 +1,140 @@
+//! What a new administrator meets when something is missing: a logger,
+//! an identd. Each hint is one line on stderr (never when stderr is the
+//! client), and `--check-config` says the same.
+
+mod common;
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Starts `socks4d --listen` with `args` and `setup`, reads its stderr
+/// for `wait`, kills it and returns what it wrote.
+fn first_words(args: &[&str], wait: Duration, setup: impl FnOnce(&mut Command)) -> String {
+    let port = free_port();
+    let mut cmd = Command::new(bin());
+    cmd.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    setup(&mut cmd);
+    let mut guard = Guard(cmd.spawn().unwrap());
+    let stderr = guard.0.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = { stderr }.read_to_string(&mut text);
+        text
+    });
+    thread::sleep(wait);
+    drop(guard);
+    reader.join().unwrap()
+}
+
+#[test]
+fn listen_without_a_logger_says_so_once_and_names_log_stderr() {
+    if !require_root() {
+        return;
+    }
+    let text = first_words(&["--ident", "off"], Duration::from_secs(2), |cmd| {
+        private_dev(cmd, None)
+    });
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    assert!(
+        lines[0].starts_with("socks4d: the logger cannot be reached ("),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("every request gets 91") && lines[0].ends_with("add --log-stderr"),
+        "{text}"
+    );
+    // With a logger there, nothing.
+    let syslog = FakeSyslog::start();
+    let text = first_words(&["--ident", "off"], Duration::from_secs(2), |cmd| {
+        private_dev(cmd, Some(&syslog.path))
+    });
+    assert_eq!(text, "", "{text}");
+    assert!(syslog
+        .wait_for(IO_TIMEOUT, |t| t.contains("listening addr="))
+        .contains("listening"));
+}
+
+#[test]
+fn check_config_says_when_the_logger_cannot_be_reached() {
+    if !require_root() {
+        return;
+    }
+    let run = |log: Option<&std::path::Path>| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["--check-config", "-f", "/dev/null"]);
+        private_dev(&mut cmd, log);
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run(None);
+    assert!(out.contains("syslog: the logger cannot be reached"), "{out}");
+    assert!(out.contains("add --log-stderr"), "{out}");
+    let syslog = FakeSyslog::start();
+    let out = run(Some(&syslog.path));
+    assert!(!out.contains("syslog:"), "{out}");
+}
+
+/// Under --listen with ident required (the default) and no identd on this
+/// host, one line says that local clients will get 92 and how to try
+/// without one. In a network namespace of its own, where nothing listens
+/// on 127.0.0.1:113 whatever the host runs.
+#[test]
+fn listen_with_ident_required_and_no_local_identd_says_so() {
+    if !require_root() || !require("ip") {
+        return;
+    }
+    let in_own_net = |cmd: &mut Command| {
+        // SAFETY: unshare(2) and exec of `ip` are made before socks4d
+        // starts; only async-signal-safe calls here.
+        unsafe {
+            cmd.pre_exec(|| {
+                if nix::libc::unshare(nix::libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    };
+    // Loopback is down in a new namespace; the check then fails with
+    // "Network is unreachable", which is as much "nothing answers".
+    let text = first_words(&["--log-stderr"], Duration::from_secs(2), in_own_net);
+    let said = text
+        .lines()
+        .find(|l| l.contains("nothing answers on 127.0.0.1:113"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(said.contains("gets 92") && said.ends_with("add --ident off"), "{said}");
+    // Not with --ident off.
+    let text = first_words(&["--log-stderr", "--ident", "off"], Duration::from_secs(2), in_own_net);
+    assert!(!text.contains("127.0.0.1:113"), "{text}");
+}
+
+/// Per connection, no hint is written: stderr may be the client.
+#[test]
+fn a_connection_on_stdin_gets_no_hint_on_stderr() {
+    if !require_root() {
+        return;
+    }
+    let started = Instant::now();
+    let pair = socket_pair();
+    let mut s = spawn_on_with(pair, &["--ident", "off"], &[], |cmd| private_dev(cmd, None));
+    let dst = echo_dest();
+    std::io::Write::write_all(&mut s.client, &connect_req(dst.addr, b"u")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5b);
+    let (status, err) = finish(&mut s, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(err, "");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
