@@ -1,5 +1,5 @@
-//! README's "Past one host", run: socks4d listeners behind a real HAProxy
-//! (Debian's package) in TCP mode, with `send-proxy-v2` and `send-proxy`,
+//! socks4d(8), DEPLOYMENT, "Several hosts", run: socks4d listeners behind
+//! a real HAProxy (Debian's package) in TCP mode, with `send-proxy-v2` and `send-proxy`,
 //! its backend `source` set to 127.0.0.9, which socks4d trusts with
 //! `--proxy-protocol`. curl clients from two loopback addresses; the rules
 //! permit one and deny the other by the address HAProxy saw; the audit
@@ -80,7 +80,7 @@ fn curl(cmd: &mut Command) -> std::process::Output {
     )
 }
 
-/// The HAProxy configuration of README's example, on loopback: one TCP
+/// The HAProxy configuration of socks4d(8)'s example, on loopback: one TCP
 /// frontend, and a backend of `servers` (name, address) with `send`
 /// (`send-proxy-v2` or `send-proxy`) and `check` options, from `BALANCER`.
 fn config(frontend: SocketAddr, servers: &[(&str, SocketAddr)], send: &str) -> String {
@@ -119,7 +119,7 @@ fn two_socks4d_behind_haproxy_see_the_real_clients() {
     )
     .unwrap();
     let rules = rules.display().to_string();
-    // What README says to set on each host.
+    // What socks4d(8) says to set on each host.
     let args = [
         "--proxy-protocol",
         BALANCER,
