@@ -1,8 +1,10 @@
 #!/bin/sh
 # Installs socks4d: the release binary, the man pages, the systemd units
 # (socks4d.socket with socks4d@.service, socks4d-listen.socket with
-# socks4d-listen.service), the sysusers.d entry for the socks4d user, and an
-# example /etc/socks4d.conf (never over an existing one).
+# socks4d-listen.service), the sysusers.d entry for the socks4d user, the
+# inetd, xinetd and rules examples under $PREFIX/share/doc/socks4d/examples,
+# and an example /etc/socks4d.conf (never over an existing one); then it
+# says what to do next.
 #
 #   ./install.sh                      # build if needed, install under /usr
 #   PREFIX=/usr/local ./install.sh
@@ -54,11 +56,19 @@ done
 
 put 0644 "$here/systemd/socks4d.sysusers" "$SYSUSERSDIR/socks4d.conf"
 
+examples=$PREFIX/share/doc/socks4d/examples
+put 0644 "$here/examples/inetd.conf" "$examples/inetd.conf"
+put 0644 "$here/examples/xinetd.d/socks4d" "$examples/xinetd.d/socks4d"
+put 0644 "$here/examples/socks4d.conf" "$examples/socks4d.conf"
+
 conf=$DESTDIR$SYSCONFDIR/socks4d.conf
 if [ -e "$conf" ]; then
-	say "$conf exists, left as it is; the example is $here/examples/socks4d.conf"
+	say "$conf exists, left as it is; the example is $DESTDIR$examples/socks4d.conf"
+	rules="$SYSCONFDIR/socks4d.conf was there before and is kept; check it"
 else
 	put 0644 "$here/examples/socks4d.conf" "$SYSCONFDIR/socks4d.conf"
+	rules="$SYSCONFDIR/socks4d.conf denies every request, from loopback too, until
+   you uncomment or write rules in it (socks4d.conf(5)); then check it"
 fi
 
 if [ -z "$DESTDIR" ] && command -v systemd-sysusers >/dev/null 2>&1; then
@@ -66,6 +76,18 @@ if [ -z "$DESTDIR" ] && command -v systemd-sysusers >/dev/null 2>&1; then
 fi
 if [ -z "$DESTDIR" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
 	systemctl daemon-reload || true
-	say "start it with: systemctl enable --now socks4d.socket"
-	say "         (or): systemctl enable --now socks4d-listen.socket"
 fi
+
+# What to do next, in the installed system's paths.
+cat <<EOF
+
+Next:
+1. $rules:
+       $PREFIX/sbin/socks4d --check-config -f $SYSCONFDIR/socks4d.conf
+2. Start it one way (socks4d(8), DEPLOYMENT):
+       systemctl enable --now socks4d-listen.socket   # one process, a handler per connection
+       systemctl enable --now socks4d.socket          # or: one unit per connection
+   or add the line of $examples/inetd.conf to /etc/inetd.conf,
+   or copy $examples/xinetd.d/socks4d to /etc/xinetd.d/.
+3. Read its audit lines: journalctl -t socks4d
+EOF

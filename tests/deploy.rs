@@ -285,6 +285,9 @@ fn install_sh_stages_every_file() {
             "usr/lib/systemd/system/socks4d@.service",
             "usr/lib/sysusers.d/socks4d.conf",
             "usr/sbin/socks4d",
+            "usr/share/doc/socks4d/examples/inetd.conf",
+            "usr/share/doc/socks4d/examples/socks4d.conf",
+            "usr/share/doc/socks4d/examples/xinetd.d/socks4d",
             "usr/share/man/man5/socks4d.conf.5",
             "usr/share/man/man8/socks4d.8",
         ],
@@ -311,6 +314,12 @@ fn install_sh_stages_every_file() {
             "systemd/socks4d-listen.service",
         ),
         ("usr/lib/sysusers.d/socks4d.conf", "systemd/socks4d.sysusers"),
+        ("usr/share/doc/socks4d/examples/inetd.conf", "examples/inetd.conf"),
+        (
+            "usr/share/doc/socks4d/examples/xinetd.d/socks4d",
+            "examples/xinetd.d/socks4d",
+        ),
+        ("usr/share/doc/socks4d/examples/socks4d.conf", "examples/socks4d.conf"),
     ] {
         assert_eq!(
             fs::read(dest.join(staged)).unwrap(),
@@ -323,6 +332,27 @@ fn install_sh_stages_every_file() {
             "{staged}"
         );
     }
+
+    // It ends by saying what to do next, in the installed system's paths:
+    // the rules file denies everything until edited, how to check it, and
+    // the ways to start it.
+    let said = text(&out);
+    for step in [
+        "/etc/socks4d.conf denies every request, from loopback too",
+        "/usr/sbin/socks4d --check-config -f /etc/socks4d.conf",
+        "socks4d(8), DEPLOYMENT",
+        "systemctl enable --now socks4d-listen.socket",
+        "systemctl enable --now socks4d.socket",
+        "/usr/share/doc/socks4d/examples/inetd.conf",
+        "/usr/share/doc/socks4d/examples/xinetd.d/socks4d",
+    ] {
+        assert!(said.contains(step), "{step:?} not in:\n{said}");
+    }
+    let next = &said[said.find("\nNext:").unwrap_or_else(|| panic!("no Next: in:\n{said}"))..];
+    assert!(
+        !next.contains(dest.to_str().unwrap()),
+        "DESTDIR in the next steps:\n{next}"
+    );
 
     // An existing rules file is kept.
     fs::write(dest.join("etc/socks4d.conf"), "permit 10.0.0.0/8\n").unwrap();
