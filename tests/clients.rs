@@ -1,6 +1,6 @@
 //! What socks4d.conf(5)'s CLIENTS section says of each client, seen from
-//! socks4d: the real programs (curl, OpenBSD nc and socat run by ssh as
-//! its ProxyCommand, git over HTTP and git://, a Java client, headless
+//! socks4d: the real programs (curl, OpenBSD nc, socat and ncat run by
+//! ssh as its ProxyCommand, git over HTTP and git://, a Java client, headless
 //! Chromium and Firefox) go through `socks4d --listen --ident off
 //! --log-stderr`, and each test reads the decision line's `user=` (the
 //! user-id the client sent) and `host=` (the name it asked for, SOCKS4a,
@@ -365,6 +365,24 @@ fn ssh_proxycommand_socat_sends_logname_and_asks_by_name() {
     );
     ssh_via(&command, dst, &[("LOGNAME", "alice")]);
     assert_sent(&proxy.decision_for(dst), "carol", "localhost");
+}
+
+#[test]
+fn ssh_proxycommand_ncat_asks_by_name_and_sends_proxy_auth() {
+    if !require("ssh") || !require("ncat") {
+        return;
+    }
+    let dst = closing_server();
+    for (auth, user) in [(None, ""), (Some("alice"), "alice")] {
+        let proxy = Proxy::start("ssh-ncat", &[]);
+        let auth = auth.map(|a| format!(" --proxy-auth {a}")).unwrap_or_default();
+        ssh_via(
+            &format!("ncat --proxy {} --proxy-type socks4{auth} %h %p", proxy.addr),
+            dst,
+            &[("LOGNAME", "bob")],
+        );
+        assert_sent(&proxy.decision_for(dst), user, "localhost");
+    }
 }
 
 /// A bare git repository with one commit on `main`, under `dir/r.git`,
