@@ -131,21 +131,24 @@ fn open_log(cfg: &Config, stderr_allowed: bool) -> Log {
 /// Reads the rules file, the files it names, and the route file. Errors
 /// are logged here, each with its line; every request then gets 0x5B.
 fn load_policy(cfg: &Config, log: &Log) -> Policy {
-    let routes = route::load(cfg.route_file.as_deref());
+    // Files are believed only if root's (or the starting user's) and
+    // writable by no one else, never the --user's.
+    let trust = rules::Trust::new(&cfg.user);
+    let routes = route::load(cfg.route_file.as_deref(), &trust);
     if let Err(errors) = &routes {
         for e in errors {
             log.error(&format!("config error: {e}; no service until it is fixed"));
         }
     }
     Policy {
-        rules: load_rules(cfg, log),
+        rules: load_rules(cfg, &trust, log),
         routes,
     }
 }
 
 /// Reads the rules file and the files it names, logging its errors.
-fn load_rules(cfg: &Config, log: &Log) -> rules::Loaded {
-    let loaded = rules::load(&cfg.rules_file, cfg.rules_file_named);
+fn load_rules(cfg: &Config, trust: &rules::Trust, log: &Log) -> rules::Loaded {
+    let loaded = rules::load(&cfg.rules_file, cfg.rules_file_named, trust);
     match &loaded {
         Ok(r) => {
             if let Some(why) = &r.frozen_unused {
@@ -189,7 +192,8 @@ fn check_config(cfg: &Config) -> u8 {
             println!("syslog: {}", logger_missing(&why));
         }
     }
-    let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named);
+    let trust = rules::Trust::new(&cfg.user);
+    let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named, &trust);
     let mut diagnostics: Vec<(Option<usize>, String)> =
         checked.notes.iter().map(|n| (Some(n.line), n.to_string())).collect();
     if let Err(errors) = &checked.loaded {
@@ -216,7 +220,7 @@ fn check_config(cfg: &Config) -> u8 {
                 count_warnings(checked.notes.len())
             );
             if cfg.compile {
-                match rules::freeze(&cfg.rules_file) {
+                match rules::freeze(&cfg.rules_file, &trust) {
                     Ok((path, n)) => {
                         println!("{}: written, {n} rules", path.display());
                         true
@@ -227,7 +231,7 @@ fn check_config(cfg: &Config) -> u8 {
                     }
                 }
             } else {
-                if let Some(status) = rules::frozen_status(&cfg.rules_file) {
+                if let Some(status) = rules::frozen_status(&cfg.rules_file, &trust) {
                     println!("{status}");
                 }
                 true
@@ -243,7 +247,7 @@ fn check_config(cfg: &Config) -> u8 {
             false
         }
     };
-    let routes_ok = check_routes(cfg);
+    let routes_ok = check_routes(cfg, &trust);
     if rules_ok && routes_ok {
         0
     } else {
@@ -263,11 +267,11 @@ fn count_warnings(n: usize) -> String {
 /// warning for each interface address this host does not have (a CONNECT
 /// or BIND that line decides would fail), then a summary line. False
 /// when the file cannot be used.
-fn check_routes(cfg: &Config) -> bool {
+fn check_routes(cfg: &Config, trust: &rules::Trust) -> bool {
     let Some(path) = &cfg.route_file else {
         return true;
     };
-    match route::load(Some(path)) {
+    match route::load(Some(path), trust) {
         Ok(routes) => {
             let mut warnings = 0;
             for r in &routes.routes {
@@ -302,8 +306,9 @@ fn check_routes(cfg: &Config) -> bool {
 /// `--explain USER SRC DST PORT`: which line decides that request, and how,
 /// with the warnings `--check-config` gives for that line.
 fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> u8 {
-    let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named);
-    let (loaded, routes) = match (checked.loaded, route::load(cfg.route_file.as_deref())) {
+    let trust = rules::Trust::new(&cfg.user);
+    let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named, &trust);
+    let (loaded, routes) = match (checked.loaded, route::load(cfg.route_file.as_deref(), &trust)) {
         (Ok(r), Ok(routes)) => (r, routes),
         (rules, routes) => {
             for e in rules.err().into_iter().chain(routes.err()).flatten() {

@@ -30,15 +30,7 @@ pub fn drop_root(user: &str) -> Result<Dropped> {
     if !getuid().is_root() && !geteuid().is_root() {
         return Ok(Dropped::NotRoot);
     }
-    let (uid, gid) = match numeric(user) {
-        Some(ids) => ids?,
-        None => {
-            let entry = User::from_name(user)
-                .with_context(|| format!("look up user {user}"))?
-                .with_context(|| format!("no such user: {user}"))?;
-            (entry.uid, entry.gid)
-        }
-    };
+    let (uid, gid) = resolve(user)?;
     if uid.is_root() {
         bail!("--user {user} is root; name an unprivileged user");
     }
@@ -51,6 +43,20 @@ pub fn drop_root(user: &str) -> Result<Dropped> {
         uid: uid.as_raw(),
         gid: gid.as_raw(),
     })
+}
+
+/// The ids of `user`: `UID:GID` in numbers, else a name looked up through
+/// the name service.
+pub fn resolve(user: &str) -> Result<(Uid, Gid)> {
+    match numeric(user) {
+        Some(ids) => ids,
+        None => {
+            let entry = User::from_name(user)
+                .with_context(|| format!("look up user {user}"))?
+                .with_context(|| format!("no such user: {user}"))?;
+            Ok((entry.uid, entry.gid))
+        }
+    }
 }
 
 /// `UID:GID` in decimal, or `None` when `user` is not of that form (a

@@ -214,18 +214,19 @@ fn shown(field: &str) -> String {
 }
 
 /// Reads and parses `path`; `None` (no `--route`) is no routes. A file
-/// that is missing, unreadable or has an error is an error: no service.
-pub fn load(path: Option<&Path>) -> Loaded {
+/// that is missing, unreadable, not believed by `trust` or has an error is
+/// an error: no service.
+pub fn load(path: Option<&Path>, trust: &rules::Trust) -> Loaded {
     let Some(path) = path else {
         return Ok(Routes::default());
     };
     let file = path.display().to_string();
-    match rules::read_capped(path) {
+    match rules::read_capped(path, trust) {
         Ok(text) => parse(&text, &file),
         Err(e) => Err(vec![Error {
             file,
             line: None,
-            message: format!("cannot read: {e}"),
+            message: rules::trust::describe(&e),
         }]),
     }
 }
@@ -348,8 +349,9 @@ mod tests {
 
     #[test]
     fn no_file_means_no_routes_and_a_missing_one_is_an_error() {
-        assert_eq!(load(None), Ok(Routes::default()));
-        let e = load(Some(Path::new("/nonexistent/socks4d.route"))).unwrap_err();
+        let trust = rules::Trust::new("65534:65534");
+        assert_eq!(load(None, &trust), Ok(Routes::default()));
+        let e = load(Some(Path::new("/nonexistent/socks4d.route")), &trust).unwrap_err();
         assert!(
             e[0].to_string().starts_with("/nonexistent/socks4d.route: cannot read"),
             "{e:?}"

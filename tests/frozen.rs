@@ -1,16 +1,22 @@
 //! `socks4d --check-config --compile` and the frozen rules file: used by a
 //! connection only while it is current and trusted; otherwise the text is
-//! read, with a warning, and never served less strictly.
+//! read, with a warning, and never served less strictly. A frozen file
+//! truncated, rewritten or replaced while socks4d runs never kills a
+//! handler nor decides a request from bytes that were not checked.
 
 mod common;
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use socks4d::rules;
 
 const EXIT: Duration = Duration::from_secs(30);
 const ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
@@ -35,38 +41,26 @@ fn compile(conf: &str) -> (i32, String, String) {
     socks4d(&["--check-config", "--compile", "-f", conf])
 }
 
-/// Whether the handler `pid` has `path` mapped.
-fn maps(pid: u32, path: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map(|m| m.lines().any(|l| l.ends_with(path)))
-        .unwrap_or(false)
-}
-
-/// One CONNECT under `conf`: the reply code, the log, and whether the
-/// handler had the frozen file mapped while it waited for the request.
-fn connect(conf: &str) -> (u8, String, bool) {
+/// One CONNECT under `conf` (socks4d started inetd style): the reply
+/// code and the log. The handler must exit normally.
+fn connect(conf: &str) -> (u8, String) {
     let dst = echo_dest();
     let mut args: Vec<&str> = ARGS.to_vec();
     args.extend_from_slice(&["-f", conf]);
     let mut s = spawn_stdin(&args);
-    // The rules are loaded before the request is read: wait for the load
-    // (the process maps its libraries first).
-    let frozen = format!("{conf}.frozen");
-    let start = Instant::now();
-    let mut mapped = false;
-    while start.elapsed() < Duration::from_secs(2) {
-        if maps(s.child.id(), &frozen) {
-            mapped = true;
-            break;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
     s.client.write_all(&connect_req(dst.addr, b"u")).unwrap();
-    let code = read_reply(&mut s.client)[1];
+    let mut reply = [0u8; 8];
+    let got = s.client.read_exact(&mut reply);
     let _ = s.client.shutdown(std::net::Shutdown::Write);
     let (status, log) = finish(&mut s, EXIT);
-    assert_eq!(status.code(), Some(0), "{log}");
-    (code, log, mapped)
+    assert!(got.is_ok() && status.code() == Some(0), "{status:?}:\n{log}");
+    (reply[1], log)
+}
+
+/// Whether the connection that wrote `log` decided from the frozen file:
+/// there is one, and no line says why it was not used.
+fn used_frozen(conf: &str, log: &str) -> bool {
+    std::path::Path::new(&format!("{conf}{}", rules::frozen::SUFFIX)).exists() && !log.contains(".frozen not used")
 }
 
 #[test]
@@ -82,17 +76,16 @@ fn a_compiled_file_serves_until_the_text_changes() {
     let (_, out, _) = socks4d(&["--check-config", "-f", &conf]);
     assert!(out.contains(&format!("{conf}.frozen: current, 2 rules")), "{out}");
 
-    let (code, log, mapped) = connect(&conf);
+    let (code, log) = connect(&conf);
     assert_eq!(code, 0x5A, "{log}");
-    assert!(mapped, "the frozen file was not mapped");
+    assert!(used_frozen(&conf, &log), "{log}");
     assert!(line(&log, "decision").contains(&format!("rule={conf}:2")), "{log}");
-    assert!(!log.contains("not used"), "{log}");
 
     // The text changes: the next connection reads it, and says why.
     std::fs::write(&conf, "deny 127.0.0.0/8\n").unwrap();
-    let (code, log, mapped) = connect(&conf);
+    let (code, log) = connect(&conf);
     assert_eq!(code, 0x5B, "{log}");
-    assert!(!mapped);
+    assert!(!used_frozen(&conf, &log));
     assert!(line(&log, "decision").contains(&format!("rule={conf}:1")), "{log}");
     assert!(
         log.contains(&format!(
@@ -105,31 +98,45 @@ fn a_compiled_file_serves_until_the_text_changes() {
 
     // Compiled again: served from it, with the new rules.
     assert_eq!(compile(&conf).0, 0);
-    let (code, log, mapped) = connect(&conf);
-    assert_eq!((code, mapped), (0x5B, true), "{log}");
+    let (code, log) = connect(&conf);
+    assert_eq!((code, used_frozen(&conf, &log)), (0x5B, true), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
-fn a_frozen_file_others_may_write_is_not_used() {
+fn a_frozen_file_others_may_write_means_no_service() {
     let dir = tempdir("trust");
     let conf = format!("{dir}/socks4d.conf");
     std::fs::write(&conf, "permit 127.0.0.0/8\n").unwrap();
     assert_eq!(compile(&conf).0, 0);
     let frozen = format!("{conf}.frozen");
     std::fs::set_permissions(&frozen, std::fs::Permissions::from_mode(0o664)).unwrap();
-    let (code, log, mapped) = connect(&conf);
-    assert_eq!((code, mapped), (0x5A, false), "{log}");
-    assert!(log.contains("not used: others than its owner may write it"), "{log}");
+    let why = format!("{frozen}: writable by group (mode 0664)");
+    let (code, log) = connect(&conf);
+    assert_eq!(code, 0x5B, "{log}");
+    assert!(line(&log, "decision").contains("reason=config-error"), "{log}");
+    assert!(
+        log.contains(&format!("config error: {why}; no service until it is fixed")),
+        "{log}"
+    );
+    let (code, _, err) = socks4d(&["--check-config", "-f", &conf]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&why), "{err}");
 
     if nix::unistd::geteuid().is_root() {
-        // Owned by neither root nor the text's owner.
+        // Owned by the user socks4d serves as.
         std::fs::set_permissions(&frozen, std::fs::Permissions::from_mode(0o644)).unwrap();
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
         nix::unistd::chown(frozen.as_str(), Some(nobody.uid), None).unwrap();
-        let (code, log, mapped) = connect(&conf);
-        assert_eq!((code, mapped), (0x5A, false), "{log}");
-        assert!(log.contains("neither root nor the rules file's owner"), "{log}");
+        let (code, log) = connect(&conf);
+        assert_eq!(code, 0x5B, "{log}");
+        assert!(
+            log.contains(&format!(
+                "{frozen}: owned by uid {}, the user socks4d serves as (--user nobody)",
+                nobody.uid
+            )),
+            "{log}"
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -159,14 +166,205 @@ fn a_changed_user_list_makes_the_frozen_file_stale() {
     std::fs::write(&users, "u\n").unwrap();
     std::fs::write(&conf, format!("permit *={users} 127.0.0.0/8\n")).unwrap();
     assert_eq!(compile(&conf).0, 0);
-    let (code, _, mapped) = connect(&conf);
-    assert_eq!((code, mapped), (0x5A, true));
+    let (code, log) = connect(&conf);
+    assert_eq!((code, used_frozen(&conf, &log)), (0x5A, true), "{log}");
     std::fs::write(&users, "someone-else\n").unwrap();
-    let (code, log, mapped) = connect(&conf);
-    assert_eq!((code, mapped), (0x5B, false), "{log}");
+    let (code, log) = connect(&conf);
+    assert_eq!((code, used_frozen(&conf, &log)), (0x5B, false), "{log}");
     assert!(
         log.contains(&format!("{users} has changed since it was compiled")),
         "{log}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes a frozen file for `conf` that records `conf`'s identity as it is
+/// now but holds the rules of `text`: a connection that uses it decides by
+/// `text`, whatever `conf` says. (What only root, or the rules file's
+/// owner, can do.)
+fn forge(conf: &str, text: &str) {
+    let mut none = rules::Fixed::default();
+    let parsed = rules::parse(text.as_bytes(), conf, rules::Services::parse(b""), &mut none).unwrap();
+    let meta = std::fs::metadata(conf).unwrap();
+    let identity = rules::frozen::Identity::of(&meta);
+    let bytes = rules::frozen::encode(&parsed, identity, rules::frozen::hash(text.as_bytes()), &[]).unwrap();
+    let frozen = format!("{conf}.frozen");
+    let _ = std::fs::remove_file(&frozen);
+    std::fs::write(&frozen, bytes).unwrap();
+    std::fs::set_permissions(&frozen, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+#[test]
+fn connections_decide_from_the_frozen_file() {
+    let dir = tempdir("forged");
+    let conf = format!("{dir}/socks4d.conf");
+    std::fs::write(&conf, "permit 127.0.0.0/8\n").unwrap();
+    forge(&conf, "deny 127.0.0.0/8\n");
+    let (code, log) = connect(&conf);
+    assert_eq!(code, 0x5B, "{log}");
+    assert!(line(&log, "decision").contains(&format!("rule={conf}:1 ")), "{log}");
+    assert!(used_frozen(&conf, &log), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// socks4d `--listen` with its log collected as it comes.
+struct Listening {
+    guard: Guard,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Listening {
+    fn start(args: &[&str]) -> Listening {
+        let mut a: Vec<&str> = ARGS.to_vec();
+        a.extend_from_slice(args);
+        let (mut guard, addr) = spawn_listen(&a);
+        let mut err = guard.0.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Listening { guard, addr, log }
+    }
+
+    /// One CONNECT: the reply code, or `None` when the connection closed
+    /// without one; then the log once it holds `ends` end lines of
+    /// CONNECTs or a handler was killed.
+    fn connect(&self, ends: usize) -> (Option<u8>, String) {
+        let dst = echo_dest();
+        let mut c = connect_to(self.addr);
+        c.write_all(&connect_req(dst.addr, b"u")).unwrap();
+        let mut reply = [0u8; 8];
+        let code = c.read_exact(&mut reply).ok().map(|()| reply[1]);
+        drop(c);
+        let start = Instant::now();
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            let done = log
+                .lines()
+                .filter(|l| l.contains("]: end ") && l.contains(" cmd=connect "))
+                .count();
+            if done >= ends || log.contains("]: killed ") {
+                return (code, log);
+            }
+            assert!(start.elapsed() < EXIT, "no end line:\n{log}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Overwrites `path` in place (same inode, as `cp` and `>` do) with
+/// `bytes`.
+fn rewrite(path: &str, bytes: &[u8]) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn a_frozen_file_changed_under_a_running_listen_never_kills_a_handler() {
+    let dir = tempdir("listen");
+    let conf = format!("{dir}/socks4d.conf");
+    let frozen = format!("{conf}.frozen");
+    std::fs::write(&conf, "deny 10.0.0.0/8\npermit 127.0.0.0/8\n").unwrap();
+    // Another file of the same length and its frozen file, of the same
+    // length too, that denies loopback clients.
+    let other = format!("{dir}/other.conf");
+    std::fs::write(&other, "permit 10.0.0.0/8\ndeny 127.0.0.0/8\n").unwrap();
+    assert_eq!(compile(&conf).0, 0);
+    assert_eq!(compile(&other).0, 0);
+    let (good, bad) = (
+        std::fs::read(&frozen).unwrap(),
+        std::fs::read(format!("{other}.frozen")).unwrap(),
+    );
+    assert_eq!(good.len(), bad.len());
+    let inode = std::fs::metadata(&frozen).unwrap().ino();
+
+    let l = Listening::start(&["-f", &conf]);
+    let (code, log) = l.connect(1);
+    assert_eq!(code, Some(0x5A), "{log}");
+    assert!(used_frozen(&conf, &log), "{log}");
+    let mut damaged = good.clone();
+    damaged[200..].copy_from_slice(&payload(good.len() - 200, 8));
+    let changes = [
+        ("cp other.conf.frozen", bad),
+        ("truncate -s 0", Vec::new()),
+        ("random bytes", payload(good.len(), 7)),
+        ("the header kept, random bytes after it", damaged),
+    ];
+    for (k, (what, bytes)) in changes.iter().enumerate() {
+        rewrite(&frozen, bytes);
+        assert_eq!(std::fs::metadata(&frozen).unwrap().ino(), inode, "rewritten in place");
+        let (code, log) = l.connect(k + 2);
+        assert!(!log.contains("]: killed "), "after {what}:\n{log}");
+        assert_eq!(code, Some(0x5A), "after {what}:\n{log}");
+        let last = log.lines().rfind(|l| l.contains("]: decision ")).unwrap();
+        assert!(last.contains(&format!("rule={conf}:2 ")), "after {what}: {last}");
+        // And a connection started now, inetd style, reads the text.
+        let (code, log) = connect(&conf);
+        assert_eq!(code, 0x5A, "after {what}:\n{log}");
+        assert!(
+            log.contains(&format!("rules: {frozen} not used: ")),
+            "after {what}:\n{log}"
+        );
+        rewrite(&frozen, &good);
+    }
+    drop(l.guard);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_frozen_file_rewritten_while_connections_read_it() {
+    // inetd style, each connection reads the frozen file afresh while
+    // another process rewrites it in place: each gets the right answer,
+    // from the frozen file or from the text.
+    let dir = tempdir("race");
+    let conf = format!("{dir}/socks4d.conf");
+    let frozen = format!("{conf}.frozen");
+    let mut text = String::new();
+    for i in 0..3000 {
+        text += &format!("deny 10.{}.{}.0/24\n", i / 256, i % 256);
+    }
+    text += "permit 127.0.0.0/8\n";
+    std::fs::write(&conf, &text).unwrap();
+    assert_eq!(compile(&conf).0, 0);
+    let good = std::fs::read(&frozen).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, frozen, good) = (stop.clone(), frozen.clone(), good.clone());
+        thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                rewrite(&frozen, &good[..good.len() / 2]);
+                rewrite(&frozen, &good);
+                rewrite(&frozen, b"");
+                rewrite(&frozen, &payload(good.len(), n));
+                rewrite(&frozen, &good);
+                n += 1;
+            }
+            n
+        })
+    };
+    let mut from_frozen = 0;
+    for _ in 0..40 {
+        let (code, log) = connect(&conf);
+        assert_eq!(code, 0x5A, "{log}");
+        assert!(line(&log, "decision").contains(&format!("rule={conf}:3001 ")), "{log}");
+        from_frozen += usize::from(!log.contains("not used"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = writer.join().unwrap();
+    assert!(rounds > 0);
+    eprintln!("{from_frozen} of 40 connections decided from the frozen file; {rounds} rewrites");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -204,8 +204,9 @@ fn ident_asks_the_real_client_about_the_balancer_port() {
 #[test]
 fn hooks_see_the_header_client() {
     let dir = TempDir::new("proxy");
-    // Commands run as the user socks4d drops to when started as root.
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Commands run as the user socks4d drops to when started as root. Sticky,
+    // as /tmp: the rules file in it is believed only so.
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let out = dir.path().join("hook.out");
     let rules = rules(
         &dir,

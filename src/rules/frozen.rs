@@ -1,15 +1,20 @@
 //! A compiled ("frozen", as CSTC sockd called its compiled configuration)
 //! rules file: `FILE.frozen` beside the rules file `FILE`, written by
-//! `socks4d --check-config --compile` and mapped by each connection
-//! instead of parsing `FILE`. Deciding reads the mapped records in place;
-//! only the line that decides is turned into a [`Rule`].
+//! `socks4d --check-config --compile` and read by each connection instead
+//! of parsing `FILE`. It is read whole into the process's own memory,
+//! checked there, and decided from there: a file truncated, rewritten in
+//! place or replaced meanwhile changes nothing that was checked (a shared
+//! mapping would fault, or change under the decision). Deciding reads the
+//! records in place; only the line that decides is turned into a [`Rule`].
 //!
-//! A frozen file is used only when all of this holds, and otherwise the
-//! text is parsed as if there were none (never failing open):
+//! A frozen file must be believed as the rules file is ([`Trust`]: a
+//! regular file, root's or the starting user's, writable by no one else,
+//! in directories no one else may change) and be owned by root or by the
+//! owner of `FILE`; otherwise there is no service, as for a rules file
+//! that is not believed. Each file it depends on (below) is held to the
+//! same. It is used only when, besides, all of this holds, and otherwise
+//! the text is parsed as if there were none (never failing open):
 //!
-//! - it is a regular file owned by root or by the owner of `FILE`, and
-//!   writable by nobody else (so a handler, which runs as another user
-//!   and may write nothing outside `--writable`, cannot have written it);
 //! - it was written by this version of socks4d;
 //! - `FILE` has the identity recorded in it: device, inode, size, owner,
 //!   mode, and modification and change times to the nanosecond; and so has
@@ -28,9 +33,8 @@
 //! those names are looked up each time the file is read.
 
 use std::cell::RefCell;
-use std::fs::{File, Metadata};
+use std::fs::Metadata;
 use std::io;
-use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -39,6 +43,7 @@ use std::time::{Duration, SystemTime};
 
 use super::decide::{Facts, Partial, Reach};
 use super::grammar::{Checked, NoteKind};
+use super::trust::{self, Trust};
 use super::{read_capped, Action, Hook, Lookups, Net, PortOp, Rule, Rules, System, SERVICES_FILE};
 use crate::ident::Mode;
 
@@ -46,7 +51,7 @@ use crate::ident::Mode;
 pub const SUFFIX: &str = ".frozen";
 /// How old the newest time of a file must be before it is frozen.
 pub const SETTLE: Duration = Duration::from_secs(2);
-/// The largest frozen file mapped.
+/// The largest frozen file read.
 const MAX_LEN: u64 = 256 << 20;
 
 const MAGIC: &[u8; 8] = b"s4dfrz\0\x01";
@@ -387,38 +392,10 @@ struct Layout {
     strings: usize,
 }
 
-/// The bytes of a frozen file: mapped, or (in tests) owned.
-enum Store {
-    Mapped {
-        ptr: std::ptr::NonNull<std::ffi::c_void>,
-        len: usize,
-    },
-    Owned(Vec<u8>),
-}
-
-impl Store {
-    fn bytes(&self) -> &[u8] {
-        match self {
-            // SAFETY: the mapping is PROT_READ of `len` bytes, private, and
-            // lives until drop; nothing writes through it.
-            Store::Mapped { ptr, len } => unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<u8>(), *len) },
-            Store::Owned(v) => v,
-        }
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Store::Mapped { ptr, len } = self {
-            // SAFETY: unmaps exactly the mapping made in `map`, once.
-            let _ = unsafe { nix::sys::mman::munmap(*ptr, *len) };
-        }
-    }
-}
-
 /// A frozen rules file, checked and ready to decide from.
 pub struct Frozen {
-    store: Rc<Store>,
+    /// The file's bytes, the process's own copy: the ones checked.
+    store: Rc<Vec<u8>>,
     layout: Layout,
     /// The lines that have decided, turned into [`Rule`]s: at most one per
     /// line, kept for the process's life (a handler decides once or a few
@@ -448,8 +425,11 @@ pub enum Unused {
     /// There is none.
     Absent,
     /// There is one, but it does not describe the rules file as it is now,
-    /// or cannot be trusted: why.
+    /// or is damaged: why. The text is read instead.
     Stale(String),
+    /// It, or a file it depends on (the path), is not believed: why. No
+    /// service, as for a rules file that is not.
+    Untrusted(PathBuf, String),
 }
 
 /// What `open` gives: the frozen rules, and the two hooks.
@@ -461,72 +441,52 @@ pub struct Opened {
     pub text_hash: u64,
 }
 
-/// Opens the frozen file of rules file `path`, whose metadata is `text`
-/// (from `stat`), if it is there, trusted and current.
-pub fn open(path: &Path, text: &Metadata) -> Result<Opened, Unused> {
+/// Reads the frozen file of rules file `path`, whose metadata is `text`
+/// (of the descriptor it was read from), if it is there, believed by
+/// `trust` and current. The bytes are read into memory of this process's
+/// own, then checked; a file that changed while it was read is not used.
+pub fn open(path: &Path, text: &Metadata, trust: &Trust) -> Result<Opened, Unused> {
     let fpath = path_for(path);
-    let file = match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
-        .open(&fpath)
-    {
-        Ok(f) => f,
+    let (file, meta) = match trust.open(&fpath) {
+        Ok(opened) => opened,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unused::Absent),
-        Err(e) => return Err(Unused::Stale(format!("cannot open it: {e}"))),
+        Err(e) => {
+            return Err(match trust::refusal(&e) {
+                Some(why) => Unused::Untrusted(fpath, why.to_string()),
+                None => Unused::Stale(format!("cannot open it: {e}")),
+            })
+        }
     };
-    let meta = file
-        .metadata()
-        .map_err(|e| Unused::Stale(format!("cannot stat it: {e}")))?;
-    trusted(&meta, text).map_err(Unused::Stale)?;
-    let store = map(&file, meta.len()).map_err(|e| Unused::Stale(format!("cannot map it: {e}")))?;
-    check(Rc::new(store), Identity::of(text), true)
-}
-
-/// Whether a frozen file of metadata `meta` may be believed for a rules
-/// file of metadata `text`.
-fn trusted(meta: &Metadata, text: &Metadata) -> Result<(), String> {
-    if !meta.file_type().is_file() {
-        return Err("it is not a regular file".into());
-    }
     if meta.uid() != 0 && meta.uid() != text.uid() {
-        return Err(format!(
-            "it is owned by uid {}, neither root nor the rules file's owner",
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err("others than its owner may write it".into());
+        let why = format!("owned by uid {}, neither root nor the rules file's owner", meta.uid());
+        return Err(Unused::Untrusted(fpath, why));
     }
     if meta.len() > MAX_LEN {
-        return Err(format!("it is larger than {MAX_LEN} bytes"));
+        return Err(Unused::Stale(format!("it is larger than {MAX_LEN} bytes")));
     }
-    Ok(())
+    let bytes =
+        trust::read_capped(&file, meta.len(), MAX_LEN).map_err(|e| Unused::Stale(format!("cannot read it: {e}")))?;
+    match file.metadata() {
+        Ok(after) if Identity::of(&after) == Identity::of(&meta) => {}
+        _ => return Err(Unused::Stale("it changed while it was read".into())),
+    }
+    check(Rc::new(bytes), Identity::of(text), Some(trust))
 }
 
-fn map(file: &File, len: u64) -> io::Result<Store> {
-    let Some(len) = std::num::NonZeroUsize::new(len as usize) else {
-        return Ok(Store::Owned(Vec::new()));
-    };
-    // SAFETY: a private read-only mapping of a file we opened; the kernel
-    // checks the length and offset. A file that shrinks under the mapping
-    // would fault: frozen files are replaced by rename, never truncated.
-    let ptr = unsafe {
-        nix::sys::mman::mmap(
-            None,
-            len,
-            nix::sys::mman::ProtFlags::PROT_READ,
-            nix::sys::mman::MapFlags::MAP_PRIVATE,
-            file.as_fd(),
-            0,
-        )
-    }?;
-    Ok(Store::Mapped { ptr, len: len.get() })
+/// Whether the frozen file of `path`, if there is one, is believed, as
+/// [`open`] checks it (for `--check-config`).
+pub fn believed(path: &Path, text: &Metadata, trust: &Trust) -> Result<(), Unused> {
+    match open(path, text, trust) {
+        Err(untrusted @ Unused::Untrusted(..)) => Err(untrusted),
+        _ => Ok(()),
+    }
 }
 
-/// Checks a frozen file's header, identities (when `check_deps`, each
-/// dependency against the file system now) and bounds.
-fn check(store: Rc<Store>, text: Identity, check_deps: bool) -> Result<Opened, Unused> {
-    let b = Bytes(store.bytes());
+/// Checks a frozen file's header, identities (with `check_deps`, each
+/// dependency against the file system now, and believed by that trust)
+/// and bounds.
+fn check(store: Rc<Vec<u8>>, text: Identity, check_deps: Option<&Trust>) -> Result<Opened, Unused> {
+    let b = Bytes(&store);
     let bad = |why: &str| Unused::Stale(format!("it is damaged ({why})"));
     if b.0.len() < HEADER_LEN || &b.0[..8] != MAGIC {
         return Err(bad("no frozen-rules header"));
@@ -573,10 +533,14 @@ fn check(store: Rc<Store>, text: Identity, check_deps: bool) -> Result<Opened, U
         let at = deps + i * DEP_LEN;
         let path = string(b.u32(at).unwrap_or(NONE), b.u32(at + 4).unwrap_or(NONE))?;
         let identity = Identity::get(&b, at + 8).ok_or_else(|| bad("a dependency"))?;
-        if check_deps {
+        if let Some(trust) = check_deps {
             let path = Path::new(std::ffi::OsStr::from_bytes(path));
-            match std::fs::metadata(path) {
+            match trust.stat(path) {
                 Ok(m) if Identity::of(&m) == identity => {}
+                Err(e) if trust::refusal(&e).is_some() => {
+                    let why = trust::refusal(&e).unwrap_or_default().to_string();
+                    return Err(Unused::Untrusted(path.to_path_buf(), why));
+                }
                 _ => {
                     return Err(Unused::Stale(format!(
                         "{} has changed since it was compiled",
@@ -641,7 +605,7 @@ impl Frozen {
     /// The first line that matches `f`, as [`super::decide`] does for
     /// parsed rules.
     pub fn decide(&self, f: &Facts) -> Option<&Rule> {
-        let b = self.store.bytes();
+        let b: &[u8] = &self.store;
         let l = &self.layout;
         let nets = &b[l.nets..l.users];
         let (src, dst) = (Ip::of(f.src), Ip::of(f.dst));
@@ -659,7 +623,7 @@ impl Frozen {
     /// or may decide with a command, else the line that denies every
     /// request of these facts (`Some(None)`: no line matches).
     pub fn outlook(&self, p: &Partial) -> Option<Option<&Rule>> {
-        let b = self.store.bytes();
+        let b: &[u8] = &self.store;
         let l = &self.layout;
         let nets = &b[l.nets..l.users];
         let src = Ip::of(p.src);
@@ -729,7 +693,7 @@ impl Frozen {
     }
 
     fn make(&self, i: usize) -> Rule {
-        let b = self.store.bytes();
+        let b: &[u8] = &self.store;
         let r = record::<RULE_LEN>(&b[self.layout.rules..], i);
         let v = |k: usize| le32(r, k) as usize;
         let nets = |start: usize, count: usize| (start..start + count).map(|k| self.net(b, k)).collect();
@@ -791,7 +755,11 @@ const ATTEMPTS: usize = 3;
 /// owner (a handler would not trust what it wrote). A file (or a user list
 /// it names) whose newest time is less than [`SETTLE`] old is waited for,
 /// once.
-pub fn write(path: &Path, parse: impl Fn(&[u8], &mut dyn Lookups) -> Checked) -> Result<(PathBuf, usize), String> {
+pub fn write(
+    path: &Path,
+    trust: &Trust,
+    parse: impl Fn(&[u8], &mut dyn Lookups) -> Checked,
+) -> Result<(PathBuf, usize), String> {
     let file = path.display().to_string();
     let euid = nix::unistd::geteuid().as_raw();
     for _ in 0..ATTEMPTS {
@@ -803,9 +771,9 @@ pub fn write(path: &Path, parse: impl Fn(&[u8], &mut dyn Lookups) -> Checked) ->
             ));
         }
         let services_before = std::fs::metadata(SERVICES_FILE).ok().map(|m| Identity::of(&m));
-        let text = read_capped(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
+        let text = read_capped(path, trust).map_err(|e| format!("{file}: {}", trust::describe(&e)))?;
         let mut lookups = Recording {
-            system: System::new(),
+            system: System::new(trust),
             deps: Vec::new(),
             changed: None,
         };
@@ -894,10 +862,11 @@ fn put(target: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 
 /// What `--check-config` says about the frozen file of rules file `path`
 /// (metadata `text`, contents `bytes`): `None` when there is none.
-pub fn status(path: &Path, text: &Metadata, bytes: &[u8]) -> Option<String> {
+pub fn status(path: &Path, text: &Metadata, bytes: &[u8], trust: &Trust) -> Option<String> {
     let fpath = path_for(path);
-    Some(match open(path, text) {
+    Some(match open(path, text, trust) {
         Err(Unused::Absent) => return None,
+        Err(Unused::Untrusted(file, why)) => format!("{}: not used: {why}", file.display()),
         Err(Unused::Stale(why)) => format!(
             "{}: not used: {why}; run socks4d --check-config --compile",
             fpath.display()
@@ -946,7 +915,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
     }
 
     fn frozen(bytes: Vec<u8>) -> Result<Opened, Unused> {
-        check(Rc::new(Store::Owned(bytes)), identity(), false)
+        check(Rc::new(bytes), identity(), None)
     }
 
     fn encoded() -> Vec<u8> {
@@ -1021,7 +990,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
         let bytes = encoded();
         let mut other = identity();
         other.ctime.1 += 1;
-        let r = check(Rc::new(Store::Owned(bytes.clone())), other, false);
+        let r = check(Rc::new(bytes.clone()), other, None);
         assert_eq!(
             r.err(),
             Some(Unused::Stale("the rules file has changed since it was compiled".into()))

@@ -821,7 +821,7 @@ pub fn port_number(t: &[u8], services: &Services) -> Result<u16, String> {
             format!(
                 "{} is neither a port number nor a service in {}",
                 show(t),
-                super::SERVICES_FILE
+                services.source()
             )
         })
 }

@@ -17,13 +17,16 @@
 //! - [`decide`]: the first-match loop over the rules, pure;
 //! - [`users`]: `*=` lists and user-list files;
 //! - [`services`]: `/etc/services`, for port names and `%S`;
+//! - [`trust`]: which files are believed, and reading them without
+//!   waiting;
 //! - [`command`]: a rule's or hook's shell command, its `%` substitutions
 //!   and its run, waited for up to a time limit.
 //!
 //! Parsing and deciding are pure: what a rules file refers to outside
 //! itself (user-list files, host names in address fields) is looked up
 //! through a [`Lookups`] the caller passes in. [`load`] passes the real
-//! file system and resolver ([`System`]).
+//! file system and resolver ([`System`]), which reads only the files a
+//! [`Trust`] believes.
 
 pub mod classic;
 pub mod command;
@@ -31,6 +34,7 @@ pub mod decide;
 pub mod frozen;
 pub mod grammar;
 pub mod services;
+pub mod trust;
 pub mod users;
 
 use std::collections::HashMap;
@@ -47,6 +51,7 @@ pub use command::{expand, sanitize, spawn, Spawned, Subst, MAX_SUBST_LEN, NAME_L
 pub use decide::{decide, outlook, Decision, Facts, Outlook, Partial, Reach};
 pub use grammar::{check, parse, port_number, Checked, Note, NoteKind, MAX_LINE_LEN};
 pub use services::{Services, SERVICES_FILE};
+pub use trust::Trust;
 
 /// Where the rules are read from unless `-f` names another file.
 pub const DEFAULT_FILE: &str = "/etc/socks4d.conf";
@@ -270,8 +275,8 @@ pub struct Rules {
     /// Run when the identd names another user than the one claimed.
     pub bad_id: Option<Hook>,
     pub services: Services,
-    /// The rules as mapped from the rules file's frozen file, decided in
-    /// place; `rules` is then empty.
+    /// The rules read from the rules file's frozen file, decided from its
+    /// checked bytes; `rules` is then empty.
     pub frozen: Option<frozen::Frozen>,
     /// A frozen file was there and not used: why.
     pub frozen_unused: Option<String>,
@@ -366,32 +371,28 @@ pub trait Lookups {
     fn resolve(&mut self, name: &str) -> Result<Vec<Ipv4Addr>, String>;
 }
 
-/// The real file system and resolver. All the lookups of one rules file
-/// share one deadline of [`RESOLVE_TIMEOUT`], and each name is looked up
-/// once.
+/// The real file system and resolver. Files are read only when `trust`
+/// believes them. All the lookups of one rules file share one deadline of
+/// [`RESOLVE_TIMEOUT`], and each name is looked up once.
 pub struct System {
+    trust: Trust,
     deadline: Option<Deadline>,
     names: HashMap<String, Result<Vec<Ipv4Addr>, String>>,
 }
 
 impl System {
-    pub fn new() -> System {
+    pub fn new(trust: &Trust) -> System {
         System {
+            trust: trust.clone(),
             deadline: None,
             names: HashMap::new(),
         }
     }
 }
 
-impl Default for System {
-    fn default() -> System {
-        System::new()
-    }
-}
-
 impl Lookups for System {
     fn read(&mut self, path: &Path) -> io::Result<Vec<u8>> {
-        read_capped(path)
+        read_capped(path, &self.trust)
     }
 
     fn resolve(&mut self, name: &str) -> Result<Vec<Ipv4Addr>, String> {
@@ -459,44 +460,79 @@ impl Lookups for Fixed {
     }
 }
 
-/// Reads a whole file of at most [`MAX_FILE_LEN`] bytes.
-pub(crate) fn read_capped(path: &Path) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut text = Vec::new();
-    std::fs::File::open(path)?
-        .take(MAX_FILE_LEN + 1)
-        .read_to_end(&mut text)?;
-    if text.len() as u64 > MAX_FILE_LEN {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {MAX_FILE_LEN} bytes"),
-        ));
-    }
-    Ok(text)
+/// Reads a whole file of at most [`MAX_FILE_LEN`] bytes, when `trust`
+/// believes it.
+pub(crate) fn read_capped(path: &Path, trust: &Trust) -> io::Result<Vec<u8>> {
+    trust.read(path, MAX_FILE_LEN)
 }
 
-/// Reads and parses `path`, or maps its frozen file when that is there and
-/// current ([`frozen`]). When the file is absent and was not `named` on the
-/// command line, the built-in policy applies. A named file that is
-/// missing, and any file that cannot be read or parsed, is an error.
-pub fn load(path: &Path, named: bool) -> Loaded {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        // As load_checked says it.
-        Err(_) => return load_checked(path, named).loaded,
+/// The rules file `path`, opened and believed: `None` when it is absent
+/// and was not `named` (the built-in policy applies).
+fn open_text(
+    path: &Path,
+    named: bool,
+    trust: &Trust,
+) -> Result<Option<(std::fs::File, std::fs::Metadata)>, Vec<Error>> {
+    match trust.open(path) {
+        Ok(opened) => Ok(Some(opened)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !named => Ok(None),
+        Err(e) => Err(vec![Error {
+            file: path.display().to_string(),
+            line: None,
+            message: trust::describe(&e),
+        }]),
+    }
+}
+
+/// Reads and parses the opened rules file `path`.
+fn parse_text(path: &Path, file: std::fs::File, meta: &std::fs::Metadata, trust: &Trust) -> Checked {
+    let name = path.display().to_string();
+    match trust::read_capped(&file, meta.len(), MAX_FILE_LEN) {
+        Ok(text) => check(&text, &name, Services::system(trust), &mut System::new(trust)),
+        Err(e) => Checked {
+            loaded: Err(vec![Error {
+                file: name,
+                line: None,
+                message: trust::describe(&e),
+            }]),
+            notes: Vec::new(),
+        },
+    }
+}
+
+/// The error of a file that a frozen file made the rules depend on and
+/// that is not believed: the frozen file, or a file it names.
+fn untrusted(file: &Path, why: String) -> Error {
+    Error {
+        file: file.display().to_string(),
+        line: None,
+        message: why,
+    }
+}
+
+/// Reads and parses `path`, or reads its frozen file instead when that is
+/// there and current ([`frozen`]). When the file is absent and was not
+/// `named` on the command line, the built-in policy applies. A named file
+/// that is missing, any file that cannot be read or parsed, and any file
+/// involved that `trust` does not believe, is an error.
+pub fn load(path: &Path, named: bool, trust: &Trust) -> Loaded {
+    let (file, meta) = match open_text(path, named, trust)? {
+        Some(opened) => opened,
+        None => return Ok(Rules::builtin(Services::system(trust))),
     };
-    match frozen::open(path, &meta) {
+    match frozen::open(path, &meta, trust) {
         Ok(opened) => Ok(Rules {
             origin: Origin::File(path.display().to_string()),
             rules: Vec::new(),
             no_identd: opened.no_identd,
             bad_id: opened.bad_id,
-            services: Services::system(),
+            services: Services::system(trust),
             frozen: Some(opened.frozen),
             frozen_unused: None,
         }),
+        Err(frozen::Unused::Untrusted(file, why)) => Err(vec![untrusted(&file, why)]),
         Err(unused) => {
-            let mut loaded = load_checked(path, named).loaded;
+            let mut loaded = parse_text(path, file, &meta, trust).loaded;
             if let (Ok(rules), frozen::Unused::Stale(why)) = (&mut loaded, unused) {
                 rules.frozen_unused = Some(why);
             }
@@ -507,42 +543,50 @@ pub fn load(path: &Path, named: bool) -> Loaded {
 
 /// What `--check-config` says about the frozen file of `path`, if there
 /// is one: current, or why a connection would not use it.
-pub fn frozen_status(path: &Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
-    let text = read_capped(path).ok()?;
-    frozen::status(path, &meta, &text)
+pub fn frozen_status(path: &Path, trust: &Trust) -> Option<String> {
+    let (file, meta) = trust.open(path).ok()?;
+    let text = trust::read_capped(&file, meta.len(), MAX_FILE_LEN).ok()?;
+    frozen::status(path, &meta, &text, trust)
 }
 
 /// Writes the frozen file of rules file `path` (`--check-config
 /// --compile`): parsed again here, with every file it names recorded.
 /// Returns the frozen file's path and its number of rules, or why none
 /// was written.
-pub fn freeze(path: &Path) -> Result<(PathBuf, usize), String> {
-    frozen::write(path, |text, lookups| {
+pub fn freeze(path: &Path, trust: &Trust) -> Result<(PathBuf, usize), String> {
+    frozen::write(path, trust, |text, lookups| {
         let file = path.display().to_string();
-        check(text, &file, Services::system(), lookups)
+        check(text, &file, Services::system(trust), lookups)
     })
 }
 
-/// As [`load`], with the notes `--check-config` prints.
-pub fn load_checked(path: &Path, named: bool) -> Checked {
-    let services = Services::system();
-    let file = path.display().to_string();
-    match read_capped(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !named => Checked {
-            loaded: Ok(Rules::builtin(services)),
-            notes: Vec::new(),
-        },
-        Err(e) => Checked {
-            loaded: Err(vec![Error {
-                file,
-                line: None,
-                message: format!("cannot read: {e}"),
-            }]),
-            notes: Vec::new(),
-        },
-        Ok(text) => check(&text, &file, services, &mut System::new()),
+/// As [`load`], with the notes `--check-config` prints; the frozen file is
+/// not read, but one that is there must be believed, as [`load`] asks.
+pub fn load_checked(path: &Path, named: bool, trust: &Trust) -> Checked {
+    let (file, meta) = match open_text(path, named, trust) {
+        Ok(Some(opened)) => opened,
+        Ok(None) => {
+            return Checked {
+                loaded: Ok(Rules::builtin(Services::system(trust))),
+                notes: Vec::new(),
+            }
+        }
+        Err(errors) => {
+            return Checked {
+                loaded: Err(errors),
+                notes: Vec::new(),
+            }
+        }
+    };
+    let mut checked = parse_text(path, file, &meta, trust);
+    if let Err(frozen::Unused::Untrusted(file, why)) = frozen::believed(path, &meta, trust) {
+        let e = untrusted(&file, why);
+        match &mut checked.loaded {
+            Ok(_) => checked.loaded = Err(vec![e]),
+            Err(errors) => errors.push(e),
+        }
     }
+    checked
 }
 
 #[cfg(test)]
@@ -596,7 +640,7 @@ mod tests {
 
     #[test]
     fn system_lookups_resolve_localhost_once_and_refuse_unknown_names() {
-        let mut s = System::new();
+        let mut s = System::new(&Trust::default());
         assert_eq!(s.resolve("localhost"), Ok(vec![Ipv4Addr::LOCALHOST]));
         assert_eq!(s.names.len(), 1);
         assert_eq!(s.resolve("localhost"), Ok(vec![Ipv4Addr::LOCALHOST]));

@@ -5,7 +5,7 @@ use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::read_capped;
+use super::{read_capped, Trust};
 
 /// Service names for `eq telnet` and `%S`.
 pub const SERVICES_FILE: &str = "/etc/services";
@@ -13,25 +13,35 @@ pub const SERVICES_FILE: &str = "/etc/services";
 /// TCP services: names and aliases to ports, ports to their first name.
 /// The file is read on first use only: most rules files name no service,
 /// and every connection would pay for the table.
+///
+/// Its names decide rules' ports, so it is held to the same [`Trust`] as
+/// the rules file: a file that is not believed (or is missing) gives an
+/// empty table, and a rule that names a port then fails to parse, saying
+/// why.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Services {
     table: OnceCell<ServiceTable>,
     /// Where to read the table from on first use; `None`: empty.
     path: Option<PathBuf>,
+    trust: Trust,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct ServiceTable {
     by_name: HashMap<String, u16>,
     by_port: HashMap<u16, String>,
+    /// Why the file was not read.
+    unread: Option<String>,
 }
 
 impl Services {
-    /// The system's table, read from [`SERVICES_FILE`] when first needed.
-    pub fn system() -> Services {
+    /// The system's table, read from [`SERVICES_FILE`] when first needed,
+    /// if `trust` believes it.
+    pub fn system(trust: &Trust) -> Services {
         Services {
             table: OnceCell::new(),
             path: Some(PathBuf::from(SERVICES_FILE)),
+            trust: trust.clone(),
         }
     }
 
@@ -40,14 +50,30 @@ impl Services {
         Services {
             table: OnceCell::from(ServiceTable::parse(text)),
             path: None,
+            trust: Trust::default(),
         }
     }
 
     fn table(&self) -> &ServiceTable {
-        self.table.get_or_init(|| {
-            let text = self.path.as_ref().and_then(|p| read_capped(p).ok()).unwrap_or_default();
-            ServiceTable::parse(&text)
+        self.table.get_or_init(|| match &self.path {
+            None => ServiceTable::default(),
+            Some(p) => match read_capped(p, &self.trust) {
+                Ok(text) => ServiceTable::parse(&text),
+                Err(e) => ServiceTable {
+                    unread: Some(super::trust::describe(&e)),
+                    ..ServiceTable::default()
+                },
+            },
         })
+    }
+
+    /// Where names are looked up, for messages: the file, and why it was
+    /// not read if it was not.
+    pub fn source(&self) -> String {
+        match &self.table().unread {
+            Some(why) => format!("{SERVICES_FILE} ({why})"),
+            None => SERVICES_FILE.to_string(),
+        }
     }
 
     /// Whether the system's table has been read (a port was given by
