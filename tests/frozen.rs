@@ -368,3 +368,29 @@ fn a_frozen_file_rewritten_while_connections_read_it() {
     eprintln!("{from_frozen} of 40 connections decided from the frozen file; {rounds} rewrites");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_frozen_file_of_megabytes_decides_as_its_text() {
+    // Past 2 MiB the copy is made in huge pages; the decision is the same.
+    let dir = tempdir("large");
+    let conf = format!("{dir}/socks4d.conf");
+    let mut text = String::new();
+    for i in 0..14_000 {
+        text += &format!(
+            "deny 10.{}.{}.0/24 192.0.2.0/24 eq {}\n",
+            i / 256,
+            i % 256,
+            1 + i % 60_000
+        );
+    }
+    text += "permit 127.0.0.0/8\n";
+    std::fs::write(&conf, &text).unwrap();
+    assert_eq!(compile(&conf).0, 0);
+    let size = std::fs::metadata(format!("{conf}.frozen")).unwrap().len();
+    assert!(size > 2 << 20, "{size}");
+    let (code, log) = connect(&conf);
+    assert_eq!(code, 0x5A, "{log}");
+    assert!(used_frozen(&conf, &log), "{log}");
+    assert!(line(&log, "decision").contains(&format!("rule={conf}:14001 ")), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

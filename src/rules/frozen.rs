@@ -392,10 +392,119 @@ struct Layout {
     strings: usize,
 }
 
+/// From this size on, a frozen file is copied into memory laid out for
+/// transparent huge pages: one 2 MiB page fault instead of 512 of 4 KiB.
+/// A 20 000-line file (3.3 MB) cost a connection about 1.5 ms of CPU more
+/// in 4 KiB pages, mostly faults, and about 0.2 ms in huge pages.
+const HUGE_PAGE: usize = 2 << 20;
+
+/// The process's own copy of a frozen file's bytes: the ones checked and
+/// decided from. Nothing else can change them.
+enum Copy {
+    Heap(Vec<u8>),
+    /// A private anonymous mapping of `span` bytes from `base`, whose
+    /// bytes from `at` (2 MiB aligned) to `at + len` hold the file.
+    Mapped {
+        base: std::ptr::NonNull<std::ffi::c_void>,
+        span: usize,
+        at: usize,
+        len: usize,
+    },
+}
+
+impl Copy {
+    /// All of `file`, whose size was `size` (the caller compares the file's
+    /// identity before and after), at most [`MAX_LEN`] bytes.
+    fn read(file: &std::fs::File, size: u64) -> io::Result<Copy> {
+        let len = usize::try_from(size).unwrap_or(usize::MAX);
+        if len < HUGE_PAGE {
+            return trust::read_capped(file, size, MAX_LEN).map(Copy::Heap);
+        }
+        if size > MAX_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("larger than {MAX_LEN} bytes"),
+            ));
+        }
+        let whole = len.div_ceil(HUGE_PAGE) * HUGE_PAGE;
+        let span = whole + HUGE_PAGE;
+        let prot = nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE;
+        // SAFETY: a new private anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                std::num::NonZeroUsize::new(span).expect("at least 2 MiB"),
+                prot,
+                nix::sys::mman::MapFlags::MAP_PRIVATE,
+            )
+        }?;
+        let at = (base.as_ptr() as usize).next_multiple_of(HUGE_PAGE) - base.as_ptr() as usize;
+        // SAFETY: `at` is less than 2 MiB into the mapping, and `whole`
+        // bytes from there end within it. Advice only: where the kernel
+        // has no transparent huge pages it fails, and the copy is made in
+        // 4 KiB pages.
+        let _ = unsafe {
+            let start = std::ptr::NonNull::new_unchecked(base.as_ptr().cast::<u8>().add(at).cast());
+            nix::sys::mman::madvise(start, whole, nix::sys::mman::MmapAdvise::MADV_HUGEPAGE)
+        };
+        let mut copy = Copy::Mapped { base, span, at, len };
+        let mut got = 0;
+        let mut reader = file;
+        while got < len {
+            match io::Read::read(&mut reader, &mut copy.bytes_mut()[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Copy::Mapped { len, .. } = &mut copy {
+            // A file that shrank meanwhile: what was read. (It has changed,
+            // and the caller's identity check says so.)
+            *len = got;
+        }
+        Ok(copy)
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Copy::Heap(v) => v,
+            // SAFETY: `len` bytes from `at` lie within the mapping, which is
+            // readable and writable and lives until drop; `&mut self` makes
+            // the borrow exclusive.
+            Copy::Mapped { base, at, len, .. } => unsafe {
+                std::slice::from_raw_parts_mut(base.as_ptr().cast::<u8>().add(*at), *len)
+            },
+        }
+    }
+}
+
+impl std::ops::Deref for Copy {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Copy::Heap(v) => v,
+            // SAFETY: as in bytes_mut, read only.
+            Copy::Mapped { base, at, len, .. } => unsafe {
+                std::slice::from_raw_parts(base.as_ptr().cast::<u8>().add(*at), *len)
+            },
+        }
+    }
+}
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        if let Copy::Mapped { base, span, .. } = self {
+            // SAFETY: unmaps the mapping made in `read`, once.
+            let _ = unsafe { nix::sys::mman::munmap(*base, *span) };
+        }
+    }
+}
+
 /// A frozen rules file, checked and ready to decide from.
 pub struct Frozen {
     /// The file's bytes, the process's own copy: the ones checked.
-    store: Rc<Vec<u8>>,
+    store: Rc<Copy>,
     layout: Layout,
     /// The lines that have decided, turned into [`Rule`]s: at most one per
     /// line, kept for the process's life (a handler decides once or a few
@@ -464,8 +573,7 @@ pub fn open(path: &Path, text: &Metadata, trust: &Trust) -> Result<Opened, Unuse
     if meta.len() > MAX_LEN {
         return Err(Unused::Stale(format!("it is larger than {MAX_LEN} bytes")));
     }
-    let bytes =
-        trust::read_capped(&file, meta.len(), MAX_LEN).map_err(|e| Unused::Stale(format!("cannot read it: {e}")))?;
+    let bytes = Copy::read(&file, meta.len()).map_err(|e| Unused::Stale(format!("cannot read it: {e}")))?;
     match file.metadata() {
         Ok(after) if Identity::of(&after) == Identity::of(&meta) => {}
         _ => return Err(Unused::Stale("it changed while it was read".into())),
@@ -485,7 +593,7 @@ pub fn believed(path: &Path, text: &Metadata, trust: &Trust) -> Result<(), Unuse
 /// Checks a frozen file's header, identities (with `check_deps`, each
 /// dependency against the file system now, and believed by that trust)
 /// and bounds.
-fn check(store: Rc<Vec<u8>>, text: Identity, check_deps: Option<&Trust>) -> Result<Opened, Unused> {
+fn check(store: Rc<Copy>, text: Identity, check_deps: Option<&Trust>) -> Result<Opened, Unused> {
     let b = Bytes(&store);
     let bad = |why: &str| Unused::Stale(format!("it is damaged ({why})"));
     if b.0.len() < HEADER_LEN || &b.0[..8] != MAGIC {
@@ -915,7 +1023,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
     }
 
     fn frozen(bytes: Vec<u8>) -> Result<Opened, Unused> {
-        check(Rc::new(bytes), identity(), None)
+        check(Rc::new(Copy::Heap(bytes)), identity(), None)
     }
 
     fn encoded() -> Vec<u8> {
@@ -990,7 +1098,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
         let bytes = encoded();
         let mut other = identity();
         other.ctime.1 += 1;
-        let r = check(Rc::new(bytes.clone()), other, None);
+        let r = check(Rc::new(Copy::Heap(bytes.clone())), other, None);
         assert_eq!(
             r.err(),
             Some(Unused::Stale("the rules file has changed since it was compiled".into()))
@@ -1027,6 +1135,25 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
         let mut b = bytes.clone();
         b[100..104].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(frozen(b).is_err());
+    }
+
+    #[test]
+    fn copies_are_the_files_bytes_small_and_large() {
+        let dir = std::env::temp_dir().join(format!("socks4d-frozen-copy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for len in [0, 1, 4095, HUGE_PAGE - 1, HUGE_PAGE, HUGE_PAGE + 1, 3 * HUGE_PAGE / 2] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+            let path = dir.join("f");
+            std::fs::write(&path, &bytes).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            let copy = Copy::read(&file, len as u64).unwrap();
+            assert_eq!(matches!(copy, Copy::Mapped { .. }), len >= HUGE_PAGE, "{len}");
+            assert!(*copy == bytes[..], "{len}");
+            // The file shrank after its size was taken: what is there.
+            let copy = Copy::read(&std::fs::File::open(&path).unwrap(), len as u64 + 4096).unwrap();
+            assert_eq!(copy.len(), len);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
