@@ -76,7 +76,7 @@ pub fn path_for(path: &Path) -> PathBuf {
 }
 
 /// What identifies a file's contents without reading them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Identity {
     dev: u64,
     ino: u64,
@@ -400,7 +400,7 @@ const HUGE_PAGE: usize = 2 << 20;
 
 /// The process's own copy of a frozen file's bytes: the ones checked and
 /// decided from. Nothing else can change them.
-enum Copy {
+enum Snapshot {
     Heap(Vec<u8>),
     /// A private anonymous mapping of `span` bytes from `base`, whose
     /// bytes from `at` (2 MiB aligned) to `at + len` hold the file.
@@ -412,13 +412,13 @@ enum Copy {
     },
 }
 
-impl Copy {
+impl Snapshot {
     /// All of `file`, whose size was `size` (the caller compares the file's
     /// identity before and after), at most [`MAX_LEN`] bytes.
-    fn read(file: &std::fs::File, size: u64) -> io::Result<Copy> {
+    fn read(file: &std::fs::File, size: u64) -> io::Result<Snapshot> {
         let len = usize::try_from(size).unwrap_or(usize::MAX);
         if len < HUGE_PAGE {
-            return trust::read_capped(file, size, MAX_LEN).map(Copy::Heap);
+            return trust::read_capped(file, size, MAX_LEN).map(Snapshot::Heap);
         }
         if size > MAX_LEN {
             return Err(io::Error::new(
@@ -447,7 +447,7 @@ impl Copy {
             let start = std::ptr::NonNull::new_unchecked(base.as_ptr().cast::<u8>().add(at).cast());
             nix::sys::mman::madvise(start, whole, nix::sys::mman::MmapAdvise::MADV_HUGEPAGE)
         };
-        let mut copy = Copy::Mapped { base, span, at, len };
+        let mut copy = Snapshot::Mapped { base, span, at, len };
         let mut got = 0;
         let mut reader = file;
         while got < len {
@@ -458,7 +458,7 @@ impl Copy {
                 Err(e) => return Err(e),
             }
         }
-        if let Copy::Mapped { len, .. } = &mut copy {
+        if let Snapshot::Mapped { len, .. } = &mut copy {
             // A file that shrank meanwhile: what was read. (It has changed,
             // and the caller's identity check says so.)
             *len = got;
@@ -468,33 +468,33 @@ impl Copy {
 
     fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
-            Copy::Heap(v) => v,
+            Snapshot::Heap(v) => v,
             // SAFETY: `len` bytes from `at` lie within the mapping, which is
             // readable and writable and lives until drop; `&mut self` makes
             // the borrow exclusive.
-            Copy::Mapped { base, at, len, .. } => unsafe {
+            Snapshot::Mapped { base, at, len, .. } => unsafe {
                 std::slice::from_raw_parts_mut(base.as_ptr().cast::<u8>().add(*at), *len)
             },
         }
     }
 }
 
-impl std::ops::Deref for Copy {
+impl std::ops::Deref for Snapshot {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
         match self {
-            Copy::Heap(v) => v,
+            Snapshot::Heap(v) => v,
             // SAFETY: as in bytes_mut, read only.
-            Copy::Mapped { base, at, len, .. } => unsafe {
+            Snapshot::Mapped { base, at, len, .. } => unsafe {
                 std::slice::from_raw_parts(base.as_ptr().cast::<u8>().add(*at), *len)
             },
         }
     }
 }
 
-impl Drop for Copy {
+impl Drop for Snapshot {
     fn drop(&mut self) {
-        if let Copy::Mapped { base, span, .. } = self {
+        if let Snapshot::Mapped { base, span, .. } = self {
             // SAFETY: unmaps the mapping made in `read`, once.
             let _ = unsafe { nix::sys::mman::munmap(*base, *span) };
         }
@@ -504,7 +504,7 @@ impl Drop for Copy {
 /// A frozen rules file, checked and ready to decide from.
 pub struct Frozen {
     /// The file's bytes, the process's own copy: the ones checked.
-    store: Rc<Copy>,
+    store: Rc<Snapshot>,
     layout: Layout,
     /// The lines that have decided, turned into [`Rule`]s: at most one per
     /// line, kept for the process's life (a handler decides once or a few
@@ -573,12 +573,20 @@ pub fn open(path: &Path, text: &Metadata, trust: &Trust) -> Result<Opened, Unuse
     if meta.len() > MAX_LEN {
         return Err(Unused::Stale(format!("it is larger than {MAX_LEN} bytes")));
     }
-    let bytes = Copy::read(&file, meta.len()).map_err(|e| Unused::Stale(format!("cannot read it: {e}")))?;
+    let bytes = Snapshot::read(&file, meta.len()).map_err(|e| Unused::Stale(format!("cannot read it: {e}")))?;
     match file.metadata() {
         Ok(after) if Identity::of(&after) == Identity::of(&meta) => {}
         _ => return Err(Unused::Stale("it changed while it was read".into())),
     }
     check(Rc::new(bytes), Identity::of(text), Some(trust))
+}
+
+/// Checks the bytes of a frozen file as a connection does, for a rules
+/// file of the identity they record and with no file they depend on
+/// looked at: what the fuzz target feeds.
+pub fn from_bytes(bytes: Vec<u8>) -> Result<Opened, Unused> {
+    let text = Identity::get(&Bytes(&bytes), 32).unwrap_or_default();
+    check(Rc::new(Snapshot::Heap(bytes)), text, None)
 }
 
 /// Whether the frozen file of `path`, if there is one, is believed, as
@@ -593,7 +601,7 @@ pub fn believed(path: &Path, text: &Metadata, trust: &Trust) -> Result<(), Unuse
 /// Checks a frozen file's header, identities (with `check_deps`, each
 /// dependency against the file system now, and believed by that trust)
 /// and bounds.
-fn check(store: Rc<Copy>, text: Identity, check_deps: Option<&Trust>) -> Result<Opened, Unused> {
+fn check(store: Rc<Snapshot>, text: Identity, check_deps: Option<&Trust>) -> Result<Opened, Unused> {
     let b = Bytes(&store);
     let bad = |why: &str| Unused::Stale(format!("it is damaged ({why})"));
     if b.0.len() < HEADER_LEN || &b.0[..8] != MAGIC {
@@ -1023,7 +1031,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
     }
 
     fn frozen(bytes: Vec<u8>) -> Result<Opened, Unused> {
-        check(Rc::new(Copy::Heap(bytes)), identity(), None)
+        check(Rc::new(Snapshot::Heap(bytes)), identity(), None)
     }
 
     fn encoded() -> Vec<u8> {
@@ -1098,7 +1106,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
         let bytes = encoded();
         let mut other = identity();
         other.ctime.1 += 1;
-        let r = check(Rc::new(Copy::Heap(bytes.clone())), other, None);
+        let r = check(Rc::new(Snapshot::Heap(bytes.clone())), other, None);
         assert_eq!(
             r.err(),
             Some(Unused::Stale("the rules file has changed since it was compiled".into()))
@@ -1146,11 +1154,11 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
             let path = dir.join("f");
             std::fs::write(&path, &bytes).unwrap();
             let file = std::fs::File::open(&path).unwrap();
-            let copy = Copy::read(&file, len as u64).unwrap();
-            assert_eq!(matches!(copy, Copy::Mapped { .. }), len >= HUGE_PAGE, "{len}");
+            let copy = Snapshot::read(&file, len as u64).unwrap();
+            assert_eq!(matches!(copy, Snapshot::Mapped { .. }), len >= HUGE_PAGE, "{len}");
             assert!(*copy == bytes[..], "{len}");
             // The file shrank after its size was taken: what is there.
-            let copy = Copy::read(&std::fs::File::open(&path).unwrap(), len as u64 + 4096).unwrap();
+            let copy = Snapshot::read(&std::fs::File::open(&path).unwrap(), len as u64 + 4096).unwrap();
             assert_eq!(copy.len(), len);
         }
         let _ = std::fs::remove_dir_all(&dir);

@@ -560,8 +560,9 @@ pub fn freeze(path: &Path, trust: &Trust) -> Result<(PathBuf, usize), String> {
     })
 }
 
-/// As [`load`], with the notes `--check-config` prints; the frozen file is
-/// not read, but one that is there must be believed, as [`load`] asks.
+/// As [`load`], with the notes `--check-config` prints: the text is
+/// always parsed, and a frozen file that is there must be believed, as
+/// [`load`] asks.
 pub fn load_checked(path: &Path, named: bool, trust: &Trust) -> Checked {
     let (file, meta) = match open_text(path, named, trust) {
         Ok(Some(opened)) => opened,
