@@ -71,9 +71,11 @@ fn check_config_says_when_the_logger_cannot_be_reached() {
     if !require_root() {
         return;
     }
+    let conf = std::env::temp_dir().join(format!("socks4d-newcomer-{}.conf", std::process::id()));
+    std::fs::write(&conf, "deny 0/0\n").unwrap();
     let run = |log: Option<&std::path::Path>| {
         let mut cmd = Command::new(bin());
-        cmd.args(["--check-config", "-f", "/dev/null"]);
+        cmd.arg("--check-config").arg("-f").arg(&conf);
         private_dev(&mut cmd, log);
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(0));
@@ -85,6 +87,7 @@ fn check_config_says_when_the_logger_cannot_be_reached() {
     let syslog = FakeSyslog::start();
     let out = run(Some(&syslog.path));
     assert!(!out.contains("syslog:"), "{out}");
+    let _ = std::fs::remove_file(&conf);
 }
 
 /// Under --listen with ident required (the default) and no identd on this
