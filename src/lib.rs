@@ -11,6 +11,7 @@ pub mod intake;
 pub mod listen;
 pub mod net;
 pub mod outcome;
+pub mod policy;
 pub mod privilege;
 pub mod proxy;
 pub mod relay;

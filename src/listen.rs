@@ -22,7 +22,8 @@ use crate::config::Config;
 use crate::confine;
 use crate::intake;
 use crate::net;
-use crate::session::{self, Policy};
+use crate::policy::Policy;
+use crate::session;
 
 /// How long children get to finish after SIGTERM before SIGKILL.
 const CHILD_GRACE: Duration = Duration::from_secs(5);
@@ -41,22 +42,23 @@ pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>> {
         .collect()
 }
 
-/// Serves `listeners` until SIGTERM or SIGINT. Children are reaped as
-/// they exit; at most `cfg.max_children` run at once, and a connection
-/// over the cap is closed at once and logged. On a stop signal the
-/// listening sockets are closed, the children are sent SIGTERM and waited
-/// for, and the function returns.
-pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, policy: &Policy, log: &Log) -> Result<()> {
+/// Serves `listeners` with `policy` until SIGTERM or SIGINT, as the
+/// user socks4d already runs as. Children are reaped as they exit; at
+/// most `cfg.max_children` run at once, and a connection over the cap is
+/// closed at once and logged. The policy is read again when one of its
+/// files has changed, checked before each connection is handed on, and
+/// at once on SIGHUP. On a stop signal the listening sockets are closed,
+/// the children are sent SIGTERM and waited for, and the function
+/// returns.
+pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, mut policy: Policy, log: &Log) -> Result<()> {
     for l in &listeners {
         l.set_nonblocking(true).context("set listener non-blocking")?;
     }
-    // The ports are bound; children need no more than `--user`, and each
-    // confines itself further with this plan, made once here.
-    crate::privilege::drop_root(&cfg.user)?;
+    // Each child confines itself further with this plan, made once here.
     let plan = confine::Plan::new(cfg);
 
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
         mask.add(s);
     }
     mask.thread_block().context("block signals")?;
@@ -87,16 +89,20 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, policy: &Policy, log: &L
             Err(e) => return Err(e).context("poll"),
         }
 
-        let mut stop = false;
+        let (mut stop, mut hangup) = (false, false);
         while let Ok(Some(info)) = signals.read_signal() {
             let signo = info.ssi_signo as i32;
             if signo == Signal::SIGTERM as i32 || signo == Signal::SIGINT as i32 {
                 stop = true;
             }
+            hangup |= signo == Signal::SIGHUP as i32;
         }
         reap(&mut children, Some(log));
         if stop {
             break;
+        }
+        if hangup {
+            policy = reload(&policy, cfg, log, "SIGHUP");
         }
 
         // Accept everything waiting (the listeners are non-blocking), one
@@ -131,8 +137,17 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, policy: &Policy, log: &L
                 );
                 continue; // dropping the stream closes it
             }
-            // SAFETY: this process is single-threaded here (no resolver
-            // thread runs in the parent), so the child may run any code.
+            if let Some(file) = policy.changed() {
+                let why = format!("{} changed", file.display());
+                policy = reload(&policy, cfg, log, &why);
+            }
+            // SAFETY: the child runs on the one thread fork leaves it.
+            // The parent is single-threaded, but for a host-name lookup
+            // of a rules file (read at start or on reload) that outlived
+            // its deadline: such a thread may hold a lock of the name
+            // service, which a lookup in the child would then wait on
+            // until its own deadline (every lookup runs on a thread of
+            // its own, bounded); glibc's fork makes malloc safe.
             match unsafe { fork() } {
                 Ok(ForkResult::Child) => {
                     drop(listeners);
@@ -146,7 +161,7 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, policy: &Policy, log: &L
                     }
                     let local = stream.local_addr().unwrap_or(peer);
                     if let Some(arrival) = intake::arrive(stream, peer, local, cfg, log) {
-                        session::handle(arrival, cfg, policy, log);
+                        session::handle(arrival, cfg, &policy, log);
                     }
                     std::process::exit(0);
                 }
@@ -174,6 +189,25 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, policy: &Policy, log: &L
     log.info(Line::new("stopping").field("children", children.len()).as_str());
     stop_children(&mut children, &signals);
     Ok(())
+}
+
+/// The policy read again (`why`: what made it so), with a line saying so;
+/// its errors are logged by [`Policy::load`], and a policy in error
+/// refuses every request until a later reload succeeds.
+fn reload(policy: &Policy, cfg: &Config, log: &Log, why: &str) -> Policy {
+    let fresh = policy.reload(cfg, log);
+    let outcome = match (&fresh.rules, &fresh.routes) {
+        (Ok(_), Ok(_)) => "ok",
+        _ => "errors; no service until they are fixed",
+    };
+    log.info(
+        Line::new("reload")
+            .quoted("why", why.as_bytes())
+            .field("rules", cfg.rules_file.display())
+            .field("outcome", outcome)
+            .as_str(),
+    );
+    fresh
 }
 
 /// The source a client counts against for `--max-per-source`: its IPv4

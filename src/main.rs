@@ -10,7 +10,7 @@
 use socks4d::audit::Log;
 use socks4d::config::{self, Action, Config};
 use socks4d::intake::{self, Found};
-use socks4d::session::Policy;
+use socks4d::policy::Policy;
 use socks4d::{confine, listen, privilege, route, rules, session};
 
 /// Exit status after a setup error.
@@ -88,7 +88,7 @@ fn run() -> u8 {
             // Syslog is open and the rules and routes are read; drop root
             // and confine the process before reading a byte from the
             // client (a PROXY header included).
-            let policy = load_policy(&cfg, &log);
+            let policy = Policy::load(&cfg, &rules::Trust::new(&cfg.user), &log);
             if let Err(e) = privilege::drop_root(&cfg.user) {
                 // Nothing is read as root; the client hears a refusal.
                 socks4d::net::turn_away(c.stream);
@@ -126,46 +126,6 @@ fn open_log(cfg: &Config, stderr_allowed: bool) -> Log {
     } else {
         Log::syslog(cfg.log_facility, cfg.log_timeout)
     }
-}
-
-/// Reads the rules file, the files it names, and the route file. Errors
-/// are logged here, each with its line; every request then gets 0x5B.
-fn load_policy(cfg: &Config, log: &Log) -> Policy {
-    // Files are believed only if root's (or the starting user's) and
-    // writable by no one else, never the --user's.
-    let trust = rules::Trust::new(&cfg.user);
-    let routes = route::load(cfg.route_file.as_deref(), &trust);
-    if let Err(errors) = &routes {
-        for e in errors {
-            log.error(&format!("config error: {e}; no service until it is fixed"));
-        }
-    }
-    Policy {
-        rules: load_rules(cfg, &trust, log),
-        routes,
-    }
-}
-
-/// Reads the rules file and the files it names, logging its errors.
-fn load_rules(cfg: &Config, trust: &rules::Trust, log: &Log) -> rules::Loaded {
-    let loaded = rules::load(&cfg.rules_file, cfg.rules_file_named, trust);
-    match &loaded {
-        Ok(r) => {
-            if let Some(why) = &r.frozen_unused {
-                log.warning(&format!(
-                    "rules: {} not used: {why}; {} was read instead (run socks4d --check-config --compile)",
-                    rules::frozen::path_for(&cfg.rules_file).display(),
-                    cfg.rules_file.display()
-                ));
-            }
-        }
-        Err(errors) => {
-            for e in errors {
-                log.error(&format!("config error: {e}; no service until it is fixed"));
-            }
-        }
-    }
-    loaded
 }
 
 /// What to say when the logger cannot be reached.
@@ -422,7 +382,18 @@ fn serve_listeners(cfg: &Config, listeners: Vec<std::net::TcpListener>, stderr_a
             }
         }
     }
-    let policy = load_policy(cfg, &log);
+    // The ports are bound. The rules are read as --user, at start as at
+    // every reload, with the trust of the user socks4d was started as.
+    let trust = rules::Trust::new(&cfg.user);
+    if let Err(e) = privilege::drop_root(&cfg.user) {
+        let msg = format!("setup error: {e:#}");
+        log.error(&msg);
+        if !cfg.log_stderr && stderr_allowed && !intake::socket_passed() {
+            eprintln!("socks4d: {msg}");
+        }
+        return EXIT_SETUP;
+    }
+    let policy = Policy::load(cfg, &trust, &log);
     if let Ok(r) = &policy.rules {
         if r.origin == rules::Origin::Builtin {
             log.info(&format!(
@@ -431,7 +402,7 @@ fn serve_listeners(cfg: &Config, listeners: Vec<std::net::TcpListener>, stderr_a
             ));
         }
     }
-    match listen::serve(listeners, cfg, &policy, &log) {
+    match listen::serve(listeners, cfg, policy, &log) {
         Ok(()) => 0,
         Err(e) => {
             let msg = format!("setup error: {e:#}");

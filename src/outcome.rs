@@ -4,12 +4,13 @@
 
 use crate::dest::Unusable;
 use crate::proxy;
-use crate::request::{Invalid, REPLY_BAD_USERID, REPLY_NO_IDENTD, REPLY_REJECTED};
+use crate::request::{Foreign, Invalid, REPLY_BAD_USERID, REPLY_NO_IDENTD, REPLY_REJECTED};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
-    /// VN was not 4.
-    BadVersion(u8),
+    /// VN was not 4; the protocol the client speaks instead, when it is
+    /// one that gets an answer in its own terms.
+    BadVersion(u8, Option<Foreign>),
     /// CD was neither CONNECT nor BIND.
     BadCommand(u8),
     UseridTooLong,
@@ -68,7 +69,7 @@ impl Refusal {
     /// The reply code the client gets, or `None` for no reply.
     pub fn reply(&self) -> Option<u8> {
         match self {
-            Refusal::BadVersion(_)
+            Refusal::BadVersion(..)
             | Refusal::RequestTimeout
             | Refusal::ClientClosed
             | Refusal::ClientError(_)
@@ -84,7 +85,7 @@ impl Refusal {
     /// The audit `reason=` keyword.
     pub fn reason(&self) -> &'static str {
         match self {
-            Refusal::BadVersion(_) => "bad-version",
+            Refusal::BadVersion(..) => "bad-version",
             Refusal::BadCommand(_) => "bad-command",
             Refusal::UseridTooLong => "userid-too-long",
             Refusal::HostnameTooLong => "hostname-too-long",
@@ -120,8 +121,8 @@ impl Refusal {
     /// Detail for the log only.
     pub fn detail(&self) -> Option<String> {
         match self {
-            Refusal::BadVersion(v) => Some(match crate::request::foreign_name(*v) {
-                Some(what) => format!("version byte 0x{v:02x}: {what}"),
+            Refusal::BadVersion(v, foreign) => Some(match foreign {
+                Some(f) => format!("version byte 0x{v:02x}: {}", f.name()),
                 None => format!("version byte 0x{v:02x}"),
             }),
             Refusal::BadCommand(c) => Some(format!("command byte 0x{c:02x}")),
@@ -148,7 +149,7 @@ impl Refusal {
 impl From<Invalid> for Refusal {
     fn from(e: Invalid) -> Refusal {
         match e {
-            Invalid::Version(v) => Refusal::BadVersion(v),
+            Invalid::Version(v) => Refusal::BadVersion(v, None),
             Invalid::Command(c) => Refusal::BadCommand(c),
             Invalid::UseridTooLong => Refusal::UseridTooLong,
             Invalid::HostnameTooLong => Refusal::HostnameTooLong,
@@ -163,7 +164,7 @@ mod tests {
 
     #[test]
     fn codes() {
-        assert_eq!(Refusal::BadVersion(5).reply(), None);
+        assert_eq!(Refusal::BadVersion(5, Some(Foreign::Socks5)).reply(), None);
         assert_eq!(Refusal::RequestTimeout.reply(), None);
         assert_eq!(Refusal::BadCommand(9).reply(), Some(0x5B));
         assert_eq!(Refusal::IdentUnavailable("refused".into()).reply(), Some(0x5C));

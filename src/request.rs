@@ -35,24 +35,54 @@ Connection: close\r\n\
 This is a SOCKS4/4a proxy, not an HTTP proxy: use it as a SOCKS4a proxy \
 (curl --socks4a HOST:PORT, or socks4a://HOST:PORT as the proxy).\r\n";
 
-/// The answer, in its own protocol, to a client whose first byte says it
-/// speaks another one: `05 FF` to a SOCKS5 greeting, a short HTTP 400 to
-/// an HTTP request (its method's first letter). `None` for anything else,
-/// which gets no answer.
-pub fn foreign_answer(version: u8) -> Option<&'static [u8]> {
-    match version {
-        5 => Some(SOCKS5_NO_METHOD),
-        b'A'..=b'Z' => Some(HTTP_NOT_SOCKS),
-        _ => None,
-    }
+/// A client that speaks another protocol, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Foreign {
+    /// A SOCKS5 greeting (version byte 5).
+    Socks5,
+    /// An HTTP request: a method and a blank.
+    Http,
 }
 
-/// What [`foreign_answer`]'s protocol is called in the log.
-pub fn foreign_name(version: u8) -> Option<&'static str> {
-    match version {
-        5 => Some("SOCKS5, answered 05 FF (no acceptable method)"),
-        b'A'..=b'Z' => Some("HTTP, answered 400"),
-        _ => None,
+/// The HTTP methods an HTTP client or proxy client begins with.
+const HTTP_METHODS: &[&[u8]] = &[
+    b"GET ",
+    b"HEAD ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"PATCH ",
+    b"TRACE ",
+];
+
+impl Foreign {
+    /// The protocol `start` (the first bytes received, the version byte
+    /// not 4) is in, if it is one that gets an answer.
+    pub fn of(start: &[u8]) -> Option<Foreign> {
+        match start.first()? {
+            5 => Some(Foreign::Socks5),
+            _ if HTTP_METHODS.iter().any(|m| start.starts_with(m)) => Some(Foreign::Http),
+            _ => None,
+        }
+    }
+
+    /// What the client gets before the close: `05 FF` (no acceptable
+    /// method) for SOCKS5, a short 400 naming SOCKS4/4a for HTTP.
+    pub fn answer(self) -> &'static [u8] {
+        match self {
+            Foreign::Socks5 => SOCKS5_NO_METHOD,
+            Foreign::Http => HTTP_NOT_SOCKS,
+        }
+    }
+
+    /// The protocol and the answer, for the log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Foreign::Socks5 => "SOCKS5, answered 05 FF (no acceptable method)",
+            Foreign::Http => "HTTP, answered 400",
+        }
     }
 }
 
@@ -220,6 +250,34 @@ pub fn encode(request: &Request) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn foreign_protocols_are_told_by_their_first_bytes() {
+        assert_eq!(Foreign::of(&[5, 1, 0]), Some(Foreign::Socks5));
+        assert_eq!(Foreign::of(&[5]), Some(Foreign::Socks5));
+        for http in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"CONNECT a:443 HTTP/1.1",
+            b"POST /x",
+            b"HEAD /",
+        ] {
+            assert_eq!(Foreign::of(http), Some(Foreign::Http), "{http:?}");
+        }
+        // A PROXY header from a peer not trusted with it, a TLS hello, a
+        // method not yet whole, lower case, nothing.
+        for other in [
+            &b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n"[..],
+            &[0x16, 3, 1],
+            b"GE",
+            b"GET",
+            b"get /",
+            b"",
+        ] {
+            assert_eq!(Foreign::of(other), None, "{other:?}");
+        }
+        assert!(Foreign::Http.answer().starts_with(b"HTTP/1.0 400 "));
+        assert_eq!(Foreign::Socks5.answer(), [5, 0xff]);
+    }
 
     fn connect(port: u16, ip: [u8; 4], user: &[u8]) -> Vec<u8> {
         let mut v = vec![4, 1];

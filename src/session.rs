@@ -17,11 +17,12 @@ use crate::ident::{self, Answer, Mode};
 use crate::intake::Arrival;
 use crate::net::{self, ConnectError, Deadline};
 use crate::outcome::Refusal;
+use crate::policy::Policy;
 use crate::relay;
-use crate::request::{self, Command, Parse, Request, REPLY_GRANTED, REPLY_REJECTED};
-use crate::route::{self, Route, Routes};
+use crate::request::{self, Command, Foreign, Invalid, Parse, Request, REPLY_GRANTED, REPLY_REJECTED};
+use crate::route::{Route, Routes};
 use crate::rules::command::{Commands, Origin};
-use crate::rules::{self, Decision, Facts, Hook, Loaded, Outlook, Partial, Rules, Subst};
+use crate::rules::{self, Decision, Facts, Hook, Outlook, Partial, Rules, Subst};
 
 /// Reading buffer for the request. Larger than the longest valid request,
 /// so the parser always answers before the buffer fills.
@@ -38,15 +39,6 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// BIND: how many callers that are not the application server get a line
 /// each; the rest are turned away unlogged.
 const MAX_STRANGER_LINES: u32 = 10;
-
-/// What the files say, read with the privileges of the start and before
-/// confinement: the rules and the routes. Either one in error means no
-/// service.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    pub rules: Loaded,
-    pub routes: route::Loaded,
-}
 
 /// What the audit lines say about a connection, filled in as the exchange
 /// goes.
@@ -206,7 +198,7 @@ fn serve(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log, commands: &
 /// slow.
 fn refuse(client: &TcpStream, refusal: &Refusal, rec: &Record, started: Instant, log: &Log) {
     let answer = match refusal {
-        Refusal::BadVersion(v) => request::foreign_answer(*v),
+        Refusal::BadVersion(_, foreign) => foreign.map(Foreign::answer),
         _ => None,
     };
     let sent = match (refusal.reply(), answer) {
@@ -633,6 +625,7 @@ fn read_request(client: &TcpStream, early: &[u8], deadline: Deadline) -> Result<
         match request::parse(&buf[..len]) {
             Ok(Parse::Complete(req, used)) => return Ok((req, buf[used..len].to_vec())),
             Ok(Parse::Incomplete) => {}
+            Err(Invalid::Version(v)) => return Err(Refusal::BadVersion(v, Foreign::of(&buf[..len]))),
             Err(invalid) => return Err(invalid.into()),
         }
         let n = net::read_some(client, &mut buf[len..], deadline, "request").map_err(|e| match e.kind() {

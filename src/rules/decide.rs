@@ -191,6 +191,7 @@ mod tests {
             services: Services::default(),
             frozen: None,
             frozen_unused: None,
+            files: Vec::new(),
         }
     }
 

@@ -548,6 +548,8 @@ pub struct Opened {
     pub bad_id: Option<Hook>,
     /// The hash of the text that was compiled.
     pub text_hash: u64,
+    /// The files the compiled rules depend on (user lists, /etc/services).
+    pub files: Vec<PathBuf>,
 }
 
 /// Reads the frozen file of rules file `path`, whose metadata is `text`
@@ -645,12 +647,14 @@ fn check(store: Rc<Snapshot>, text: Identity, check_deps: Option<&Trust>) -> Res
             .ok_or_else(|| bad("a string"))?;
         Ok(&b.0[strings + off..strings + end])
     };
+    let mut files = Vec::with_capacity(n_deps);
     for i in 0..n_deps {
         let at = deps + i * DEP_LEN;
         let path = string(b.u32(at).unwrap_or(NONE), b.u32(at + 4).unwrap_or(NONE))?;
         let identity = Identity::get(&b, at + 8).ok_or_else(|| bad("a dependency"))?;
+        let path = Path::new(std::ffi::OsStr::from_bytes(path));
+        files.push(path.to_path_buf());
         if let Some(trust) = check_deps {
-            let path = Path::new(std::ffi::OsStr::from_bytes(path));
             match trust.stat(path) {
                 Ok(m) if Identity::of(&m) == identity => {}
                 Err(e) if trust::refusal(&e).is_some() => {
@@ -705,6 +709,7 @@ fn check(store: Rc<Snapshot>, text: Identity, check_deps: Option<&Trust>) -> Res
         no_identd,
         bad_id,
         text_hash: b.u64(24).unwrap_or(0),
+        files,
     })
 }
 

@@ -110,6 +110,7 @@ pub fn check(text: &[u8], file: &str, services: Services, lookups: &mut dyn Look
         services,
         frozen: None,
         frozen_unused: None,
+        files: Vec::new(),
     };
     let mut errors = Vec::new();
     let mut notes = Vec::new();

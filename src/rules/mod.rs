@@ -280,6 +280,9 @@ pub struct Rules {
     pub frozen: Option<frozen::Frozen>,
     /// A frozen file was there and not used: why.
     pub frozen_unused: Option<String>,
+    /// The files besides the rules file that these rules were read from:
+    /// the user lists (or the frozen file's record of them).
+    pub files: Vec<PathBuf>,
 }
 
 impl Rules {
@@ -320,6 +323,7 @@ impl Rules {
             services,
             frozen: None,
             frozen_unused: None,
+            files: Vec::new(),
         }
     }
 
@@ -376,6 +380,8 @@ pub trait Lookups {
 /// [`RESOLVE_TIMEOUT`], and each name is looked up once.
 pub struct System {
     trust: Trust,
+    /// The files read, in order.
+    read: Vec<PathBuf>,
     deadline: Option<Deadline>,
     names: HashMap<String, Result<Vec<Ipv4Addr>, String>>,
 }
@@ -384,6 +390,7 @@ impl System {
     pub fn new(trust: &Trust) -> System {
         System {
             trust: trust.clone(),
+            read: Vec::new(),
             deadline: None,
             names: HashMap::new(),
         }
@@ -392,6 +399,7 @@ impl System {
 
 impl Lookups for System {
     fn read(&mut self, path: &Path) -> io::Result<Vec<u8>> {
+        self.read.push(path.to_path_buf());
         read_capped(path, &self.trust)
     }
 
@@ -488,7 +496,14 @@ fn open_text(
 fn parse_text(path: &Path, file: std::fs::File, meta: &std::fs::Metadata, trust: &Trust) -> Checked {
     let name = path.display().to_string();
     match trust::read_capped(&file, meta.len(), MAX_FILE_LEN) {
-        Ok(text) => check(&text, &name, Services::system(trust), &mut System::new(trust)),
+        Ok(text) => {
+            let mut system = System::new(trust);
+            let mut checked = check(&text, &name, Services::system(trust), &mut system);
+            if let Ok(rules) = &mut checked.loaded {
+                rules.files = system.read;
+            }
+            checked
+        }
         Err(e) => Checked {
             loaded: Err(vec![Error {
                 file: name,
@@ -529,6 +544,7 @@ pub fn load(path: &Path, named: bool, trust: &Trust) -> Loaded {
             services: Services::system(trust),
             frozen: Some(opened.frozen),
             frozen_unused: None,
+            files: opened.files,
         }),
         Err(frozen::Unused::Untrusted(file, why)) => Err(vec![untrusted(&file, why)]),
         Err(unused) => {
