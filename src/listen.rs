@@ -161,7 +161,7 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, mut policy: Policy, log:
                     }
                     let local = stream.local_addr().unwrap_or(peer);
                     if let Some(arrival) = intake::arrive(stream, peer, local, cfg, log) {
-                        session::handle(arrival, cfg, &policy, log);
+                        session::handle(arrival, cfg, policy, log);
                     }
                     std::process::exit(0);
                 }

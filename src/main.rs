@@ -100,7 +100,7 @@ fn run() -> u8 {
                 return EXIT_SETUP;
             }
             if let Some(arrival) = intake::arrive(c.stream, c.peer, c.local, &cfg, &log) {
-                session::handle(arrival, &cfg, &policy, &log);
+                session::handle(arrival, &cfg, policy, &log);
             }
             // The connection is done and its lines are written. Exit here
             // without dropping the rules, the configuration and the log:

@@ -149,7 +149,7 @@ enum Granted {
 /// and relays until both sides are done. Writes the audit lines to `log`.
 /// Returns once the rules' commands have ended too, or have been killed
 /// at `--command-timeout`; the client socket is closed before that.
-pub fn handle(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log) {
+pub fn handle(arrival: Arrival, cfg: &Config, policy: Policy, log: &Log) {
     // The commands never delay the exchange, but they count as part of
     // this handler: under --listen it holds its --max-children slot, and
     // under a socket unit its instance, until they are done.
@@ -160,14 +160,15 @@ pub fn handle(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log) {
 }
 
 /// [`handle`] up to the end line; `client` is closed when it returns.
-fn serve(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log, commands: &Commands<'_, '_>) {
+fn serve(arrival: Arrival, cfg: &Config, policy: Policy, log: &Log, commands: &Commands<'_, '_>) {
     let started = arrival.started;
     let mut rec = Record {
         client: Some(arrival.client),
         via: arrival.via,
         ..Record::default()
     };
-    let result = exchange(&arrival, cfg, policy, &mut rec, commands);
+    let result = exchange(&arrival, cfg, &policy, &mut rec, commands);
+    release(policy);
     let client = arrival.stream;
     match result {
         Err(refusal) => refuse(&client, &refusal, &rec, started, log),
@@ -191,6 +192,18 @@ fn serve(arrival: Arrival, cfg: &Config, policy: &Policy, log: &Log, commands: &
             answer_call(client, listener, &expect, relay, cfg, &mut rec, started, log)
         }
     }
+}
+
+/// Gives back what the policy holds once the request is decided, for the
+/// length of the relay: a compiled rules file's copy, private to this
+/// process and megabytes for a large file. The rest is left for the exit
+/// to free: freeing it would write to pages that a `--listen` handler
+/// shares with its parent.
+fn release(mut policy: Policy) {
+    if let Ok(rules) = &mut policy.rules {
+        drop(rules.frozen.take());
+    }
+    std::mem::forget(policy);
 }
 
 /// Refuses: the reply code (if the refusal has one), a bounded drain, then
