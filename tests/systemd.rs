@@ -87,6 +87,7 @@ fn socks4d_under_systemd_as_pid1() {
     c.sh_ok("systemctl disable --now socks4d.socket && systemctl enable --now socks4d-listen.socket");
     downloads(&c, &servers, PROXY);
     confined(&c, &servers, &probes, PROXY, "socks4d-listen.socket");
+    reloads(&c, &servers);
     let mut listen_ports = Vec::new();
     commands_run_to_their_end(&c, &servers, PROXY, 5, &mut listen_ports);
     burst(&c, &servers, PROXY, Burst::ManyAddresses, Expect::Served(256));
@@ -387,6 +388,30 @@ fn exchange_port(c: &Container, s: &Servers, proxy: &str, fsuid: Option<u32>, us
         }
         (reply[1], port)
     })
+}
+
+/// The Accept=no unit applies an edit of the rules to the next
+/// connection, and `systemctl reload` reads them at once, with a journal
+/// line, the service staying up.
+fn reloads(c: &Container, s: &Servers) {
+    assert_eq!(exchange(c, s, PROXY, None, b"root"), 0x5A);
+    c.sh_ok("sed -i '1i deny *=root 127.0.0.0/8' /etc/socks4d.conf");
+    assert_eq!(exchange(c, s, PROXY, None, b"root"), 0x5B, "the edit applied");
+    c.sh_ok("sed -i '1d' /etc/socks4d.conf");
+    assert_eq!(exchange(c, s, PROXY, None, b"root"), 0x5A, "the edit undone");
+    c.sh_ok("systemctl reload socks4d-listen.service");
+    let start = Instant::now();
+    loop {
+        let journal = c.journal("socks4d");
+        if journal.contains("reload why=\"SIGHUP\"") {
+            assert!(journal.contains("outcome=ok"), "{journal}");
+            break;
+        }
+        assert!(start.elapsed() < IO, "no reload line:\n{journal}");
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(c.sh_ok("systemctl is-active socks4d-listen.service").trim(), "active");
+    assert_eq!(exchange(c, s, PROXY, None, b"root"), 0x5A, "served after the reload");
 }
 
 /// Ident required, against the container's oidentd: a match is 5A, a
