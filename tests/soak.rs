@@ -155,7 +155,9 @@ fn wait_no_children(pid: u32) -> (usize, usize) {
 
 #[test]
 fn soak_listen_mode() {
-    let (syslog, args) = logging();
+    let (syslog, mut args) = logging();
+    // The whole load comes from one address, 64 at a time.
+    args.extend(["--max-per-source", "1000"]);
     let (guard, proxy) = spawn_listen_with(&args, |c| set_up(&syslog, c));
     let pid = guard.0.id();
     // The port accepts as soon as it is bound, before the parent has set
