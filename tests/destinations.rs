@@ -548,6 +548,27 @@ fn frozen_rules_refuse_every_spelling_too() {
         assert!(!log.contains(".frozen not used"), "{log}");
     }
     assert_eq!(canary.hits(), 0);
+    // Compiled, a client that no line could permit is refused before its
+    // request too, and no name is looked up for a request no line could
+    // permit.
+    let conf = write_conf(&dir, "deny 127.0.0.1/32\npermit 127.0.0.0/8 0/0 eq 1\n");
+    let out = Command::new(bin())
+        .args(["--check-config", "--compile", "-f", &conf])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let proxy = Proxy::new(Start::Inetd, &args(&conf));
+    let (code, log) = proxy.ask("127.0.0.1", b"");
+    assert_eq!(code, Some(0x5b), "{log}");
+    assert_eq!(field(&log, "decision", "user"), "-", "{log}");
+    assert!(field(&log, "decision", "rule").ends_with(":1"), "{log}");
+    let (code, log) = proxy.ask("127.0.0.2", &connect_4a("localhost", 5, b"u"));
+    assert_eq!(code, Some(0x5b), "{log}");
+    assert!(
+        line(&log, "decision").contains(" dst=- host=\"localhost\" rule=default"),
+        "{log}"
+    );
+    assert!(!log.contains(".frozen not used"), "{log}");
 }
 
 /// Runs `cmd` in a mount namespace whose /etc/hosts is `hosts`. Needs root.
