@@ -5,6 +5,9 @@
 //! from the same clean root. The repository is bind-mounted read-only at
 //! its own path, so install.sh and the built binary are there as here.
 //!
+//! [`start_without_systemd`] starts the same root with no init (`sleep` as
+//! PID 1), as a host that does not run systemd.
+//!
 //! Commands run inside with `nsenter` into all of the container's
 //! namespaces; the test's own sockets and the host's clients (curl) run in
 //! its network namespace only.
@@ -60,17 +63,19 @@ fn cannot_boot() -> Option<String> {
     None
 }
 
-/// Boots the container, building its root first if needed. `Err` says
-/// why this machine cannot; under `CI=true` that is a failure, not a skip.
-pub fn boot(name: &str) -> Result<Container, String> {
-    let skip_or_fail = |why: String| -> Result<Container, String> {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("the systemd container must run under CI=true: {why}");
-        }
-        Err(why)
-    };
+/// Under `CI=true` a container that cannot run is a failure; elsewhere
+/// the test is skipped with the reason.
+fn skip_or_fail(why: String) -> Result<Container, String> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("the container must run under CI=true: {why}");
+    }
+    Err(why)
+}
+
+/// The root, built first if needed.
+fn ready_root() -> Result<PathBuf, String> {
     if let Some(why) = cannot_boot() {
-        return skip_or_fail(why);
+        return Err(why);
     }
     let root = root_dir();
     let mk = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/container/mkroot.sh");
@@ -80,16 +85,22 @@ pub fn boot(name: &str) -> Result<Container, String> {
         .output()
         .map_err(|e| format!("{}: {e}", mk.display()))?;
     if !out.status.success() {
-        return skip_or_fail(format!(
+        return Err(format!(
             "building the root failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let log = root.with_file_name(format!("{name}.log"));
+    Ok(root)
+}
+
+/// systemd-nspawn over `root` with a private network and a volatile
+/// overlay, the repository (and the built binary) bind-mounted read-only;
+/// the caller adds `-b` or a command.
+fn nspawn(name: &str, root: &Path) -> Command {
     let top = Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_socks4d"));
     let mut cmd = Command::new("systemd-nspawn");
-    cmd.args(["-q", "-b", "--private-network", "--register=no", "--keep-unit"])
+    cmd.args(["-q", "--private-network", "--register=no", "--keep-unit"])
         .arg("--volatile=overlay")
         // systemd-nspawn 252's own filter predates Landlock and answers its
         // calls with ENOSYS, as a kernel without it would.
@@ -97,11 +108,67 @@ pub fn boot(name: &str) -> Result<Container, String> {
         .arg(format!("--machine={name}"))
         .arg("--console=pipe")
         .arg("-D")
-        .arg(&root)
+        .arg(root)
         .arg(format!("--bind-ro={}", top.display()));
     if let Some(dir) = bin.parent().filter(|d| !d.starts_with(top)) {
         cmd.arg(format!("--bind-ro={}", dir.display()));
     }
+    cmd
+}
+
+/// The same root with no init at all: `sleep` is PID 1, nothing runs
+/// that the test does not start, and /run/systemd/system is absent, as on
+/// a host without systemd (inetd's). Commands run in it as in a booted
+/// one.
+pub fn start_without_systemd(name: &str) -> Result<Container, String> {
+    let root = match ready_root() {
+        Ok(root) => root,
+        Err(why) => return skip_or_fail(why),
+    };
+    let log = root.with_file_name(format!("{name}.log"));
+    let nspawn = nspawn(name, &root)
+        .args(["/bin/sleep", "infinity"])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&log).map_err(|e| e.to_string())?)
+        .stderr(Stdio::from(fs::File::options().append(true).open(&log).unwrap()))
+        .spawn()
+        .map_err(|e| format!("systemd-nspawn: {e}"))?;
+    let mut c = Container {
+        nspawn,
+        leader: 0,
+        root,
+        log,
+    };
+    let start = Instant::now();
+    loop {
+        if let Some(status) = c.nspawn.try_wait().unwrap() {
+            let log = fs::read_to_string(&c.log).unwrap_or_default();
+            return skip_or_fail(format!("systemd-nspawn exited ({status}): {log}"));
+        }
+        if let Some(pid) = descendant_named(c.nspawn.id(), "sleep") {
+            c.leader = pid;
+            if c.sh("true").status.success() {
+                return Ok(c);
+            }
+        }
+        if start.elapsed() > BOOT_LIMIT {
+            let log = fs::read_to_string(&c.log).unwrap_or_default();
+            return skip_or_fail(format!("no container after {BOOT_LIMIT:?}: {log}"));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Boots the container, building its root first if needed. `Err` says
+/// why this machine cannot; under `CI=true` that is a failure, not a skip.
+pub fn boot(name: &str) -> Result<Container, String> {
+    let root = match ready_root() {
+        Ok(root) => root,
+        Err(why) => return skip_or_fail(why),
+    };
+    let log = root.with_file_name(format!("{name}.log"));
+    let mut cmd = nspawn(name, &root);
+    cmd.arg("-b");
     // The console goes to the log file (a pty nobody read would fill up
     // and block the container's systemd); no status lines on it.
     cmd.arg("systemd.show_status=no");
@@ -123,7 +190,7 @@ pub fn boot(name: &str) -> Result<Container, String> {
             let log = fs::read_to_string(&c.log).unwrap_or_default();
             return skip_or_fail(format!("systemd-nspawn exited ({status}): {log}"));
         }
-        if let Some(pid) = init_of(c.nspawn.id()) {
+        if let Some(pid) = descendant_named(c.nspawn.id(), "systemd") {
             c.leader = pid;
             let state = c.sh("systemctl is-system-running --wait");
             let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
@@ -143,13 +210,13 @@ pub fn boot(name: &str) -> Result<Container, String> {
     }
 }
 
-/// The container's init: the first descendant of nspawn named systemd.
-fn init_of(nspawn: u32) -> Option<u32> {
+/// The container's init: the first descendant of nspawn named `comm`.
+fn descendant_named(nspawn: u32, comm: &str) -> Option<u32> {
     let mut queue = vec![nspawn];
     while let Some(p) = queue.pop() {
         let children = fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
         for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
-            if fs::read_to_string(format!("/proc/{c}/comm")).ok()?.trim() == "systemd" {
+            if fs::read_to_string(format!("/proc/{c}/comm")).ok()?.trim() == comm {
                 return Some(c);
             }
             queue.push(c);
@@ -180,6 +247,13 @@ impl Container {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `path` in the container as the host sees it, through its init's
+    /// root: a file written there appears in the container (in the
+    /// overlay, gone with it), a socket bound there is reachable from it.
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/root{path}", self.leader))
     }
 
     /// A host program run in the container's network namespace only (the
