@@ -2,8 +2,9 @@
 //!
 //! `#![no_main]`: every connection starts a process, and std's runtime
 //! start is work no connection needs; [`socks4d::start::prepare`] does the
-//! part that matters (SIGPIPE, the standard descriptors). `std::env::args`
-//! still works: glibc hands std the arguments through `.init_array`.
+//! part that matters (SIGPIPE, the standard descriptors). The arguments
+//! are taken from `main`'s own `argv`: `std::env::args` is empty in a
+//! static musl build, where std learns them only from its runtime start.
 
 #![no_main]
 
@@ -24,14 +25,18 @@ socks4d(8), DEPLOYMENT (socks4d.socket, or the inetd.conf line \
 `socks stream tcp nowait.1000000 nobody /usr/sbin/socks4d socks4d`)";
 
 #[no_mangle]
-pub extern "C" fn main(_argc: std::ffi::c_int, _argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
+// The C runtime is the only caller, with the arguments it was started with.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
+pub extern "C" fn main(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> std::ffi::c_int {
     socks4d::start::prepare();
-    std::ffi::c_int::from(run())
+    // SAFETY: the C runtime passes main argc NUL-terminated strings.
+    let args = unsafe { socks4d::start::args(argc, argv) };
+    std::ffi::c_int::from(run(args))
 }
 
-/// The program; its exit status.
-fn run() -> u8 {
-    let cfg = match config::parse_args(std::env::args().skip(1)) {
+/// The program, given the arguments after its name; its exit status.
+fn run(args: Result<Vec<String>, String>) -> u8 {
+    let cfg = match args.and_then(config::parse_args) {
         Ok(Action::Serve(cfg)) => cfg,
         Ok(Action::CheckConfig(cfg)) => return check_config(&cfg),
         Ok(Action::Explain {

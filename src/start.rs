@@ -59,3 +59,27 @@ fn open_std_fds() {
         }
     }
 }
+
+/// The arguments after the program's name, from `main`'s own `argc` and
+/// `argv`. std's `env::args` is not used: under `#![no_main]` only
+/// glibc fills it in (through `.init_array`), and a static musl build
+/// would silently see no options at all. An argument that is not UTF-8
+/// is an error naming it, not an abort.
+///
+/// # Safety
+///
+/// `argv` must hold `argc` pointers to NUL-terminated strings, as the C
+/// runtime passes them to `main`.
+pub unsafe fn args(argc: std::ffi::c_int, argv: *const *const std::ffi::c_char) -> Result<Vec<String>, String> {
+    let n = usize::try_from(argc).unwrap_or(0);
+    (1..n)
+        .map(|i| {
+            // SAFETY: i < argc, and each entry is a C string (the caller's
+            // contract).
+            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            arg.to_str()
+                .map(str::to_owned)
+                .map_err(|_| format!("argument {i} is not UTF-8: {}", arg.to_string_lossy()))
+        })
+        .collect()
+}
