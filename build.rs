@@ -17,6 +17,8 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let target = std::env::var("TARGET").unwrap_or_default();
+    // The tests build their probe program for the target they were built for.
+    println!("cargo:rustc-env=SOCKS4D_TARGET={target}");
     let static_crt = std::env::var("CARGO_CFG_TARGET_FEATURE").is_ok_and(|f| f.split(',').any(|x| x == "crt-static"));
     if !target.ends_with("-linux-gnu") || static_crt {
         return;

@@ -702,3 +702,25 @@ pub fn live_children(pid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// Runs the command in a mount namespace of its own where `conf` is
+/// /etc/resolv.conf.
+pub fn bind_resolv_conf(cmd: &mut std::process::Command, conf: &std::path::Path) {
+    use std::ffi::CString;
+    let src = CString::new(conf.as_os_str().as_encoded_bytes()).unwrap();
+    let (root, target) = (CString::new("/").unwrap(), CString::new("/etc/resolv.conf").unwrap());
+    // SAFETY: only system calls on memory made before the fork.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            use nix::libc;
+            let null = std::ptr::null();
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(null, root.as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, null.cast()) != 0
+                || libc::mount(src.as_ptr(), target.as_ptr(), null, libc::MS_BIND, null.cast()) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

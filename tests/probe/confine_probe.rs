@@ -799,21 +799,24 @@ fn mount() -> Outcome {
     in_child(|| rc(unsafe { libc::mount(none.as_ptr(), target.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) }))
 }
 
+/// The system call itself, not the C library's `mmap`: musl reports the
+/// filter's EPERM for an anonymous mapping as ENOMEM.
 fn mmap(prot: libc::c_int) -> Outcome {
     // SAFETY: a fresh anonymous page, unmapped again.
     unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
+        let p = libc::syscall(
+            libc::SYS_mmap,
+            std::ptr::null_mut::<libc::c_void>(),
+            4096usize,
             prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
-            0,
+            0usize,
         );
-        if p == libc::MAP_FAILED {
+        if p == -1 {
             return Err(Errno::last());
         }
-        libc::munmap(p, 4096);
+        libc::munmap(p as *mut libc::c_void, 4096);
     }
     Ok(())
 }

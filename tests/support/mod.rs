@@ -413,6 +413,16 @@ fn build_probe(profile_dir: &Path) {
     if release {
         cmd.arg("--release");
     }
+    // A test built with --target (the static musl build) sits under
+    // target/<triple>/<profile>: its probe must be built for it there.
+    let triple = env!("SOCKS4D_TARGET");
+    if profile_dir
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|n| n == triple)
+    {
+        cmd.args(["--target", triple]);
+    }
     let out = cmd.output().expect("run cargo build --example confine-probe");
     assert!(
         out.status.success(),
