@@ -166,12 +166,36 @@ pub fn keepalive(stream: &TcpStream) {
     let _ = socket::setsockopt(stream, sockopt::TcpKeepCount, &KEEPALIVE_PROBES);
 }
 
-/// Resolves `host` (A and AAAA, via getaddrinfo) before `deadline`.
+/// Where the static (musl) build looks host names up, added to a failed
+/// lookup: it has no NSS, so `/etc/nsswitch.conf` and its modules (mdns,
+/// resolve, ldap, myhostname...) play no part. Empty in the glibc build.
+pub const WITHOUT_NSS_HOSTS: &str = if cfg!(target_env = "musl") {
+    " (this static build looks names up in /etc/hosts and DNS only, without NSS)"
+} else {
+    ""
+};
+
+/// As [`WITHOUT_NSS_HOSTS`], for user names (`--user`): musl reads
+/// `/etc/passwd`, then asks nscd if one runs.
+pub const WITHOUT_NSS_USERS: &str = if cfg!(target_env = "musl") {
+    " (this static build looks users up in /etc/passwd only, without NSS; give --user UID:GID \
+     or use the glibc build)"
+} else {
+    ""
+};
+
+/// Resolves `host` (A and AAAA, via getaddrinfo) before `deadline`. A
+/// name that is not found says, in the static build, where it was looked
+/// for ([`WITHOUT_NSS_HOSTS`]).
 pub fn resolve(host: &str, port: u16, deadline: Deadline) -> io::Result<Vec<SocketAddr>> {
     let name = host.to_string();
     let lookup = move || (name.as_str(), port).to_socket_addrs().map(|it| it.collect::<Vec<_>>());
     match on_thread(lookup, deadline, "name resolution")? {
-        Ok(addrs) if addrs.is_empty() => Err(io::Error::new(io::ErrorKind::NotFound, "no addresses")),
+        Ok(addrs) if addrs.is_empty() => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no addresses{WITHOUT_NSS_HOSTS}"),
+        )),
+        Err(e) if !WITHOUT_NSS_HOSTS.is_empty() => Err(io::Error::new(e.kind(), format!("{e}{WITHOUT_NSS_HOSTS}"))),
         result => result,
     }
 }
@@ -358,6 +382,10 @@ mod tests {
     /// again, under libfaketime (LD_PRELOAD), which fakes CLOCK_REALTIME
     /// only (DONT_FAKE_MONOTONIC).
     #[test]
+    #[cfg_attr(
+        target_env = "musl",
+        ignore = "libfaketime is preloaded by the dynamic loader, which a static binary does not have"
+    )]
     fn deadlines_and_the_idle_timer_hold_across_wall_clock_steps() {
         if let Some(file) = std::env::var_os("SOCKS4D_CLOCK_STEP_FILE") {
             return clock_step_child(std::path::Path::new(&file));

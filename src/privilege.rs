@@ -23,9 +23,10 @@ pub enum Dropped {
 /// group, then the user. Then checks that root cannot be regained. Any
 /// failure is an error and the caller must not serve.
 ///
-/// `user` is a name, looked up through the name service (NSS), or
-/// `UID:GID` in numbers, which needs no lookup: each connection then
-/// reads neither `/etc/nsswitch.conf` nor `/etc/passwd`.
+/// `user` is a name, looked up through the name service (NSS; in the
+/// static musl build, in `/etc/passwd` only), or `UID:GID` in numbers,
+/// which needs no lookup: each connection then reads neither
+/// `/etc/nsswitch.conf` nor `/etc/passwd`.
 pub fn drop_root(user: &str) -> Result<Dropped> {
     if !getuid().is_root() && !geteuid().is_root() {
         return Ok(Dropped::NotRoot);
@@ -53,7 +54,7 @@ pub fn resolve(user: &str) -> Result<(Uid, Gid)> {
         None => {
             let entry = User::from_name(user)
                 .with_context(|| format!("look up user {user}"))?
-                .with_context(|| format!("no such user: {user}"))?;
+                .with_context(|| format!("no such user: {user}{}", crate::net::WITHOUT_NSS_USERS))?;
             Ok((entry.uid, entry.gid))
         }
     }

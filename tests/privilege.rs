@@ -112,6 +112,12 @@ fn unknown_user_is_a_setup_error_and_only_a_refusal_is_sent() {
         log.contains("setup error") && log.contains("no such user: no-such-user-here"),
         "{log}"
     );
+    // The static build has no NSS and says where it looked.
+    assert_eq!(
+        log.contains("looks users up in /etc/passwd only, without NSS"),
+        cfg!(target_env = "musl"),
+        "{log}"
+    );
 }
 
 #[test]
