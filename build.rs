@@ -9,7 +9,13 @@
 //! rustc asks for `-lgcc_s`; a file of that name in a search directory
 //! of our own, a linker script naming `libgcc_eh.a`, answers it. Where the
 //! compiler driver knows no `libgcc_eh.a` (or the target is not glibc),
-//! nothing is done and `libgcc_s.so.1` is linked as before.
+//! nothing is done and `libgcc_s.so.1` is linked as before. The static
+//! musl build (`--target x86_64-unknown-linux-musl`) links everything
+//! statically already and needs none of this.
+//!
+//! It also tells the tests which target they were built for
+//! (`SOCKS4D_TARGET`), so that the programs they build for themselves (the
+//! confinement probe) are built for the same one.
 
 use std::path::PathBuf;
 use std::process::Command;
