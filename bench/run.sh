@@ -1,7 +1,8 @@
 #!/bin/sh
-# Runs the side-by-side benchmark: builds socks4d and the bench client in
-# release mode, installs what is missing, prints the table and writes it to
-# bench/results.txt (or $BENCH_OUT).
+# Runs the side-by-side benchmark: builds socks4d (the glibc build and,
+# when the musl target is installed, the static one) and the bench client
+# in release mode, installs what is missing, prints the table and writes it
+# to bench/results.txt (or $BENCH_OUT).
 #
 #   bench/run.sh                      # full run: 1 GiB per transfer, 5 rounds
 #   BENCH_ARGS="--bytes 1048576 --rounds 1" bench/run.sh   # a quick look
@@ -34,6 +35,15 @@ need danted || install dante-server || echo "run.sh: dante-server not installed;
 
 cargo build --release --quiet
 cargo build --release --quiet --manifest-path bench/Cargo.toml
+# The static build (README, "Which build") beside the glibc one, in the
+# same run, when its target is installed.
+triple=$(uname -m)-unknown-linux-musl
+STATIC=
+if cargo build --release --quiet --target "$triple"; then
+    STATIC="--bin-static target/$triple/release/socks4d"
+else
+    echo "run.sh: no static build (rustup target add $triple); it is left out" >&2
+fi
 
 DANTE=
 need danted || DANTE=--no-dante
@@ -47,4 +57,4 @@ exec bench/target/release/socks4d-bench \
     --bin target/release/socks4d \
     --extra "$SOCKS4D_ARGS" \
     --out "${BENCH_OUT:-bench/results.txt}" \
-    $DANTE $CRELAY ${BENCH_ARGS:-}
+    $STATIC $DANTE $CRELAY ${BENCH_ARGS:-}

@@ -4,7 +4,8 @@
 //! `systemd-socket-activate --inetd`). Variants are interleaved within each
 //! round; each figure is reported as median [min–max] over the rounds.
 //!
-//! Usage: socks4d-bench --bin PATH [--extra "ARGS"] [--bytes N] [--rounds N]
+//! Usage: socks4d-bench --bin PATH [--bin-static PATH] [--extra "ARGS"]
+//!        [--bytes N] [--rounds N]
 //!        [--latency N] [--conns N] [--idle N] [--out FILE] [--no-dante]
 //!        [--rules N,N,...|none] [--c-relay PATH]
 //!        [--external NAME=ADDR]... [--external-floor NAME=ADDR]... [--only-external]
@@ -18,6 +19,10 @@
 //! `--c-relay` adds bench/c-relay.c under the same launcher: a SOCKS4
 //! CONNECT relay in C that does nothing else (no rules, log, ident or
 //! confinement), the floor of a relay started per connection.
+//! `--bin-static` adds a second build of socks4d (the static musl one)
+//! under the same launcher and as `--listen`: `static-inetd` and
+//! `static-listen`, with every figure the glibc build gets, so that the two
+//! builds are compared in one run.
 //!
 //! `--external` adds a proxy someone else started (a systemd unit, inetd)
 //! and `--external-floor` a handler that echoes the request back (the
@@ -42,6 +47,8 @@ const MSG: usize = 1024;
 
 struct Opts {
     bin: String,
+    /// The static build, measured beside `bin`.
+    bin_static: Option<String>,
     extra: Vec<String>,
     bytes: u64,
     rounds: usize,
@@ -61,6 +68,7 @@ struct Opts {
 fn parse() -> Result<Opts, String> {
     let mut o = Opts {
         bin: String::new(),
+        bin_static: None,
         extra: Vec::new(),
         bytes: 1 << 30,
         rounds: 5,
@@ -80,6 +88,7 @@ fn parse() -> Result<Opts, String> {
         let num = |v: String| v.parse::<u64>().map_err(|e| format!("{v}: {e}"));
         match a.as_str() {
             "--bin" => o.bin = val()?,
+            "--bin-static" => o.bin_static = Some(val()?),
             "--extra" => o.extra = val()?.split_whitespace().map(String::from).collect(),
             "--bytes" => o.bytes = num(val()?)?,
             "--rounds" => o.rounds = num(val()?)? as usize,
@@ -101,7 +110,9 @@ fn parse() -> Result<Opts, String> {
                 o.rules = if v.is_empty() || v == "none" {
                     Vec::new()
                 } else {
-                    v.split(',').map(|n| n.parse().map_err(|e| format!("--rules {v}: {e}"))).collect::<Result<_, _>>()?
+                    v.split(',')
+                        .map(|n| n.parse().map_err(|e| format!("--rules {v}: {e}")))
+                        .collect::<Result<_, _>>()?
                 };
             }
             _ => return Err(format!("unknown argument {a}")),
@@ -669,24 +680,20 @@ fn local_variants(o: &Opts, dir: &std::path::Path, vars: &mut Vec<Variant>) {
             None
         }
     };
-    vars.extend(up(
-        activate("socks4d-inetd", Kind::Inetd, &o.bin, &o.extra),
-        "socks4d inetd",
-    ));
-    let mut listen_args = vec!["--listen".to_string(), String::new()];
-    let lport = free_port();
-    let laddr: SocketAddr = format!("127.0.0.1:{lport}").parse().unwrap();
-    listen_args[1] = laddr.to_string();
-    listen_args.extend(o.extra.iter().cloned());
-    vars.extend(up(
-        spawn(
-            "socks4d-listen",
-            Kind::Listen,
-            Command::new(&o.bin).args(&listen_args),
-            laddr,
-        ),
-        "socks4d --listen",
-    ));
+    let builds = [
+        Some(("socks4d-inetd", "socks4d-listen", &o.bin)),
+        o.bin_static.as_ref().map(|b| ("static-inetd", "static-listen", b)),
+    ];
+    for (inetd, listen, bin) in builds.into_iter().flatten() {
+        vars.extend(up(activate(inetd, Kind::Inetd, bin, &o.extra), inetd));
+        let laddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut listen_args = vec!["--listen".to_string(), laddr.to_string()];
+        listen_args.extend(o.extra.iter().cloned());
+        vars.extend(up(
+            spawn(listen, Kind::Listen, Command::new(bin).args(&listen_args), laddr),
+            listen,
+        ));
+    }
     if o.dante {
         vars.extend(up(dante(dir.to_str().unwrap()), "dante"));
     }
@@ -696,7 +703,8 @@ fn local_variants(o: &Opts, dir: &std::path::Path, vars: &mut Vec<Variant>) {
     }
     for &n in &o.rules {
         for frozen in [false, true] {
-            let name: &'static str = Box::leak(format!("{}-{n}", if frozen { "frozen" } else { "rules" }).into_boxed_str());
+            let name: &'static str =
+                Box::leak(format!("{}-{n}", if frozen { "frozen" } else { "rules" }).into_boxed_str());
             let made = rules_file(o, dir, n, frozen).and_then(|path| {
                 let mut args = o.extra.clone();
                 args.extend(["-f".to_string(), path]);
@@ -726,7 +734,9 @@ fn rules_file(o: &Opts, dir: &std::path::Path, n: usize, frozen: bool) -> io::Re
     std::fs::write(&path, text)?;
     let path = path.display().to_string();
     if frozen {
-        let out = Command::new(&o.bin).args(["--check-config", "--compile", "-f", &path]).output()?;
+        let out = Command::new(&o.bin)
+            .args(["--check-config", "--compile", "-f", &path])
+            .output()?;
         if !out.status.success() {
             return Err(io::Error::other(format!(
                 "--compile {path}: {}",
@@ -737,7 +747,35 @@ fn rules_file(o: &Opts, dir: &std::path::Path, n: usize, frozen: bool) -> io::Re
     Ok(path)
 }
 
+/// The time now, UTC, as `YYYY-MM-DD HH:MM`.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
+}
+
+/// The load averages over 1, 5 and 15 minutes, as /proc/loadavg has them.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
+    let (started, load_before) = (utc_now(), load());
     let mut s = Samples::default();
     let mut failures = Vec::new();
     let gib = o.bytes as f64 / GIB;
@@ -761,6 +799,11 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
                     "upload",
                     upload(v, &d, o.bytes).map(|r| s.add("upload MB/s", v.name, r / 1e6)),
                 );
+                // The handler's end is reaped before the next reading.
+                let c_up = root.map(|root| {
+                    thread::sleep(Duration::from_millis(200));
+                    cpu(root)
+                });
                 run(
                     "download",
                     download_sampled(v, &d, o.bytes).map(|(r, m)| {
@@ -771,9 +814,12 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
                         }
                     }),
                 );
-                if let (Some(root), Some(c0)) = (root, c0) {
+                if let (Some(root), Some(c0), Some(c_up)) = (root, c0, c_up) {
                     thread::sleep(Duration::from_millis(200));
-                    s.add("CPU ms per GiB", v.name, (cpu(root) - c0) * 1e3 / (2.0 * gib));
+                    let c_end = cpu(root);
+                    s.add("CPU ms per GiB", v.name, (c_end - c0) * 1e3 / (2.0 * gib));
+                    s.add("CPU ms per GiB, up", v.name, (c_up - c0) * 1e3 / gib);
+                    s.add("CPU ms per GiB, down", v.name, (c_end - c_up) * 1e3 / gib);
                 }
             }
             let root = root_pid(v);
@@ -821,6 +867,8 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
         "upload MB/s".to_string(),
         "download MB/s".to_string(),
         "CPU ms per GiB".to_string(),
+        "CPU ms per GiB, up".to_string(),
+        "CPU ms per GiB, down".to_string(),
         "connect-to-reply p50 ms".to_string(),
         "connect-to-reply p99 ms".to_string(),
         "CPU µs per conn".to_string(),
@@ -835,8 +883,14 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
     ];
     let mut out = String::new();
     out += &format!(
-        "socks4d bench: {} round(s), {:.2} GiB per bulk run, {} sequential connections, {} per conn/s run, {} held; median [min–max]\n\n",
+        "socks4d bench: {} round(s), {:.2} GiB per bulk run, {} sequential connections, {} per conn/s run, {} held; median [min–max]\n",
         o.rounds, gib, o.latency, o.conns, o.idle
+    );
+    out += &format!(
+        "run {started} to {} UTC, {} CPUs; load average (1, 5, 15 min) {load_before} at the start, {} at the end\n\n",
+        utc_now(),
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        load()
     );
     out += &format!("| {:<28} |", "figure");
     for n in &names {
@@ -951,6 +1005,55 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
             r("conn/s, 32 clients", "unit-accept-no", "listen"),
         ),
     ];
+    let mut lines: Vec<(String, String)> = lines.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    // Each build's relay against the C relay's, in both directions.
+    for (var, label) in [("socks4d-inetd", "inetd"), ("static-inetd", "static inetd")] {
+        for (fig, what, target) in [
+            ("upload MB/s", "upload", ">= 1.0"),
+            ("download MB/s", "download", ">= 1.0"),
+            ("CPU ms per GiB, up", "CPU per GiB up", "<= 1.0"),
+            ("CPU ms per GiB, down", "CPU per GiB down", "<= 1.0"),
+        ] {
+            lines.push((format!("{what}, {label} / c-relay ({target})"), r(fig, var, "c-relay")));
+        }
+    }
+    // The static build against the floor, and against the glibc build.
+    for (fig, what, target) in [
+        ("connect-to-reply p50 ms", "p50", "<= 1.10"),
+        ("conn/s, 8 clients", "conn/s 8", ">= 0.90"),
+        ("conn/s, 32 clients", "conn/s 32", ">= 0.90"),
+        ("CPU µs per conn", "CPU per conn", "<= 1.2"),
+        (held.as_str(), "PSS per held conn", "<= 1.0"),
+    ] {
+        lines.push((
+            format!("{what}, static inetd / floor ({target})"),
+            r(fig, "static-inetd", "exec-floor"),
+        ));
+    }
+    for (fig, what, target) in [
+        ("upload MB/s", "upload", ">= 1.0"),
+        ("download MB/s", "download", ">= 1.0"),
+        ("CPU ms per GiB", "CPU per GiB", "no target"),
+        ("connect-to-reply p50 ms", "p50", "no target"),
+        ("CPU µs per conn", "CPU per conn", "no target"),
+        ("conn/s, 8 clients", "conn/s 8", "no target"),
+        (held.as_str(), "PSS per held conn", "no target"),
+    ] {
+        lines.push((
+            format!("{what}, static inetd / inetd ({target})"),
+            r(fig, "static-inetd", "socks4d-inetd"),
+        ));
+    }
+    for (fig, what) in [
+        ("connect-to-reply p50 ms", "p50"),
+        ("CPU µs per conn", "CPU per conn"),
+        ("conn/s, 8 clients", "conn/s 8"),
+    ] {
+        lines.push((
+            format!("{what}, static --listen / --listen (no target)"),
+            r(fig, "static-listen", "socks4d-listen"),
+        ));
+    }
     out += "\n| ratio (target) | value |\n|---|---|\n";
     // Only the ratios whose variants ran.
     for (k, v) in lines.into_iter().filter(|(_, v)| v != "-") {
