@@ -25,6 +25,9 @@ fn bench_runs_and_writes_its_table() {
     let run = Command::new(root.join("bench/target/debug/socks4d-bench"))
         .arg("--bin")
         .arg(common::bin())
+        // The same binary again as the static build: its columns and ratios.
+        .arg("--bin-static")
+        .arg(common::bin())
         .args(["--bytes", "1048576", "--rounds", "1", "--latency", "5", "--conns", "16"])
         .args(["--rules", "1,100"])
         .args([
@@ -47,7 +50,14 @@ fn bench_runs_and_writes_its_table() {
     let table = std::fs::read_to_string(&out).expect("table file");
     let _ = std::fs::remove_file(&out);
     assert_eq!(table, stdout);
-    for variant in ["direct", "socks4d-inetd", "socks4d-listen", "exec-floor"] {
+    for variant in [
+        "direct",
+        "socks4d-inetd",
+        "socks4d-listen",
+        "static-inetd",
+        "static-listen",
+        "exec-floor",
+    ] {
         assert!(table.contains(variant), "{variant} missing:\n{table}");
     }
     // Every variant measured every figure that applies to it.
@@ -64,20 +74,24 @@ fn bench_runs_and_writes_its_table() {
         "connect-to-reply p50 ms",
     ] {
         let cells: Vec<&str> = row(fig).split('|').map(str::trim).collect();
-        // | fig | direct | inetd | listen | floor |
-        assert!(cells.len() >= 6, "{fig}: {cells:?}");
-        for (i, c) in cells[2..6].iter().enumerate() {
-            let applies = !(fig.contains("load") && i == 3);
+        // | fig | direct | inetd | listen | static inetd | static listen | floor |
+        assert!(cells.len() >= 8, "{fig}: {cells:?}");
+        for (i, c) in cells[2..8].iter().enumerate() {
+            let applies = !(fig.contains("load") && i == 5);
             assert_eq!(c.parse::<f64>().is_ok(), applies, "{fig} column {i}: {c:?}\n{table}");
         }
     }
     // CPU per connection for every process-tree variant, not for direct.
     let cells: Vec<&str> = row("CPU µs per conn").split('|').map(str::trim).collect();
-    assert!(cells.len() >= 6, "{cells:?}\n{table}");
+    assert!(cells.len() >= 8, "{cells:?}\n{table}");
     assert_eq!(cells[2], "-", "{table}");
-    for c in &cells[3..6] {
+    for c in &cells[3..8] {
         assert!(c.parse::<f64>().is_ok(), "CPU per conn {c:?}\n{table}");
     }
+    // The two builds side by side, and when and under what load.
+    assert!(table.contains("| p50, static inetd / floor (<= 1.10) |"), "{table}");
+    assert!(table.contains("| upload, static inetd / inetd (>= 1.0) |"), "{table}");
+    assert!(table.contains(" UTC, ") && table.contains("load average"), "{table}");
     // The scale table: one row per rules-file size, text and frozen.
     for n in [1, 100] {
         let cells: Vec<&str> = row(&n.to_string()).split('|').map(str::trim).collect();
