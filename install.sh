@@ -14,8 +14,13 @@
 # $PREFIX/lib/systemd/system, the user to $PREFIX/lib/sysusers.d and the
 # rules file to /etc, all under DESTDIR. Without DESTDIR, on a host that
 # runs systemd, it creates the user (systemd-sysusers) and reloads systemd.
-# The binary is target/release/socks4d, built with `cargo build --release`
-# when it is missing; set SOCKS4D_BIN to install another one.
+# The binary is the static build (README, "Which build"; socks4d(8),
+# IMPLEMENTATION NOTES), target/<arch>-unknown-linux-musl/release/socks4d,
+# built with `cargo build --release --target <arch>-unknown-linux-musl` when
+# it is missing; where that target is not installed, the glibc build,
+# target/release/socks4d, and install.sh says so. SOCKS4D_BUILD=glibc
+# installs the glibc build (for users or host names that only an NSS
+# module knows); SOCKS4D_BIN installs another binary.
 set -eu
 
 PREFIX=${PREFIX:-/usr}
@@ -24,17 +29,38 @@ SYSCONFDIR=${SYSCONFDIR:-/etc}
 SYSTEMDUNITDIR=${SYSTEMDUNITDIR:-$PREFIX/lib/systemd/system}
 SYSUSERSDIR=${SYSUSERSDIR:-$PREFIX/lib/sysusers.d}
 here=$(cd "$(dirname "$0")" && pwd)
-bin=${SOCKS4D_BIN:-$here/target/release/socks4d}
 
-if [ ! -x "$bin" ]; then
-	if [ -n "${SOCKS4D_BIN:-}" ]; then
+say() { echo "install.sh: $*"; }
+
+glibc=$here/target/release/socks4d
+triple=$(uname -m)-unknown-linux-musl
+static=$here/target/$triple/release/socks4d
+build_glibc() {
+	[ -x "$glibc" ] || (cd "$here" && cargo build --release --locked)
+	bin=$glibc
+}
+if [ -n "${SOCKS4D_BIN:-}" ]; then
+	bin=$SOCKS4D_BIN
+	if [ ! -x "$bin" ]; then
 		echo "install.sh: $bin is not an executable file" >&2
 		exit 1
 	fi
-	(cd "$here" && cargo build --release --locked)
+else
+	case ${SOCKS4D_BUILD:-static} in
+	static)
+		bin=$static
+		if [ ! -x "$bin" ] && ! (cd "$here" && cargo build --release --locked --target "$triple"); then
+			say "no static build (rustup target add $triple); installing the glibc build"
+			build_glibc
+		fi
+		;;
+	glibc) build_glibc ;;
+	*)
+		echo "install.sh: SOCKS4D_BUILD is static or glibc, not ${SOCKS4D_BUILD}" >&2
+		exit 1
+		;;
+	esac
 fi
-
-say() { echo "install.sh: $*"; }
 
 put() { # mode source target
 	install -D -m "$1" "$2" "$DESTDIR$3"
