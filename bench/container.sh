@@ -14,6 +14,16 @@
 #                    floor of systemd's own per-instance cost
 #   unit-old         (with BENCH_OLD_UNIT=REV) socks4d@.service as it was at
 #                    git revision REV, e.g. its fully sandboxed version
+#   unit-no-...      (with BENCH_UNIT_SETTINGS=1) the shipped Accept=yes
+#                    pair with one setting left out or changed at a time,
+#                    unit-bare with none but ExecStart=, and
+#                    unit-floor-user: the trivial unit with User=socks4d
+#
+# "CPU µs per conn" is all the container spent on a connection (its
+# systemd, journald and the instances systemd reaped): the CPU of the
+# container's process tree during each variant's sequential connections.
+# socks4d is the build install.sh installs (the static one when its target
+# is installed), or $SOCKS4D_BIN; the table's last line names it.
 #
 # Every socks4d runs with --ident off (no identd in the measurement) and a
 # rules file permitting loopback. Needs root, debootstrap, systemd-container.
@@ -28,6 +38,12 @@ out=${BENCH_OUT:-bench/results-systemd.txt}
 
 cargo build --release --quiet
 cargo build --release --quiet --manifest-path bench/Cargo.toml
+triple=$(uname -m)-unknown-linux-musl
+bin=${SOCKS4D_BIN:-$top/target/$triple/release/socks4d}
+if [ -z "${SOCKS4D_BIN:-}" ] && ! cargo build --release --quiet --target "$triple"; then
+	echo "container.sh: no static build (rustup target add $triple); the glibc one is measured" >&2
+	bin=$top/target/release/socks4d
+fi
 tests/container/mkroot.sh "$root"
 
 log=$(mktemp)
@@ -62,7 +78,7 @@ for _ in $(seq 300); do
 done
 case $state in running | degraded) ;; *) echo "container.sh: systemd did not come up ($state)" >&2; exit 1 ;; esac
 
-inside "SOCKS4D_BIN=$top/target/release/socks4d $top/install.sh" >/dev/null
+inside "SOCKS4D_BIN=$bin $top/install.sh" >/dev/null
 inside "echo 'permit 127.0.0.0/8' > /etc/socks4d.conf"
 
 # The shipped Accept=yes pair, with --ident off.
@@ -97,7 +113,33 @@ inside "systemctl daemon-reload && systemctl restart inetd.service &&
 	{ [ -z '$extra' ] || systemctl start bench-old.socket; } &&
 	systemd-run -q --unit=bench-listen /usr/sbin/socks4d --listen 127.0.0.1:1083 --ident off"
 
-nsenter -t "$leader" -n bench/target/release/socks4d-bench --only-external \
+if [ -n "${BENCH_UNIT_SETTINGS:-}" ]; then
+	# unit NAME SED-SCRIPT: the shipped pair, the service edited, on a port
+	# of its own.
+	port=1100
+	unit() {
+		port=$((port + 1))
+		inside "sed -e 's/^ListenStream=.*/ListenStream=127.0.0.1:$port/' -e '/^Conflicts=/d' -e '/^\[Install\]/,\$d' \
+				/lib/systemd/system/socks4d.socket > /etc/systemd/system/unit-$1.socket &&
+			sed -e 's|^ExecStart=/usr/sbin/socks4d|ExecStart=/usr/sbin/socks4d --ident off|' -e '$2' \
+				/lib/systemd/system/socks4d@.service > /etc/systemd/system/unit-$1@.service"
+		extra="$extra --external unit-$1=127.0.0.1:$port"
+	}
+	# Without User=, socks4d starts as root and drops to the numbers itself.
+	unit no-user '/^User=/d; /^Group=/d; /^CapabilityBoundingSet=/d; /^SecureBits=/d; s|^ExecStart=.*|& --user 65534:65534|'
+	unit no-exittype '/^ExitType=/d'
+	unit no-tasksmax '/^TasksMax=/d'
+	unit no-caps '/^CapabilityBoundingSet=/d; /^AmbientCapabilities=/d; /^NoNewPrivileges=/d; /^SecureBits=/d; /^UMask=/d'
+	unit journal '/^StandardOutput=/d; /^StandardError=/d'
+	unit type-exec '/^\[Service\]/a Type=exec'
+	unit bare '/^\[Service\]/,$c [Service]\nExecStart=/usr/sbin/socks4d --ident off --user 65534:65534'
+	inside "sed 's/127.0.0.1:1084/127.0.0.1:1099/' /etc/systemd/system/bench-floor.socket > /etc/systemd/system/unit-floor-user.socket &&
+		{ cat /etc/systemd/system/bench-floor@.service; echo User=socks4d; } > /etc/systemd/system/unit-floor-user@.service"
+	extra="$extra --external-floor unit-floor-user=127.0.0.1:1099"
+	inside "systemctl daemon-reload && for s in /etc/systemd/system/unit-*.socket; do systemctl start \$(basename \$s); done"
+fi
+
+nsenter -t "$leader" -n bench/target/release/socks4d-bench --only-external --account-tree "$leader" \
 	--external unit-accept-yes=127.0.0.1:1080 \
 	--external unit-accept-no=127.0.0.1:1081 \
 	--external inetd=127.0.0.1:1082 \
@@ -106,6 +148,8 @@ nsenter -t "$leader" -n bench/target/release/socks4d-bench --only-external \
 	$extra \
 	--bytes 1048576 --rounds 3 --latency 200 --conns 2000 --rules none \
 	--out "$out" ${BENCH_ARGS:-}
+
+echo "socks4d: $bin" >>"$out"
 
 failed=$(inside "systemctl --failed --no-legend --plain")
 [ -z "$failed" ] || { echo "container.sh: failed units after the run: $failed" >&2; exit 1; }

@@ -9,6 +9,7 @@
 //!        [--latency N] [--conns N] [--idle N] [--out FILE] [--no-dante]
 //!        [--rules N,N,...|none] [--c-relay PATH]
 //!        [--external NAME=ADDR]... [--external-floor NAME=ADDR]... [--only-external]
+//!        [--account-tree PID]
 //!
 //! `--rules` (default 1,100,1000,20000) adds, for each count, socks4d under
 //! the same launcher with a rules file of that many lines, read as text
@@ -27,9 +28,13 @@
 //! `--external` adds a proxy someone else started (a systemd unit, inetd)
 //! and `--external-floor` a handler that echoes the request back (the
 //! floor of its launcher); they get the per-connection figures only
-//! (latency, connections per second), as there is no process tree to
-//! account. `--only-external` starts no variants of its own (no --bin
-//! needed); bench/container.sh runs it that way inside a booted container.
+//! (latency, connections per second). `--only-external` starts no variants
+//! of its own (no --bin needed); bench/container.sh runs it that way inside
+//! a booted container, with `--account-tree` naming the container's init:
+//! the CPU of that process tree (the instances it reaped included) during
+//! each external variant's sequential connections is that variant's "CPU
+//! µs per conn", all the container spent on a connection (systemd,
+//! journald, the service).
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -59,6 +64,8 @@ struct Opts {
     dante: bool,
     external: Vec<(String, SocketAddr, bool)>,
     only_external: bool,
+    /// The process tree whose CPU the external variants are charged with.
+    account_tree: Option<u32>,
     /// Rules files of these many lines, read as text and frozen.
     rules: Vec<usize>,
     /// bench/c-relay.c built: the least a per-connection relay does.
@@ -79,6 +86,7 @@ fn parse() -> Result<Opts, String> {
         dante: true,
         external: Vec::new(),
         only_external: false,
+        account_tree: None,
         rules: vec![1, 100, 1000, 20_000],
         c_relay: None,
     };
@@ -104,6 +112,7 @@ fn parse() -> Result<Opts, String> {
                 o.external.push((name.to_string(), addr, a == "--external-floor"));
             }
             "--only-external" => o.only_external = true,
+            "--account-tree" => o.account_tree = Some(num(val()?)? as u32),
             "--c-relay" => o.c_relay = Some(val()?),
             "--rules" => {
                 let v = val()?;
@@ -822,7 +831,12 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
                     s.add("CPU ms per GiB, down", v.name, (c_end - c_up) * 1e3 / gib);
                 }
             }
-            let root = root_pid(v);
+            let external = matches!(v.kind, Kind::External | Kind::ExternalFloor);
+            let root = if external { o.account_tree } else { root_pid(v) };
+            if external && root.is_some() {
+                // What the previous variant left running ends first.
+                thread::sleep(Duration::from_millis(500));
+            }
             let c0 = root.map(cpu);
             run(
                 "latency",
@@ -991,6 +1005,10 @@ fn run(o: &Opts, d: Dests, vars: Vec<Variant>, dir: std::path::PathBuf) {
         (
             "conn/s 32, accept-yes unit / trivial accept-yes unit (>= 0.67)",
             r("conn/s, 32 clients", "unit-accept-yes", "unit-floor"),
+        ),
+        (
+            "CPU per conn, accept-yes unit / trivial accept-yes unit (no target)",
+            r("CPU µs per conn", "unit-accept-yes", "unit-floor"),
         ),
         (
             "p50, accept-no unit / --listen (<= 1.20)",
