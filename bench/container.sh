@@ -84,10 +84,11 @@ inside "echo 'permit 127.0.0.0/8' > /etc/socks4d.conf"
 # The shipped Accept=yes pair, with --ident off.
 inside "mkdir -p /etc/systemd/system/socks4d@.service.d && printf '[Service]\nExecStart=\nExecStart=/usr/sbin/socks4d --ident off\n' > /etc/systemd/system/socks4d@.service.d/bench.conf"
 
-# The shipped Accept=no pair, copied to port 1081 with --ident off.
+# The shipped Accept=no pair, copied to port 1081 with --ident off and, as
+# every bench client comes from one address, --max-per-source 1000.
 inside "sed -e 's/socks4d-listen\.socket/bench-accept-no.socket/g' -e 's/^ListenStream=1080/ListenStream=127.0.0.1:1081/' \
 		-e '/^Conflicts=/d' /lib/systemd/system/socks4d-listen.socket > /etc/systemd/system/bench-accept-no.socket &&
-	sed -e 's/socks4d-listen\.socket/bench-accept-no.socket/g' -e 's|^ExecStart=/usr/sbin/socks4d|ExecStart=/usr/sbin/socks4d --ident off|' \
+	sed -e 's/socks4d-listen\.socket/bench-accept-no.socket/g' -e 's|^ExecStart=/usr/sbin/socks4d|ExecStart=/usr/sbin/socks4d --ident off --max-per-source 1000|' \
 		/lib/systemd/system/socks4d-listen.service > /etc/systemd/system/bench-accept-no.service"
 
 # The trivial Accept=yes unit.
@@ -111,7 +112,7 @@ inside "echo '$line --ident off' > /etc/inetd.conf"
 inside "systemctl daemon-reload && systemctl restart inetd.service &&
 	systemctl start socks4d.socket bench-accept-no.socket bench-floor.socket &&
 	{ [ -z '$extra' ] || systemctl start bench-old.socket; } &&
-	systemd-run -q --unit=bench-listen /usr/sbin/socks4d --listen 127.0.0.1:1083 --ident off"
+	systemd-run -q --unit=bench-listen /usr/sbin/socks4d --listen 127.0.0.1:1083 --ident off --max-per-source 1000"
 
 if [ -n "${BENCH_UNIT_SETTINGS:-}" ]; then
 	# unit NAME SED-SCRIPT: the shipped pair, the service edited, on a port

@@ -696,7 +696,14 @@ fn local_variants(o: &Opts, dir: &std::path::Path, vars: &mut Vec<Variant>) {
     for (inetd, listen, bin) in builds.into_iter().flatten() {
         vars.extend(up(activate(inetd, Kind::Inetd, bin, &o.extra), inetd));
         let laddr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut listen_args = vec!["--listen".to_string(), laddr.to_string()];
+        // Every bench client comes from 127.0.0.1: no per-source limit
+        // below the 32 concurrent clients (and the children still ending).
+        let mut listen_args = vec![
+            "--listen".to_string(),
+            laddr.to_string(),
+            "--max-per-source".to_string(),
+            "1000".to_string(),
+        ];
         listen_args.extend(o.extra.iter().cloned());
         vars.extend(up(
             spawn(listen, Kind::Listen, Command::new(bin).args(&listen_args), laddr),
