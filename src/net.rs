@@ -370,115 +370,118 @@ mod tests {
         assert!(addrs.iter().all(|a| a.ip().is_loopback() && a.port() == 80));
     }
 
-    /// libfaketime, which makes a process see a wall clock of a file's
-    /// choosing (package faketime); the multi-threaded build.
-    const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+    /// Not in the static build: libfaketime is preloaded by the dynamic
+    /// loader, which a static binary does not have.
+    #[cfg(not(target_env = "musl"))]
+    mod clock_steps {
+        use super::*;
 
-    /// Clock steps: the wall clock of this test's own child process jumps
-    /// three hours forward, then back, while it waits on a deadline and
-    /// while a relay sits idle. Both end on time, as they must when they
-    /// run on the monotonic clock; on the wall clock the first would end at
-    /// once and the second hang for hours. The child is this test binary
-    /// again, under libfaketime (LD_PRELOAD), which fakes CLOCK_REALTIME
-    /// only (DONT_FAKE_MONOTONIC).
-    #[test]
-    #[cfg_attr(
-        target_env = "musl",
-        ignore = "libfaketime is preloaded by the dynamic loader, which a static binary does not have"
-    )]
-    fn deadlines_and_the_idle_timer_hold_across_wall_clock_steps() {
-        if let Some(file) = std::env::var_os("SOCKS4D_CLOCK_STEP_FILE") {
-            return clock_step_child(std::path::Path::new(&file));
-        }
-        if !std::path::Path::new(FAKETIME).exists() {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "{FAKETIME} missing; .ci/run should install faketime"
+        /// libfaketime, which makes a process see a wall clock of a file's
+        /// choosing (package faketime); the multi-threaded build.
+        const FAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+        /// Clock steps: the wall clock of this test's own child process jumps
+        /// three hours forward, then back, while it waits on a deadline and
+        /// while a relay sits idle. Both end on time, as they must when they
+        /// run on the monotonic clock; on the wall clock the first would end at
+        /// once and the second hang for hours. The child is this test binary
+        /// again, under libfaketime (LD_PRELOAD), which fakes CLOCK_REALTIME
+        /// only (DONT_FAKE_MONOTONIC).
+        #[test]
+        fn deadlines_and_the_idle_timer_hold_across_wall_clock_steps() {
+            if let Some(file) = std::env::var_os("SOCKS4D_CLOCK_STEP_FILE") {
+                return clock_step_child(std::path::Path::new(&file));
+            }
+            if !std::path::Path::new(FAKETIME).exists() {
+                assert_ne!(
+                    std::env::var("CI").as_deref(),
+                    Ok("true"),
+                    "{FAKETIME} missing; .ci/run should install faketime"
+                );
+                eprintln!("SKIPPED: {FAKETIME} missing (package faketime)");
+                return;
+            }
+            let file = std::env::temp_dir().join(format!("socks4d-clock-{}", std::process::id()));
+            std::fs::write(&file, "+0\n").unwrap();
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "net::tests::clock_steps::deadlines_and_the_idle_timer_hold_across_wall_clock_steps",
+                    "--exact",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("SOCKS4D_CLOCK_STEP_FILE", &file)
+                .env("LD_PRELOAD", FAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", &file)
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("DONT_FAKE_MONOTONIC", "1")
+                .output()
+                .unwrap();
+            let _ = std::fs::remove_file(&file);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{text}");
+            assert!(
+                text.contains("stepped forward and back"),
+                "the child did not run:\n{text}"
             );
-            eprintln!("SKIPPED: {FAKETIME} missing (package faketime)");
-            return;
         }
-        let file = std::env::temp_dir().join(format!("socks4d-clock-{}", std::process::id()));
-        std::fs::write(&file, "+0\n").unwrap();
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "net::tests::deadlines_and_the_idle_timer_hold_across_wall_clock_steps",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("SOCKS4D_CLOCK_STEP_FILE", &file)
-            .env("LD_PRELOAD", FAKETIME)
-            .env("FAKETIME_TIMESTAMP_FILE", &file)
-            .env("FAKETIME_NO_CACHE", "1")
-            .env("DONT_FAKE_MONOTONIC", "1")
-            .output()
-            .unwrap();
-        let _ = std::fs::remove_file(&file);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{text}");
-        assert!(
-            text.contains("stepped forward and back"),
-            "the child did not run:\n{text}"
-        );
-    }
 
-    /// Steps the wall clock by writing `file` after `after`.
-    fn step_later(file: &std::path::Path, after: Duration, offset: &'static str) -> std::thread::JoinHandle<()> {
-        let file = file.to_path_buf();
-        std::thread::spawn(move || {
-            std::thread::sleep(after);
-            std::fs::write(file, format!("{offset}\n")).unwrap();
-        })
-    }
+        /// Steps the wall clock by writing `file` after `after`.
+        fn step_later(file: &std::path::Path, after: Duration, offset: &'static str) -> std::thread::JoinHandle<()> {
+            let file = file.to_path_buf();
+            std::thread::spawn(move || {
+                std::thread::sleep(after);
+                std::fs::write(file, format!("{offset}\n")).unwrap();
+            })
+        }
 
-    fn clock_step_child(file: &std::path::Path) {
-        use std::time::SystemTime;
-        let wall = |since: SystemTime| {
-            SystemTime::now()
-                .duration_since(since)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or_else(|e| -e.duration().as_secs_f64())
-        };
-        let limit = Duration::from_secs(2);
-        let on_time = |d: Duration| d >= limit - Duration::from_millis(50) && d < limit * 3;
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        fn clock_step_child(file: &std::path::Path) {
+            use std::time::SystemTime;
+            let wall = |since: SystemTime| {
+                SystemTime::now()
+                    .duration_since(since)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or_else(|e| -e.duration().as_secs_f64())
+            };
+            let limit = Duration::from_secs(2);
+            let on_time = |d: Duration| d >= limit - Duration::from_millis(50) && d < limit * 3;
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
 
-        // A deadline, the wall clock stepping 3 h forward meanwhile.
-        let c = connect(l.local_addr().unwrap(), None, Deadline::after(Duration::from_secs(5))).unwrap();
-        let (t, w) = (Instant::now(), SystemTime::now());
-        let step = step_later(file, Duration::from_millis(500), "+3h");
-        let err = read_some(&c, &mut [0; 8], Deadline::after(limit), "read").unwrap_err();
-        step.join().unwrap();
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
-        assert!(on_time(t.elapsed()), "deadline after a forward step: {:?}", t.elapsed());
-        assert!(
-            wall(w) > 3.0 * 3600.0 - 60.0,
-            "the wall clock did not step: {}",
-            wall(w)
-        );
+            // A deadline, the wall clock stepping 3 h forward meanwhile.
+            let c = connect(l.local_addr().unwrap(), None, Deadline::after(Duration::from_secs(5))).unwrap();
+            let (t, w) = (Instant::now(), SystemTime::now());
+            let step = step_later(file, Duration::from_millis(500), "+3h");
+            let err = read_some(&c, &mut [0; 8], Deadline::after(limit), "read").unwrap_err();
+            step.join().unwrap();
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+            assert!(on_time(t.elapsed()), "deadline after a forward step: {:?}", t.elapsed());
+            assert!(
+                wall(w) > 3.0 * 3600.0 - 60.0,
+                "the wall clock did not step: {}",
+                wall(w)
+            );
 
-        // An idle relay, the wall clock stepping back 3 h meanwhile.
-        let (a, _a_peer) = (c, l.accept().unwrap());
-        let b = connect(l.local_addr().unwrap(), None, Deadline::after(Duration::from_secs(5))).unwrap();
-        let _b_peer = l.accept().unwrap();
-        let (t, w) = (Instant::now(), SystemTime::now());
-        let step = step_later(file, Duration::from_millis(500), "+0");
-        let summary = crate::relay::run_with(crate::relay::Mode::Copy, a, b, &[], Some(limit));
-        step.join().unwrap();
-        assert_eq!(summary.end, crate::relay::End::IdleTimeout);
-        assert!(
-            on_time(t.elapsed()),
-            "idle timer after a backward step: {:?}",
-            t.elapsed()
-        );
-        assert!(
-            wall(w) < -3.0 * 3600.0 + 60.0,
-            "the wall clock did not step back: {}",
-            wall(w)
-        );
-        println!("stepped forward and back");
+            // An idle relay, the wall clock stepping back 3 h meanwhile.
+            let (a, _a_peer) = (c, l.accept().unwrap());
+            let b = connect(l.local_addr().unwrap(), None, Deadline::after(Duration::from_secs(5))).unwrap();
+            let _b_peer = l.accept().unwrap();
+            let (t, w) = (Instant::now(), SystemTime::now());
+            let step = step_later(file, Duration::from_millis(500), "+0");
+            let summary = crate::relay::run_with(crate::relay::Mode::Copy, a, b, &[], Some(limit));
+            step.join().unwrap();
+            assert_eq!(summary.end, crate::relay::End::IdleTimeout);
+            assert!(
+                on_time(t.elapsed()),
+                "idle timer after a backward step: {:?}",
+                t.elapsed()
+            );
+            assert!(
+                wall(w) < -3.0 * 3600.0 + 60.0,
+                "the wall clock did not step back: {}",
+                wall(w)
+            );
+            println!("stepped forward and back");
+        }
     }
 
     #[test]
