@@ -29,11 +29,11 @@ use std::time::{Duration, Instant};
 use common::{checksum, connect_req, payload};
 use container::Container;
 
-/// The binary the package holds. `None`: cargo-deb's `target/release/socks4d`,
-/// the glibc release build; `Some(triple)`, e.g.
-/// `Some("x86_64-unknown-linux-musl")`: that target's release build, as
-/// `cargo deb --target TRIPLE` makes it (README, Install, names the same).
-const DEB_TARGET: Option<&str> = None;
+/// The binary the package holds: the static build (README, "Which
+/// build"), as `cargo deb --target TRIPLE` makes it (README, Install,
+/// names the same); `None` would be cargo-deb's `target/release/socks4d`,
+/// the glibc build.
+const DEB_TARGET: Option<&str> = Some("x86_64-unknown-linux-musl");
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The units' port, in the container.
