@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::PollFlags;
@@ -21,6 +21,7 @@ use nix::sys::socket::{self, MsgFlags};
 use syslog::{Facility, Formatter3164, LogFormat, Severity};
 
 use crate::net::{self, Deadline};
+use crate::request::Command;
 
 /// At most this many bytes of a wire-supplied value reach the log.
 pub const MAX_LOGGED_VALUE_LEN: usize = 256;
@@ -442,6 +443,108 @@ pub fn addr(a: SocketAddr) -> String {
             None => a.to_string(),
         },
         SocketAddr::V4(_) => a.to_string(),
+    }
+}
+
+/// What the audit lines say about a connection, filled in as the exchange
+/// goes.
+#[derive(Debug)]
+pub struct Record {
+    /// When the connection was taken.
+    pub started: Instant,
+    pub client: Option<SocketAddr>,
+    /// The load balancer the connection came through (`--proxy-protocol`).
+    pub via: Option<SocketAddr>,
+    /// The local address the destination connection left from (port 0
+    /// when it failed), or BIND's listening address.
+    pub src: Option<SocketAddr>,
+    pub command: Option<Command>,
+    pub user: Option<Vec<u8>>,
+    /// The destination: the address connected to, or the one requested.
+    pub dst: Option<SocketAddr>,
+    /// The SOCKS4a hostname, as sent.
+    pub host: Option<Vec<u8>>,
+    /// The rule that decided.
+    pub rule: Option<String>,
+    /// The ident outcome: `off`, `ok`, `unreachable: ...`, `error: ...`,
+    /// `mismatch: ...`.
+    pub ident: Option<String>,
+    pub ident_user: Option<Vec<u8>>,
+    /// BIND: the listening address sent in the first reply.
+    pub bind: Option<SocketAddr>,
+    /// BIND: the address(es) the inbound connection must come from.
+    pub expect: Option<String>,
+}
+
+impl Record {
+    /// The record of a connection from `client`, taken now.
+    pub fn new(client: SocketAddr) -> Record {
+        Record {
+            started: Instant::now(),
+            client: Some(client),
+            via: None,
+            src: None,
+            command: None,
+            user: None,
+            dst: None,
+            host: None,
+            rule: None,
+            ident: None,
+            ident_user: None,
+            bind: None,
+            expect: None,
+        }
+    }
+
+    /// The decision line: who asked for what, and the answer.
+    pub fn decision_line(&self, reply: Option<u8>, reason: &str, detail: Option<&str>) -> Line {
+        Line::new("decision")
+            .opt("client", self.client.map(addr))
+            .opt_quoted("user", self.user.as_deref())
+            .opt("cmd", self.command.map(Command::name))
+            .opt("dst", self.dst.map(addr))
+            .opt_quoted("host", self.host.as_deref())
+            .opt("rule", self.rule.as_deref())
+            .opt_quoted("ident", self.ident.as_deref().map(str::as_bytes))
+            .opt_quoted("ident_user", self.ident_user.as_deref())
+            .opt("reply", reply.map(|c| format!("{c:02x}")))
+            .field("reason", reason)
+            .opt_quoted("detail", detail.map(str::as_bytes))
+            .opt("bind", self.bind.map(addr))
+            .opt("expect", self.expect.as_deref())
+            .opt("src", self.src.map(addr))
+            .opt("via", self.via.map(addr))
+    }
+
+    /// BIND's second line: who called back, and the second reply.
+    pub fn accept_line(&self, peer: Option<SocketAddr>, reply: Option<u8>, reason: &str, detail: Option<&str>) -> Line {
+        Line::new("accept")
+            .opt("client", self.client.map(addr))
+            .opt("bind", self.bind.map(addr))
+            .opt("expect", self.expect.as_deref())
+            .opt("peer", peer.map(addr))
+            .opt("reply", reply.map(|c| format!("{c:02x}")))
+            .field("reason", reason)
+            .opt_quoted("detail", detail.map(str::as_bytes))
+            .opt("via", self.via.map(addr))
+    }
+
+    /// The end line: bytes each way, time since the start, what ended
+    /// it, and how the relay moved bytes (`relay`, `None` when there was
+    /// no relay).
+    pub fn end_line(&self, up: u64, down: u64, end: &str, relay: Option<&str>, detail: Option<&str>) -> Line {
+        Line::new("end")
+            .opt("client", self.client.map(addr))
+            .opt("cmd", self.command.map(Command::name))
+            .opt("dst", self.dst.map(addr))
+            .field("up", up)
+            .field("down", down)
+            .field("secs", format!("{:.3}", self.started.elapsed().as_secs_f64()))
+            .field("end", end)
+            .opt("relay", relay)
+            .opt_quoted("detail", detail.map(str::as_bytes))
+            .opt("src", self.src.map(addr))
+            .opt("via", self.via.map(addr))
     }
 }
 

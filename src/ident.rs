@@ -9,7 +9,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 
-use crate::net::{self, Deadline};
+use crate::net::{self, Deadline, Parse, Unread};
 
 /// When to ask the client host's identd, and what its answer decides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,15 +85,15 @@ pub fn query_line(client_port: u16, our_port: u16) -> String {
     format!("{client_port} , {our_port}\r\n")
 }
 
-/// Parses everything received so far. `Ok(None)`: no CR LF yet and still
-/// within the cap, so more may come.
-pub fn parse(buf: &[u8], client_port: u16, our_port: u16) -> Result<Option<Reply>, Invalid> {
+/// Parses everything received so far: incomplete while there is no CR LF
+/// yet and the cap is not reached, so more may come.
+pub fn parse(buf: &[u8], client_port: u16, our_port: u16) -> Result<Parse<Reply>, Invalid> {
     let end = buf.iter().position(|&b| b == b'\n' || b == b'\r' || b == 0);
     let Some(end) = end else {
         return if buf.len() >= MAX_REPLY_LEN {
             Err(Invalid::TooLong)
         } else {
-            Ok(None)
+            Ok(Parse::Incomplete)
         };
     };
     if end + 2 > MAX_REPLY_LEN {
@@ -102,11 +102,11 @@ pub fn parse(buf: &[u8], client_port: u16, our_port: u16) -> Result<Option<Reply
     match (buf[end], buf.get(end + 1)) {
         (0, _) => return Err(Invalid::Nul),
         (b'\n', _) => return Err(Invalid::BareNewline),
-        (b'\r', None) => return Ok(None),
+        (b'\r', None) => return Ok(Parse::Incomplete),
         (b'\r', Some(b'\n')) => {}
         _ => return Err(Invalid::BareNewline),
     }
-    parse_line(&buf[..end], client_port, our_port).map(Some)
+    parse_line(&buf[..end], client_port, our_port).map(|reply| Parse::Complete(reply, end + 2))
 }
 
 /// Parses one line without its CR LF.
@@ -246,26 +246,16 @@ pub fn query(sources: &[IpAddr], client: SocketAddr, our_port: u16, deadline: De
 }
 
 fn exchange(stream: TcpStream, client: SocketAddr, our_port: u16, deadline: Deadline) -> Result<Reply, String> {
-    let io_err = |e: io::Error| e.to_string();
     let q = query_line(client.port(), our_port);
-    net::write_all(&stream, q.as_bytes(), deadline, "ident query").map_err(io_err)?;
+    net::write_all(&stream, q.as_bytes(), deadline, "ident query").map_err(|e| e.to_string())?;
     let mut buf = [0u8; MAX_REPLY_LEN];
-    let mut len = 0;
-    loop {
-        match parse(&buf[..len], client.port(), our_port) {
-            Ok(Some(reply)) => return Ok(reply),
-            Ok(None) => {}
-            Err(invalid) => return Err(format!("bad reply: {invalid}")),
-        }
-        let n = net::read_some(&stream, &mut buf[len..], deadline, "ident reply").map_err(io_err)?;
-        if n == 0 {
-            return Err(if len == 0 {
-                "closed without a reply".into()
-            } else {
-                "bad reply: line not ended by CR LF".into()
-            });
-        }
-        len += n;
+    let parse = |b: &[u8]| parse(b, client.port(), our_port);
+    match net::read_message(&stream, &mut buf, 0, deadline, "ident reply", parse) {
+        Ok((reply, _, _)) => Ok(reply),
+        Err(Unread::Invalid(invalid, _)) => Err(format!("bad reply: {invalid}")),
+        Err(Unread::Closed(0)) => Err("closed without a reply".into()),
+        Err(Unread::Closed(_)) => Err("bad reply: line not ended by CR LF".into()),
+        Err(Unread::Io(e)) => Err(e.to_string()),
     }
 }
 
@@ -274,7 +264,10 @@ mod tests {
     use super::*;
 
     fn p(s: &[u8]) -> Result<Option<Reply>, Invalid> {
-        parse(s, 5555, 1080)
+        parse(s, 5555, 1080).map(|p| match p {
+            Parse::Complete(reply, _) => Some(reply),
+            Parse::Incomplete => None,
+        })
     }
 
     fn user(s: &[u8]) -> Vec<u8> {

@@ -2,43 +2,30 @@
 //! socket unit with `Accept=yes`), or fd 0 (inetd `nowait`, xinetd,
 //! `StandardInput=socket`). Or, when what was passed is a listening socket
 //! (a socket unit with `Accept=no`, inetd `wait`), the listening sockets,
-//! which [`crate::listen`] then serves as `--listen` does.
-//!
-//! Then, once the handler holds its connection and has confined itself,
-//! [`arrive`] says who the client is: the TCP peer, or, when that peer is
-//! a load balancer trusted with `--proxy-protocol`, the client its PROXY
-//! header names. The session sees one client either way.
+//! which [`crate::listen`] then serves as `--listen` does. Who the client
+//! is, a PROXY header included, is the session's to find out.
 
 use std::fs::OpenOptions;
-use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::time::Instant;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{getsockopt, sockopt, SockType};
 use nix::sys::stat::{fstat, SFlag};
 
-use crate::audit::{self, Line, Log};
-use crate::config::Config;
-use crate::net::{self, Deadline};
-use crate::outcome::Refusal;
-use crate::proxy::{self, Header, Parse};
-use crate::session::Record;
-
-/// A connected client socket and its two addresses.
-pub struct Client {
+/// An accepted connection and its two addresses, as the socket API gives
+/// them.
+pub struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    /// fd 2 was the client socket (plain inetd), so stderr may not be used
-    /// for logging.
-    pub stderr_was_client: bool,
 }
 
 /// What was found at start-up.
 pub enum Found {
-    Client(Client),
+    /// One connection. The flag says whether fd 2 was the client socket
+    /// too (plain inetd), so that stderr may not be used for logging.
+    Client(Conn, bool),
     /// Listening sockets, to accept connections from. The flag says
     /// whether stderr may carry log lines (it is not a passed socket).
     Listeners(Vec<TcpListener>, bool),
@@ -155,12 +142,7 @@ fn check(fd: OwnedFd, what: &str) -> Found {
         (Err(e), _) | (_, Err(e)) => return fail(format!("{what} is not a connected TCP socket: {e}")),
     };
     quiet_std_fds(&stream);
-    Found::Client(Client {
-        stream,
-        peer,
-        local,
-        stderr_was_client,
-    })
+    Found::Client(Conn { stream, peer, local }, stderr_was_client)
 }
 
 /// inetd may put the socket on fds 1 and 2 too. Point them at /dev/null
@@ -186,109 +168,5 @@ fn same_file(a: &impl AsFd, b: i32) -> bool {
     match (fstat(a.as_fd()), fstat(b)) {
         (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
         _ => false,
-    }
-}
-
-/// A client connection as the session sees it.
-#[derive(Debug)]
-pub struct Arrival {
-    /// Non-blocking.
-    pub stream: TcpStream,
-    /// The client: the TCP peer, or the source a trusted balancer's PROXY
-    /// header names.
-    pub client: SocketAddr,
-    /// The address and port the client connected to: this host's end of
-    /// the connection, or the header's destination (on the balancer).
-    pub local: SocketAddr,
-    /// This host's end of the TCP connection (`local` without a balancer).
-    pub own: SocketAddr,
-    /// The balancer the connection came through, if any.
-    pub via: Option<SocketAddr>,
-    /// Bytes that came after the header: the start of the request.
-    pub early: Vec<u8>,
-    /// The end of the request phase, which the header shares.
-    pub deadline: Deadline,
-    pub started: Instant,
-}
-
-/// Takes the connection from `peer` to `local`, which has just been
-/// accepted: makes it non-blocking and, when `peer` is in
-/// `--proxy-protocol`'s networks, reads the PROXY header within the
-/// request timeout and at most [`proxy::MAX_HEADER_LEN`] bytes. `None`
-/// when there is no client to serve: a health check (one `health` line
-/// logged), or a missing, malformed, partial or late header (a decision
-/// line and an end line logged, no reply sent); the connection is closed
-/// then.
-pub fn arrive(stream: TcpStream, peer: SocketAddr, local: SocketAddr, cfg: &Config, log: &Log) -> Option<Arrival> {
-    let started = Instant::now();
-    let deadline = Deadline::after(cfg.request_timeout);
-    let (peer, own) = (net::unmap(peer), net::unmap(local));
-    let trusted = cfg.proxy_protocol.iter().any(|n| n.contains(peer.ip()));
-    let rec = Record {
-        client: (!trusted).then_some(peer),
-        via: trusted.then_some(peer),
-        ..Record::default()
-    };
-    if let Err(e) = stream.set_nonblocking(true) {
-        let why = format!("set non-blocking: {e}");
-        log.error(rec.decision_line(None, "client-error", Some(&why)).as_str());
-        log.info(rec.end_line(0, 0, started, "client-error", None, Some(&why)).as_str());
-        return None;
-    }
-    let (client, local, early) = if !trusted {
-        (peer, own, Vec::new())
-    } else {
-        match read_header(&stream, deadline) {
-            Ok((Header::Proxied { src, dst, .. }, early)) => (net::unmap(src), net::unmap(dst), early),
-            Ok((Header::Local(kind), _)) => {
-                log.info(
-                    Line::new("health")
-                        .field("via", audit::addr(peer))
-                        .field("proxy", kind.keyword())
-                        .as_str(),
-                );
-                return None;
-            }
-            Err(refusal) => {
-                let line = rec.decision_line(None, refusal.reason(), refusal.detail().as_deref());
-                log.warning(line.as_str());
-                log.info(rec.end_line(0, 0, started, "refused", None, None).as_str());
-                return None;
-            }
-        }
-    };
-    Some(Arrival {
-        stream,
-        client,
-        local,
-        own,
-        via: rec.via,
-        early,
-        deadline,
-        started,
-    })
-}
-
-/// Reads until [`proxy::parse`] has a whole header, before `deadline`.
-/// Returns it and the bytes that followed it.
-fn read_header(stream: &TcpStream, deadline: Deadline) -> Result<(Header, Vec<u8>), Refusal> {
-    let mut buf = [0u8; proxy::MAX_HEADER_LEN];
-    let mut len = 0;
-    loop {
-        match proxy::parse(&buf[..len]) {
-            Ok(Parse::Complete(header, used)) => return Ok((header, buf[used..len].to_vec())),
-            Ok(Parse::Incomplete) => {}
-            Err(invalid) => return Err(Refusal::ProxyInvalid(invalid)),
-        }
-        // The parser answers by MAX_HEADER_LEN bytes, so the buffer never
-        // fills while it still says incomplete.
-        let n = net::read_some(stream, &mut buf[len..], deadline, "PROXY header").map_err(|e| match e.kind() {
-            io::ErrorKind::TimedOut => Refusal::ProxyTimeout,
-            _ => Refusal::ClientError(e.to_string()),
-        })?;
-        if n == 0 {
-            return Err(Refusal::ProxyClosed);
-        }
-        len += n;
     }
 }

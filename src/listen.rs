@@ -20,7 +20,7 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::audit::{self, Line, Log};
 use crate::config::Config;
 use crate::confine;
-use crate::intake;
+use crate::intake::Conn;
 use crate::net;
 use crate::policy::Policy;
 use crate::session;
@@ -155,15 +155,8 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, mut policy: Policy, log:
                     drop(reserve);
                     let _ = mask.thread_unblock();
                     log.after_fork();
-                    if !plan.enter().log(log) {
-                        crate::net::turn_away(stream);
-                        std::process::exit(1);
-                    }
                     let local = stream.local_addr().unwrap_or(peer);
-                    if let Some(arrival) = intake::arrive(stream, peer, local, cfg, log) {
-                        session::handle(arrival, cfg, policy, log);
-                    }
-                    std::process::exit(0);
+                    session::serve_one(Conn { stream, peer, local }, cfg, &plan, policy, log);
                 }
                 Ok(ForkResult::Parent { child }) => {
                     children.insert(child, peer);

@@ -81,8 +81,8 @@ fn run(args: Result<Vec<String>, String>) -> u8 {
     }
 
     match intake::find() {
-        Found::Client(c) => {
-            let log = open_log(&cfg, !c.stderr_was_client);
+        Found::Client(conn, stderr_was_client) => {
+            let log = open_log(&cfg, !stderr_was_client);
             if cfg.max_children_given {
                 log.error(
                     "setup error: --max-children and --max-per-source need --listen or a listening \
@@ -91,26 +91,16 @@ fn run(args: Result<Vec<String>, String>) -> u8 {
                 return EXIT_USAGE;
             }
             // Syslog is open and the rules and routes are read; drop root
-            // and confine the process before reading a byte from the
-            // client (a PROXY header included).
+            // (the child then confines itself) before reading a byte from
+            // the client, a PROXY header included.
             let policy = Policy::load(&cfg, &rules::Trust::new(&cfg.user), &log);
             if let Err(e) = privilege::drop_root(&cfg.user) {
                 // Nothing is read as root; the client hears a refusal.
-                socks4d::net::turn_away(c.stream);
+                socks4d::net::turn_away(conn.stream);
                 log.error(&format!("setup error: {e:#}"));
                 return EXIT_SETUP;
             }
-            if !confine::Plan::new(&cfg).enter().log(&log) {
-                socks4d::net::turn_away(c.stream);
-                return EXIT_SETUP;
-            }
-            if let Some(arrival) = intake::arrive(c.stream, c.peer, c.local, &cfg, &log) {
-                session::handle(arrival, &cfg, policy, &log);
-            }
-            // The connection is done and its lines are written. Exit here
-            // without dropping the rules, the configuration and the log:
-            // the kernel frees all of it at once.
-            std::process::exit(0)
+            session::serve_one(conn, &cfg, &confine::Plan::new(&cfg), policy, &log)
         }
         Found::Listeners(listeners, stderr_allowed) => serve_listeners(&cfg, listeners, stderr_allowed),
         Found::SetupError(why, stderr_allowed) => {

@@ -72,6 +72,55 @@ pub fn read_some(stream: &TcpStream, buf: &mut [u8], deadline: Deadline, what: &
     }
 }
 
+/// What an incremental parser makes of the bytes received so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parse<T> {
+    /// A prefix of a message that may still be valid: read more.
+    Incomplete,
+    /// A whole message, and how many bytes of the input it took; any bytes
+    /// after those come next.
+    Complete(T, usize),
+}
+
+/// Why [`read_message`] has no message.
+#[derive(Debug)]
+pub enum Unread<E> {
+    /// The bytes so far cannot begin a valid message; `len` bytes were
+    /// read by then.
+    Invalid(E, usize),
+    /// The peer closed after `len` bytes, before a whole message.
+    Closed(usize),
+    /// Reading failed: the deadline passed (`TimedOut`), a reset...
+    Io(io::Error),
+}
+
+/// Reads from `stream` into `buf`, whose first `have` bytes are there
+/// already, until `parse` has a whole message, before `deadline`. The
+/// parsers answer before `buf` fills: it must be longer than the longest
+/// message they accept. Returns the message, the bytes it took, and all
+/// the bytes read (those after the message follow it in `buf`).
+pub fn read_message<T, E>(
+    stream: &TcpStream,
+    buf: &mut [u8],
+    mut have: usize,
+    deadline: Deadline,
+    what: &str,
+    parse: impl Fn(&[u8]) -> Result<Parse<T>, E>,
+) -> Result<(T, usize, usize), Unread<E>> {
+    loop {
+        match parse(&buf[..have]) {
+            Ok(Parse::Complete(message, used)) => return Ok((message, used, have)),
+            Ok(Parse::Incomplete) => {}
+            Err(invalid) => return Err(Unread::Invalid(invalid, have)),
+        }
+        match read_some(stream, &mut buf[have..], deadline, what) {
+            Ok(0) => return Err(Unread::Closed(have)),
+            Ok(n) => have += n,
+            Err(e) => return Err(Unread::Io(e)),
+        }
+    }
+}
+
 /// Writes all of `buf` before `deadline`.
 pub fn write_all(stream: &TcpStream, mut buf: &[u8], deadline: Deadline, what: &str) -> io::Result<()> {
     while !buf.is_empty() {
@@ -232,29 +281,50 @@ pub fn nofile_note() -> String {
     }
 }
 
-/// What a connection turned away unread may already have sent that is
-/// read and discarded before closing, so that its reply is not lost to a
-/// reset.
-const TURN_AWAY_DRAIN_BYTES: usize = 64 * 1024;
+/// The most a closing connection's input is drained: enough for any
+/// request and what a client pipelines after it.
+const DRAIN_MAX_BYTES: usize = 256 * 1024;
 
 /// Answers a connection that cannot be served at all (no process, no
 /// descriptor, no set-up) with 0x5B, without reading its request and
-/// without waiting, and closes it: FIN after the reply, and what the
-/// client already sent read and discarded first, so that closing sends
-/// no reset.
+/// without waiting, and closes it as [`close_after`] does, with no wait.
 pub fn turn_away(stream: TcpStream) {
-    let fd = stream.as_raw_fd();
-    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
     let reply = crate::request::reply(crate::request::REPLY_REJECTED, 0, std::net::Ipv4Addr::UNSPECIFIED);
-    let _ = socket::send(fd, &reply, flags);
+    let _ = socket::send(
+        stream.as_raw_fd(),
+        &reply,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    );
+    close_after(&stream, Duration::ZERO);
+}
+
+/// Lets what was just sent reach the peer before the socket is closed.
+/// Closing a socket that still holds unread input sends a reset, and a
+/// reset can make the peer's kernel drop what it has not read yet. So
+/// this sends FIN, then reads and discards what the peer still sends,
+/// until it closes, `linger` has passed (zero: only what is there already)
+/// or [`DRAIN_MAX_BYTES`] have come.
+pub fn close_after(stream: &TcpStream, linger: Duration) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Deadline::after(linger);
     let mut buf = [0u8; 4096];
     let mut drained = 0;
-    while drained < TURN_AWAY_DRAIN_BYTES {
-        match socket::recv(fd, &mut buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(n) if n > 0 => drained += n,
-            _ => break,
+    while drained < DRAIN_MAX_BYTES {
+        let n = match socket::recv(stream.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+            Ok(n) => n,
+            Err(Errno::EAGAIN) if !linger.is_zero() => {
+                match wait(stream.as_fd(), PollFlags::POLLIN, deadline, "drain") {
+                    Ok(_) => continue,
+                    Err(_) => break,
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        };
+        if n == 0 {
+            break;
         }
+        drained += n;
     }
 }
 

@@ -78,14 +78,9 @@ impl Local {
     }
 }
 
-/// What [`parse`] made of the bytes so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Parse {
-    /// A prefix of a header that may still be valid: read more.
-    Incomplete,
-    /// A whole header, which took this many bytes.
-    Complete(Header, usize),
-}
+/// What [`parse`] made of the bytes so far: a whole header and the bytes
+/// it took, or a prefix of one that may still be valid.
+pub type Parse = crate::net::Parse<Header>;
 
 /// Why the bytes are not an acceptable header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

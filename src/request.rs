@@ -144,15 +144,10 @@ impl Invalid {
     }
 }
 
-/// The parser's answer for the bytes received so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Parse {
-    /// More bytes are needed; nothing seen so far is wrong.
-    Incomplete,
-    /// A whole request, and how many bytes of the input it used. Any bytes
-    /// after those belong to the relay.
-    Complete(Request, usize),
-}
+/// The parser's answer for the bytes received so far: a whole request
+/// and the bytes it took (any after those belong to the relay), or
+/// incomplete (nothing seen so far is wrong).
+pub type Parse = crate::net::Parse<Request>;
 
 /// Parses everything received so far. Call again with the longer buffer when
 /// the answer is [`Parse::Incomplete`]. Errors are reported as early as the

@@ -1,130 +1,259 @@
-//! One connection, top to bottom: request → rules → ident → connect →
-//! decision line → reply → relay → end line. Every path writes a decision
-//! line and an end line, and nothing is relayed unless its decision line
-//! was written: a logger that takes no line within the log timeout turns
-//! a grant into a refusal. The connection comes from
-//! [`crate::intake::arrive`], which has already said who the client is.
+//! One connection, from its first byte to its exit, read top to bottom
+//! in [`connection`]: who the client is (a trusted balancer's PROXY
+//! header) → the request → the rules → ident → connect or bind → the
+//! decision line → the reply → the relay. Every path ends in an
+//! [`Outcome`], and [`finish`] writes its last lines once: nothing is
+//! relayed unless its decision line was written (a logger that takes no
+//! line within the log timeout turns a grant into a refusal), and every
+//! connection has an end line.
+//!
+//! [`serve_one`] is the child's whole life in every start mode: inetd and
+//! socket units (one connection passed in) and `--listen` (one forked
+//! child per connection).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::audit::{self, Level, Line, Log};
+use crate::audit::{self, Level, Line, Log, Record};
 use crate::bind::{self, Inbound};
 use crate::config::Config;
+use crate::confine;
 use crate::dest::{self, Unusable};
 use crate::ident::{self, Answer, Mode};
-use crate::intake::Arrival;
-use crate::net::{self, ConnectError, Deadline};
+use crate::intake::Conn;
+use crate::net::{self, ConnectError, Deadline, Unread};
 use crate::outcome::Refusal;
 use crate::policy::Policy;
+use crate::proxy::{self, Header};
 use crate::relay;
-use crate::request::{self, Command, Foreign, Invalid, Parse, Request, REPLY_GRANTED, REPLY_REJECTED};
+use crate::request::{self, Command, Foreign, Invalid, Request, REPLY_GRANTED, REPLY_REJECTED};
 use crate::route::{Route, Routes};
 use crate::rules::command::{Commands, Origin};
 use crate::rules::{self, Decision, Facts, Hook, Outlook, Partial, Rules, Subst};
 
-/// Reading buffer for the request. Larger than the longest valid request,
-/// so the parser always answers before the buffer fills.
+/// Reading buffer for the PROXY header and the request. Larger than the
+/// longest valid request, so the parser always answers before the buffer
+/// fills, and what followed a PROXY header always fits.
 const REQUEST_BUFFER_LEN: usize = 1024;
 const _: () = assert!(REQUEST_BUFFER_LEN > request::MAX_REQUEST_LEN);
-// What followed a PROXY header always fits.
-const _: () = assert!(REQUEST_BUFFER_LEN >= crate::proxy::MAX_HEADER_LEN);
-/// After a refusal, how long and how much client input is drained before
-/// closing.
+const _: () = assert!(REQUEST_BUFFER_LEN >= proxy::MAX_HEADER_LEN);
+/// After a refusal, how long client input is drained before closing.
 const LINGER_TIME: Duration = Duration::from_secs(1);
-const LINGER_MAX_BYTES: usize = 256 * 1024;
 /// How long the 8-byte reply may take to be written.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// BIND: how many callers that are not the application server get a line
 /// each; the rest are turned away unlogged.
 const MAX_STRANGER_LINES: u32 = 10;
 
-/// What the audit lines say about a connection, filled in as the exchange
-/// goes.
-#[derive(Debug, Default)]
-pub struct Record {
-    pub client: Option<SocketAddr>,
-    /// The load balancer the connection came through (`--proxy-protocol`).
-    pub via: Option<SocketAddr>,
-    /// The local address the destination connection left from (port 0
-    /// when it failed), or BIND's listening address.
-    pub src: Option<SocketAddr>,
-    pub command: Option<Command>,
-    pub user: Option<Vec<u8>>,
-    /// The destination: the address connected to, or the one requested.
-    pub dst: Option<SocketAddr>,
-    /// The SOCKS4a hostname, as sent.
-    pub host: Option<Vec<u8>>,
-    /// The rule that decided.
-    pub rule: Option<String>,
-    /// The ident outcome: `off`, `ok`, `unreachable: ...`, `error: ...`,
-    /// `mismatch: ...`.
-    pub ident: Option<String>,
-    pub ident_user: Option<Vec<u8>>,
-    /// BIND: the listening address sent in the first reply.
-    pub bind: Option<SocketAddr>,
-    /// BIND: the address(es) the inbound connection must come from.
-    pub expect: Option<String>,
+/// The child's life for connection `conn`, in every start mode: it
+/// confines itself, runs the exchange and its relay, waits for the rules'
+/// commands, and exits. A confinement that the host is too short of
+/// resources to apply turns the connection away (exit status 1).
+pub fn serve_one(conn: Conn, cfg: &Config, plan: &confine::Plan, policy: Policy, log: &Log) -> ! {
+    if !plan.enter().log(log) {
+        net::turn_away(conn.stream);
+        std::process::exit(1);
+    }
+    handle(conn, cfg, policy, log);
+    // The lines are written. Exit without dropping the configuration and
+    // the log: the kernel frees all of it at once.
+    std::process::exit(0)
 }
 
-impl Record {
-    /// The decision line: who asked for what, and the answer.
-    pub fn decision_line(&self, reply: Option<u8>, reason: &str, detail: Option<&str>) -> Line {
-        Line::new("decision")
-            .opt("client", self.client.map(audit::addr))
-            .opt_quoted("user", self.user.as_deref())
-            .opt("cmd", self.command.map(Command::name))
-            .opt("dst", self.dst.map(audit::addr))
-            .opt_quoted("host", self.host.as_deref())
-            .opt("rule", self.rule.as_deref())
-            .opt_quoted("ident", self.ident.as_deref().map(str::as_bytes))
-            .opt_quoted("ident_user", self.ident_user.as_deref())
-            .opt("reply", reply.map(|c| format!("{c:02x}")))
-            .field("reason", reason)
-            .opt_quoted("detail", detail.map(str::as_bytes))
-            .opt("bind", self.bind.map(audit::addr))
-            .opt("expect", self.expect.as_deref())
-            .opt("src", self.src.map(audit::addr))
-            .opt("via", self.via.map(audit::addr))
-    }
+/// Runs one SOCKS4 exchange on `conn` and relays until both sides are
+/// done, writing the audit lines to `log`. Returns once the rules'
+/// commands have ended too, or have been killed at `--command-timeout`;
+/// the client socket is closed before that.
+pub fn handle(conn: Conn, cfg: &Config, policy: Policy, log: &Log) {
+    // The commands never delay the exchange, but they count as part of
+    // this handler: under --listen it holds its --max-children slot, and
+    // under a socket unit its instance, until they are done.
+    std::thread::scope(|scope| {
+        let commands = Commands::new(scope, cfg.command_timeout, log);
+        let mut rec = Record::new(net::unmap(conn.peer));
+        let outcome = connection(conn, cfg, policy, &mut rec, &commands, log);
+        finish(&rec, outcome, log);
+    });
+}
 
-    /// BIND's second line: who called back, and the second reply.
-    pub fn accept_line(&self, peer: Option<SocketAddr>, reply: Option<u8>, reason: &str, detail: Option<&str>) -> Line {
-        Line::new("accept")
-            .opt("client", self.client.map(audit::addr))
-            .opt("bind", self.bind.map(audit::addr))
-            .opt("expect", self.expect.as_deref())
-            .opt("peer", peer.map(audit::addr))
-            .opt("reply", reply.map(|c| format!("{c:02x}")))
-            .field("reason", reason)
-            .opt_quoted("detail", detail.map(str::as_bytes))
-            .opt("via", self.via.map(audit::addr))
-    }
+/// How a connection ended, for its last lines.
+enum Outcome {
+    /// A trusted balancer's health check: no client behind it.
+    Health(proxy::Local),
+    /// Refused before any grant.
+    Refused(Refusal),
+    /// Granted, and its decision line written, but the reply could not be
+    /// sent: the client went away.
+    ClientLost(io::Error),
+    /// BIND's wait for the application server ended without a relay.
+    Unanswered(Unanswered),
+    /// The relay ended.
+    Relayed(relay::Summary),
+}
 
-    /// The end line: bytes each way, duration, what ended it, and how the
-    /// relay moved bytes (`relay`, `None` when there was no relay).
-    pub fn end_line(
-        &self,
-        up: u64,
-        down: u64,
-        started: Instant,
-        end: &str,
-        relay: Option<&str>,
-        detail: Option<&str>,
-    ) -> Line {
-        Line::new("end")
-            .opt("client", self.client.map(audit::addr))
-            .opt("cmd", self.command.map(Command::name))
-            .opt("dst", self.dst.map(audit::addr))
-            .field("up", up)
-            .field("down", down)
-            .field("secs", format!("{:.3}", started.elapsed().as_secs_f64()))
-            .field("end", end)
-            .opt("relay", relay)
-            .opt_quoted("detail", detail.map(str::as_bytes))
-            .opt("src", self.src.map(audit::addr))
-            .opt("via", self.via.map(audit::addr))
+/// How BIND's wait ended, when not with a relay.
+enum Unanswered {
+    /// No call within `--connect-timeout`: no second reply, as the
+    /// classic server.
+    Timeout,
+    /// The client closed, failed or sent data while waiting.
+    ClientGone(String),
+    /// The listening socket failed.
+    Failed(String),
+    /// The application server called, but its accept line could not be
+    /// written: the second reply was 91.
+    LogFailed(SocketAddr, String),
+}
+
+/// The connection, top to bottom; returns how it ended.
+fn connection(
+    conn: Conn,
+    cfg: &Config,
+    policy: Policy,
+    rec: &mut Record,
+    commands: &Commands<'_, '_>,
+    log: &Log,
+) -> Outcome {
+    let arrival = match arrive(conn, cfg, rec) {
+        Ok(arrival) => arrival,
+        Err(outcome) => return outcome,
+    };
+    let granted = exchange(&arrival, cfg, &policy, rec, commands);
+    release(policy);
+    let client = arrival.stream;
+    let granted = match granted {
+        Ok(granted) => granted,
+        Err(refusal) => return refuse(&client, refusal),
+    };
+    // The decision line before the client hears: no line, no grant.
+    let line = rec.decision_line(Some(REPLY_GRANTED), "granted", None);
+    if let Err(e) = log.write(Level::Info, line.as_str()) {
+        return refuse(&client, Refusal::LogFailed(format!("decision line: {e}")));
+    }
+    match granted {
+        Granted::Connect { dest, relay } => {
+            if let Err(e) = send_reply(&client, REPLY_GRANTED, dest.local_addr().ok()) {
+                return Outcome::ClientLost(e);
+            }
+            Outcome::Relayed(relay.run(client, dest, cfg.idle_timeout))
+        }
+        Granted::Bind(bound) => answer_call(client, bound, cfg, rec, log),
+    }
+}
+
+/// Writes the lines that `outcome` still owes: the decision line of a
+/// refusal, BIND's accept line, and the end line. The client has heard
+/// already; the log may be slow.
+fn finish(rec: &Record, outcome: Outcome, log: &Log) {
+    let end = match outcome {
+        Outcome::Health(kind) => {
+            let via = rec.via.map_or_else(|| "-".to_string(), audit::addr);
+            log.info(
+                Line::new("health")
+                    .field("via", via)
+                    .field("proxy", kind.keyword())
+                    .as_str(),
+            );
+            return;
+        }
+        Outcome::Refused(r) => {
+            log.warning(rec.decision_line(r.reply(), r.reason(), r.detail().as_deref()).as_str());
+            rec.end_line(0, 0, "refused", None, None)
+        }
+        Outcome::ClientLost(e) => rec.end_line(0, 0, "client-error", None, Some(&format!("reply: {e}"))),
+        Outcome::Unanswered(u) => {
+            let (level, peer, reply, reason, detail, end) = match &u {
+                Unanswered::Timeout => (Level::Warning, None, None, "timeout", None, "bind-timeout"),
+                Unanswered::ClientGone(why) => (Level::Warning, None, None, "client-gone", Some(why), "client-gone"),
+                Unanswered::Failed(why) => (Level::Error, None, None, "bind-error", Some(why), "bind-error"),
+                Unanswered::LogFailed(peer, why) => (
+                    Level::Warning,
+                    Some(*peer),
+                    Some(REPLY_REJECTED),
+                    "log-failed",
+                    Some(why),
+                    "refused",
+                ),
+            };
+            let detail = detail.map(String::as_str);
+            let _ = log.write(level, rec.accept_line(peer, reply, reason, detail).as_str());
+            let end_detail = if end == "refused" { None } else { detail };
+            rec.end_line(0, 0, end, None, end_detail)
+        }
+        Outcome::Relayed(s) => rec.end_line(s.up, s.down, s.end.keyword(), Some(s.via.keyword()), s.end.detail()),
+    };
+    log.info(end.as_str());
+}
+
+/// A connection as the exchange sees it, once who the client is is known.
+struct Arrival {
+    /// Non-blocking.
+    stream: TcpStream,
+    /// The client: the TCP peer, or the source a trusted balancer's PROXY
+    /// header names.
+    client: SocketAddr,
+    /// The address and port the client connected to: this host's end of
+    /// the connection, or the header's destination (on the balancer).
+    local: SocketAddr,
+    /// This host's end of the TCP connection (`local` without a balancer).
+    own: SocketAddr,
+    /// What came after the header: the start of the request.
+    early: Vec<u8>,
+    /// The end of the request phase, which the header shares.
+    deadline: Deadline,
+}
+
+/// Who the client is: the TCP peer, or, when that peer is a load balancer
+/// in `--proxy-protocol`'s networks, the client its PROXY header names,
+/// read within the request timeout. No client to serve (a health check,
+/// or a header that is missing, malformed, partial or late) is an
+/// outcome; no reply is sent then.
+fn arrive(conn: Conn, cfg: &Config, rec: &mut Record) -> Result<Arrival, Outcome> {
+    let deadline = Deadline::after(cfg.request_timeout);
+    let (peer, own) = (net::unmap(conn.peer), net::unmap(conn.local));
+    let trusted = cfg.proxy_protocol.iter().any(|n| n.contains(peer.ip()));
+    if trusted {
+        (rec.client, rec.via) = (None, Some(peer));
+    }
+    let stream = conn.stream;
+    if let Err(e) = stream.set_nonblocking(true) {
+        return Err(Outcome::Refused(Refusal::ClientError(format!("set non-blocking: {e}"))));
+    }
+    if !trusted {
+        return Ok(Arrival {
+            stream,
+            client: peer,
+            local: own,
+            own,
+            early: Vec::new(),
+            deadline,
+        });
+    }
+    let mut buf = [0u8; proxy::MAX_HEADER_LEN];
+    let (header, used, len) =
+        net::read_message(&stream, &mut buf, 0, deadline, "PROXY header", proxy::parse).map_err(|e| {
+            Outcome::Refused(match e {
+                Unread::Invalid(invalid, _) => Refusal::ProxyInvalid(invalid),
+                Unread::Closed(_) => Refusal::ProxyClosed,
+                Unread::Io(e) if e.kind() == io::ErrorKind::TimedOut => Refusal::ProxyTimeout,
+                Unread::Io(e) => Refusal::ClientError(e.to_string()),
+            })
+        })?;
+    match header {
+        Header::Local(kind) => Err(Outcome::Health(kind)),
+        Header::Proxied { src, dst, .. } => {
+            let client = net::unmap(src);
+            rec.client = Some(client);
+            Ok(Arrival {
+                stream,
+                client,
+                local: net::unmap(dst),
+                own,
+                early: buf[used..len].to_vec(),
+                deadline,
+            })
+        }
     }
 }
 
@@ -137,61 +266,15 @@ enum Granted {
         relay: relay::Relay,
     },
     /// Listening for the application server's call.
-    Bind {
-        listener: TcpListener,
-        /// The addresses the call may come from.
-        expect: Vec<IpAddr>,
-        relay: relay::Relay,
-    },
+    Bind(Bound),
 }
 
-/// Runs one SOCKS4 exchange on the connection that `arrival` describes,
-/// and relays until both sides are done. Writes the audit lines to `log`.
-/// Returns once the rules' commands have ended too, or have been killed
-/// at `--command-timeout`; the client socket is closed before that.
-pub fn handle(arrival: Arrival, cfg: &Config, policy: Policy, log: &Log) {
-    // The commands never delay the exchange, but they count as part of
-    // this handler: under --listen it holds its --max-children slot, and
-    // under a socket unit its instance, until they are done.
-    std::thread::scope(|scope| {
-        let commands = Commands::new(scope, cfg.command_timeout, log);
-        serve(arrival, cfg, policy, log, &commands);
-    });
-}
-
-/// [`handle`] up to the end line; `client` is closed when it returns.
-fn serve(arrival: Arrival, cfg: &Config, policy: Policy, log: &Log, commands: &Commands<'_, '_>) {
-    let started = arrival.started;
-    let mut rec = Record {
-        client: Some(arrival.client),
-        via: arrival.via,
-        ..Record::default()
-    };
-    let result = exchange(&arrival, cfg, &policy, &mut rec, commands);
-    release(policy);
-    let client = arrival.stream;
-    match result {
-        Err(refusal) => refuse(&client, &refusal, &rec, started, log),
-        Ok(Granted::Connect { dest, relay }) => {
-            if let Err(e) = log_grant(&rec, log) {
-                return refuse(&client, &e, &rec, started, log);
-            }
-            if let Err(e) = send_reply(&client, REPLY_GRANTED, dest.local_addr().ok()) {
-                return client_lost(&rec, started, e, log);
-            }
-            run_relay(relay, client, dest, cfg, &rec, started, log);
-        }
-        Ok(Granted::Bind {
-            listener,
-            expect,
-            relay,
-        }) => {
-            if let Err(e) = log_grant(&rec, log) {
-                return refuse(&client, &e, &rec, started, log);
-            }
-            answer_call(client, listener, &expect, relay, cfg, &mut rec, started, log)
-        }
-    }
+/// BIND's listening socket, ready for the first reply.
+struct Bound {
+    listener: TcpListener,
+    /// The addresses the call may come from.
+    expect: Vec<IpAddr>,
+    relay: relay::Relay,
 }
 
 /// Gives back what the policy holds once the request is decided, for the
@@ -206,11 +289,11 @@ fn release(mut policy: Policy) {
     std::mem::forget(policy);
 }
 
-/// Refuses: the reply code (if the refusal has one), a bounded drain, then
-/// the decision and end lines. The client hears first; the log may be
-/// slow.
-fn refuse(client: &TcpStream, refusal: &Refusal, rec: &Record, started: Instant, log: &Log) {
-    let answer = match refusal {
+/// Refuses: the reply code, or an answer in the client's own protocol,
+/// if the refusal has one, then a bounded drain before the close, so
+/// that the answer is not lost to a reset.
+fn refuse(client: &TcpStream, refusal: Refusal) -> Outcome {
+    let answer = match &refusal {
         Refusal::BadVersion(_, foreign) => foreign.map(Foreign::answer),
         _ => None,
     };
@@ -220,83 +303,47 @@ fn refuse(client: &TcpStream, refusal: &Refusal, rec: &Record, started: Instant,
         (None, None) => false,
     };
     if sent {
-        linger(client);
+        net::close_after(client, LINGER_TIME);
     }
-    let line = rec.decision_line(refusal.reply(), refusal.reason(), refusal.detail().as_deref());
-    log.warning(line.as_str());
-    log.info(rec.end_line(0, 0, started, "refused", None, None).as_str());
+    Outcome::Refused(refusal)
 }
 
-/// Writes the decision line of a grant, before the client hears of it.
-/// A line the logger does not take is a refusal.
-fn log_grant(rec: &Record, log: &Log) -> Result<(), Refusal> {
-    let line = rec.decision_line(Some(REPLY_GRANTED), "granted", None);
-    log.write(Level::Info, line.as_str())
-        .map_err(|e| Refusal::LogFailed(format!("decision line: {e}")))
-}
-
-/// BIND after the decision: the first reply, the wait for the
-/// application server's call (other callers turned away), the second
-/// reply, then the relay.
-#[allow(clippy::too_many_arguments)]
-fn answer_call(
-    client: TcpStream,
-    listener: TcpListener,
-    expect: &[IpAddr],
-    relay: relay::Relay,
-    cfg: &Config,
-    rec: &mut Record,
-    started: Instant,
-    log: &Log,
-) {
+/// BIND after the decision line: the first reply, the wait for the
+/// application server's call (other callers turned away), its accept
+/// line, the second reply, then the relay.
+fn answer_call(client: TcpStream, bound: Bound, cfg: &Config, rec: &Record, log: &Log) -> Outcome {
     if let Err(e) = send_reply(&client, REPLY_GRANTED, rec.bind) {
-        return client_lost(rec, started, e, log);
+        return Outcome::ClientLost(e);
     }
     // Anyone who can reach the port may call; those who are not the
     // application server are turned away.
-    let (mut strangers, seen) = (0u32, &*rec);
+    let mut strangers = 0u32;
     let deadline = Deadline::after(cfg.connect_timeout);
-    let waited = bind::wait(&listener, &client, deadline, expect, |peer| {
+    let waited = bind::wait(&bound.listener, &client, deadline, &bound.expect, |peer| {
         strangers = strangers.saturating_add(1);
-        log_stranger(seen, peer, strangers, log);
+        log_stranger(rec, peer, strangers, log);
     });
     // Exactly one inbound connection: stop listening now.
-    drop(listener);
-    match waited {
-        Ok(Inbound::Call(caller, peer)) => {
-            net::keepalive(&caller);
-            // As for the decision line: no relay without its accept line.
-            let line = rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None);
-            if let Err(e) = log.write(Level::Info, line.as_str()) {
-                if send_reply(&client, REPLY_REJECTED, None).is_ok() {
-                    linger(&client);
-                }
-                let why = format!("accept line: {e}");
-                let line = rec.accept_line(Some(peer), Some(REPLY_REJECTED), "log-failed", Some(&why));
-                log.warning(line.as_str());
-                log.info(rec.end_line(0, 0, started, "refused", None, None).as_str());
-                return;
-            }
-            if let Err(e) = send_reply(&client, REPLY_GRANTED, Some(peer)) {
-                return client_lost(rec, started, e, log);
-            }
-            run_relay(relay, client, caller, cfg, rec, started, log);
+    drop(bound.listener);
+    let (caller, peer) = match waited {
+        Ok(Inbound::Call(caller, peer)) => (caller, peer),
+        Ok(Inbound::Timeout) => return Outcome::Unanswered(Unanswered::Timeout),
+        Ok(Inbound::ClientGone(why)) => return Outcome::Unanswered(Unanswered::ClientGone(why)),
+        Err(e) => return Outcome::Unanswered(Unanswered::Failed(e.to_string())),
+    };
+    net::keepalive(&caller);
+    // As for the decision line: no relay without its accept line.
+    let line = rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None);
+    if let Err(e) = log.write(Level::Info, line.as_str()) {
+        if send_reply(&client, REPLY_REJECTED, None).is_ok() {
+            net::close_after(&client, LINGER_TIME);
         }
-        Ok(Inbound::Timeout) => {
-            // As the classic server: no second reply, just close.
-            log.warning(rec.accept_line(None, None, "timeout", None).as_str());
-            log.info(rec.end_line(0, 0, started, "bind-timeout", None, None).as_str());
-        }
-        Ok(Inbound::ClientGone(why)) => {
-            log.warning(rec.accept_line(None, None, "client-gone", Some(&why)).as_str());
-            log.info(rec.end_line(0, 0, started, "client-gone", None, Some(&why)).as_str());
-        }
-        Err(e) => {
-            let why = e.to_string();
-            log.error(rec.accept_line(None, None, "bind-error", Some(&why)).as_str());
-            log.info(rec.end_line(0, 0, started, "bind-error", None, Some(&why)).as_str());
-        }
+        return Outcome::Unanswered(Unanswered::LogFailed(peer, format!("accept line: {e}")));
     }
+    if let Err(e) = send_reply(&client, REPLY_GRANTED, Some(peer)) {
+        return Outcome::ClientLost(e);
+    }
+    Outcome::Relayed(bound.relay.run(client, caller, cfg.idle_timeout))
 }
 
 /// The accept line of the `n`th caller of a BIND that was not the
@@ -327,54 +374,6 @@ fn send_reply(client: &TcpStream, code: u8, addr: Option<SocketAddr>) -> io::Res
         Deadline::after(REPLY_TIMEOUT),
         "reply",
     )
-}
-
-/// Lets a refusal reach the client. Closing a socket that still holds
-/// unread input sends a reset, and a reset can make the client's kernel
-/// drop a reply it has not read yet. So send FIN, then read and discard
-/// what the client still sends, for a bounded time and size.
-fn linger(client: &TcpStream) {
-    let _ = client.shutdown(std::net::Shutdown::Write);
-    let deadline = Deadline::after(LINGER_TIME);
-    let mut buf = [0u8; 4096];
-    let mut drained = 0;
-    while drained < LINGER_MAX_BYTES {
-        match net::read_some(client, &mut buf, deadline, "linger") {
-            Ok(0) | Err(_) => break,
-            Ok(n) => drained += n,
-        }
-    }
-}
-
-/// The client went away before a granted reply could be sent; the
-/// decision line is written already.
-fn client_lost(rec: &Record, started: Instant, e: io::Error, log: &Log) {
-    let why = format!("reply: {e}");
-    log.info(rec.end_line(0, 0, started, "client-error", None, Some(&why)).as_str());
-}
-
-/// Relays until both sides are done and writes the end line. When the
-/// logger takes no line within the log timeout, the line is given up and
-/// the process goes on to exit.
-fn run_relay(
-    relay: relay::Relay,
-    client: TcpStream,
-    other: TcpStream,
-    cfg: &Config,
-    rec: &Record,
-    started: Instant,
-    log: &Log,
-) {
-    let summary = relay.run(client, other, cfg.idle_timeout);
-    let line = rec.end_line(
-        summary.up,
-        summary.down,
-        started,
-        summary.end.keyword(),
-        Some(summary.via.keyword()),
-        summary.end.detail(),
-    );
-    log.info(line.as_str());
 }
 
 /// The exchange up to the reply: the request, the access decision and the
@@ -467,11 +466,11 @@ fn exchange(
     let relay = prepare_relay(&pending)?;
     Ok(match granted {
         Reached::Connect(dest) => Granted::Connect { dest, relay },
-        Reached::Bind(listener, expect) => Granted::Bind {
+        Reached::Bind(listener, expect) => Granted::Bind(Bound {
             listener,
             expect,
             relay,
-        },
+        }),
     })
 }
 
@@ -633,22 +632,13 @@ fn listen_for_call(
 fn read_request(client: &TcpStream, early: &[u8], deadline: Deadline) -> Result<(Request, Vec<u8>), Refusal> {
     let mut buf = [0u8; REQUEST_BUFFER_LEN];
     buf[..early.len()].copy_from_slice(early);
-    let mut len = early.len();
-    loop {
-        match request::parse(&buf[..len]) {
-            Ok(Parse::Complete(req, used)) => return Ok((req, buf[used..len].to_vec())),
-            Ok(Parse::Incomplete) => {}
-            Err(Invalid::Version(v)) => return Err(Refusal::BadVersion(v, Foreign::of(&buf[..len]))),
-            Err(invalid) => return Err(invalid.into()),
-        }
-        let n = net::read_some(client, &mut buf[len..], deadline, "request").map_err(|e| match e.kind() {
-            io::ErrorKind::TimedOut => Refusal::RequestTimeout,
-            _ => Refusal::ClientError(e.to_string()),
-        })?;
-        if n == 0 {
-            return Err(Refusal::ClientClosed);
-        }
-        len += n;
+    match net::read_message(client, &mut buf, early.len(), deadline, "request", request::parse) {
+        Ok((req, used, len)) => Ok((req, buf[used..len].to_vec())),
+        Err(Unread::Invalid(Invalid::Version(v), len)) => Err(Refusal::BadVersion(v, Foreign::of(&buf[..len]))),
+        Err(Unread::Invalid(invalid, _)) => Err(invalid.into()),
+        Err(Unread::Closed(_)) => Err(Refusal::ClientClosed),
+        Err(Unread::Io(e)) if e.kind() == io::ErrorKind::TimedOut => Err(Refusal::RequestTimeout),
+        Err(Unread::Io(e)) => Err(Refusal::ClientError(e.to_string())),
     }
 }
 

@@ -149,7 +149,10 @@ proptest! {
     fn ident_user_is_whatever_follows_the_opsys(user in "[!-~]([ -~]{0,60}[!-~])?") {
         let line = format!("5555 , 1080 : USERID : UNIX : {user}\r\n");
         match ident::parse(line.as_bytes(), 5555, 1080) {
-            Ok(Some(ident::Reply::UserId { user: got, .. })) => prop_assert_eq!(got, user.as_bytes()),
+            Ok(socks4d::net::Parse::Complete(ident::Reply::UserId { user: got, .. }, used)) => {
+                prop_assert_eq!(got, user.as_bytes());
+                prop_assert_eq!(used, line.len());
+            }
             other => prop_assert!(false, "{:?}", other),
         }
     }
