@@ -446,6 +446,14 @@ pub fn addr(a: SocketAddr) -> String {
     }
 }
 
+/// What to tell an administrator whose logger cannot be reached (`why`).
+pub fn logger_hint(why: &str) -> String {
+    format!(
+        "the logger cannot be reached ({why}): socks4d grants nothing it cannot log, so every request \
+         gets 91 (0x5B) until a syslog daemon runs; to try socks4d without one, add --log-stderr"
+    )
+}
+
 /// What the audit lines say about a connection, filled in as the exchange
 /// goes.
 #[derive(Debug)]

@@ -24,6 +24,10 @@ pub const DEFAULT_IDENT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_LOG_TIMEOUT: Duration = crate::audit::DEFAULT_LOG_TIMEOUT;
 /// How long a rule's or hook's command may run before it is killed.
 pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Exit status after a setup error (or a file that cannot be used).
+pub const EXIT_SETUP: u8 = 1;
+/// Exit status after a usage error (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
 /// Timeouts above a day are surely mistakes.
 const MAX_TIMEOUT_SECS: u64 = 86_400;
 

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod bind;
+pub mod check;
 pub mod config;
 pub mod confine;
 pub mod dest;

@@ -1,0 +1,246 @@
+//! The administrator's questions, answered without serving:
+//! `--check-config` (is the rules file, and the route file, usable; what
+//! would a classic sockd have read otherwise) and `--explain` (which line
+//! decides this request, and how). Each answer is a [`Report`] that the
+//! caller prints.
+
+use std::net::IpAddr;
+
+use crate::audit::{self, Log};
+use crate::config::{Config, Outgoing, EXIT_SETUP, EXIT_USAGE};
+use crate::dest;
+use crate::route::{self, Route, Routes};
+use crate::rules::{self, Trust};
+
+/// What a check prints and its exit status.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Lines for standard output: summaries and answers.
+    pub out: Vec<String>,
+    /// Lines for standard error: errors and warnings, with their lines.
+    pub err: Vec<String>,
+    pub status: u8,
+}
+
+impl Report {
+    fn out(&mut self, line: String) {
+        self.out.push(line);
+    }
+
+    fn err(&mut self, line: String) {
+        self.err.push(line);
+    }
+
+    fn fail(mut self, status: u8) -> Report {
+        self.status = status;
+        self
+    }
+}
+
+/// `--check-config`: every error and every warning with its line, in
+/// file order, then a summary per file; status 1 when a file cannot be
+/// used. With `--compile`, the frozen file is written too.
+pub fn config(cfg: &Config) -> Report {
+    let mut r = Report::default();
+    if !cfg.log_stderr {
+        if let Err(why) = Log::syslog(cfg.log_facility, cfg.log_timeout).reachable() {
+            r.out(format!("syslog: {}", audit::logger_hint(&why)));
+        }
+    }
+    let trust = Trust::new(&cfg.user);
+    let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named, &trust);
+    let mut diagnostics: Vec<(Option<usize>, String)> =
+        checked.notes.iter().map(|n| (Some(n.line), n.to_string())).collect();
+    if let Err(errors) = &checked.loaded {
+        diagnostics.extend(errors.iter().map(|e| (e.line, e.to_string())));
+    }
+    // In file order; the stable sort keeps a line's errors after its notes.
+    diagnostics.sort_by_key(|d| d.0);
+    r.err.extend(diagnostics.into_iter().map(|(_, d)| d));
+    let file = cfg.rules_file.display();
+    let rules_ok = match checked.loaded {
+        Ok(loaded) if loaded.origin == rules::Origin::Builtin => {
+            r.out(format!(
+                "{file}: absent; the built-in policy applies (permit loopback clients, deny the rest)"
+            ));
+            true
+        }
+        Ok(loaded) => {
+            let warnings = count_warnings(checked.notes.len());
+            r.out(format!("{file}: {} rules, OK{warnings}", loaded.rules.len()));
+            if !cfg.compile {
+                r.out.extend(rules::frozen_status(&cfg.rules_file, &trust));
+                true
+            } else {
+                match rules::freeze(&cfg.rules_file, &trust) {
+                    Ok((path, n)) => {
+                        r.out(format!("{}: written, {n} rules", path.display()));
+                        true
+                    }
+                    Err(e) => {
+                        r.err(format!("socks4d: {e}"));
+                        false
+                    }
+                }
+            }
+        }
+        Err(errors) => {
+            let warnings = count_warnings(checked.notes.len());
+            r.out(format!(
+                "{file}: {} error(s){warnings}; no service until fixed",
+                errors.len()
+            ));
+            false
+        }
+    };
+    let routes_ok = check_routes(cfg, &trust, &mut r);
+    if rules_ok && routes_ok {
+        r
+    } else {
+        r.fail(EXIT_SETUP)
+    }
+}
+
+fn count_warnings(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        1 => ", 1 warning".to_string(),
+        n => format!(", {n} warnings"),
+    }
+}
+
+/// `--check-config` for `--route FILE`: each error with its line, a
+/// warning for each interface address this host does not have (a CONNECT
+/// or BIND that line decides would fail), then a summary line. False
+/// when the file cannot be used.
+fn check_routes(cfg: &Config, trust: &Trust, r: &mut Report) -> bool {
+    let Some(path) = &cfg.route_file else {
+        return true;
+    };
+    match route::load(Some(path), trust) {
+        Ok(routes) => {
+            let mut warnings = 0;
+            for line in &routes.routes {
+                let Some(ip) = line.source() else { continue };
+                if let Err(e) = std::net::UdpSocket::bind((ip, 0)) {
+                    r.err(format!(
+                        "{}: warning: interface_addr {ip} cannot be used here ({e}); \
+                         requests this line decides will fail with 0x5B",
+                        routes.label(line)
+                    ));
+                    warnings += 1;
+                }
+            }
+            let n = routes.routes.len();
+            r.out(format!(
+                "{}: {n} routes, OK{}",
+                path.display(),
+                count_warnings(warnings)
+            ));
+            true
+        }
+        Err(errors) => {
+            r.err.extend(errors.iter().map(ToString::to_string));
+            r.out(format!(
+                "{}: {} error(s); no service until fixed",
+                path.display(),
+                errors.len()
+            ));
+            false
+        }
+    }
+}
+
+/// `--explain USER SRC DST PORT`: which line decides that request, and how,
+/// with the warnings `--check-config` gives for that line. Addresses are
+/// read as a connection reads them: a mapped client address is IPv4, a
+/// destination is in its canonical form.
+pub fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> Report {
+    let mut r = Report::default();
+    let trust = Trust::new(&cfg.user);
+    let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named, &trust);
+    let (loaded, routes) = match (checked.loaded, route::load(cfg.route_file.as_deref(), &trust)) {
+        (Ok(loaded), Ok(routes)) => (loaded, routes),
+        (rules, routes) => {
+            let errors = rules.err().into_iter().chain(routes.err()).flatten();
+            r.err.extend(errors.map(|e| e.to_string()));
+            return r.fail(EXIT_SETUP);
+        }
+    };
+    let (Ok(src_ip), Ok(written)) = (src.parse::<IpAddr>(), dst.parse::<IpAddr>()) else {
+        r.err("socks4d: --explain: SRC and DST must be IP addresses".into());
+        return r.fail(EXIT_USAGE);
+    };
+    let dst_ip = match dest::canonical(written) {
+        Ok(ip) => ip,
+        Err(why) => {
+            r.out(format!(
+                "destination {written}: refused whatever the rules say: {}",
+                why.why()
+            ));
+            r.out("decision: deny".into());
+            return r;
+        }
+    };
+    if written != dst_ip {
+        r.out(format!("destination: {dst_ip} (as {dst} is matched and connected to)"));
+    }
+    let judged = dest::judged(dst_ip);
+    if judged != dst_ip {
+        r.out(format!("destination: judged as {judged} (NAT64)"));
+    }
+    let port = match rules::port_number(port.as_bytes(), &loaded.services) {
+        Ok(p) => p,
+        Err(e) => {
+            r.err(format!("socks4d: --explain: {e}"));
+            return r.fail(EXIT_USAGE);
+        }
+    };
+    let facts = rules::Facts {
+        user: user.as_bytes(),
+        src: src_ip.to_canonical(),
+        dst: judged,
+        port,
+    };
+    let d = rules::decide(&loaded, &facts);
+    let Some(rule) = d.rule else {
+        r.out(format!("{}: no rule matches", d.label()));
+        r.out("decision: deny".into());
+        return r;
+    };
+    r.out(format!("{}: {}", d.label(), rule.text));
+    r.out(format!("decision: {}", rule.action.name()));
+    if d.permit() {
+        r.out(format!("ident: {}", d.ident(cfg.ident).name()));
+    }
+    if let Some(cmd) = d.command() {
+        r.out(format!("command: {}", String::from_utf8_lossy(cmd)));
+    }
+    for n in checked.notes.iter().filter(|n| n.line == rule.line) {
+        r.out(format!("warning: {}", n.message));
+    }
+    if d.permit() {
+        explain_source(cfg, &routes, dst_ip, &mut r);
+    }
+    r
+}
+
+/// `--explain`'s lines on the source address of the CONNECT: the route
+/// line that decides it, if any, and the source.
+fn explain_source(cfg: &Config, routes: &Routes, dst: IpAddr, r: &mut Report) {
+    let found = routes.find(dst, None);
+    match found {
+        Some(line) => r.out(format!("route: {}: {}", routes.label(line), line.text)),
+        None if cfg.route_file.is_some() => r.out("route: no line matches".into()),
+        None => {}
+    }
+    let source = match (found.and_then(Route::source), cfg.outgoing) {
+        (Some(ip), _) => format!("{ip}"),
+        (None, Outgoing::Same) => "the address the client connected to (--outgoing-address same)".into(),
+        (None, out) => match out.source(dst, dst) {
+            Some(ip) => format!("{ip} (--outgoing-address)"),
+            None => "chosen by the kernel".into(),
+        },
+    };
+    r.out(format!("source: {source}"));
+}
