@@ -31,6 +31,8 @@ const CHILD_GRACE: Duration = Duration::from_secs(5);
 /// the listening sockets are left out of `poll` this long, so that a
 /// connection waiting in the queue does not make the loop spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long the start-up check waits for this host's identd.
+const IDENTD_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// At most one line per this while accepting is paused.
 const PAUSE_LINE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -40,6 +42,50 @@ pub fn bind(cfg: &Config) -> Result<Vec<TcpListener>> {
         .iter()
         .map(|addr| TcpListener::bind(addr).with_context(|| format!("listen on {addr}")))
         .collect()
+}
+
+/// What an administrator trying socks4d must know before the first
+/// connection: the logger cannot be reached (every request would get
+/// 0x5B), or ident is required and nothing answers on this host's identd
+/// port (every local client would get 0x5C). The second goes to the log
+/// too.
+pub fn hints(cfg: &Config, log: &Log) -> Vec<String> {
+    let mut hints = Vec::new();
+    if let Err(why) = log.reachable() {
+        hints.push(audit::logger_hint(&why));
+    }
+    let identd = SocketAddr::from(([127, 0, 0, 1], crate::ident::IDENT_PORT));
+    if cfg.ident == crate::ident::Mode::Required {
+        if let Err(why) = TcpStream::connect_timeout(&identd, IDENTD_PROBE_TIMEOUT) {
+            let hint = format!(
+                "nothing answers on {identd} ({why}): with --ident required, the default, a client on this \
+                 host gets 92 (0x5C) unless an identd runs (oidentd, say); to try socks4d without one, add \
+                 --ident off"
+            );
+            log.warning(&hint);
+            hints.push(hint);
+        }
+    }
+    hints
+}
+
+/// Serves `listeners` as `--user`: drops root (the ports are bound),
+/// reads the policy as that user, with the trust of the user socks4d was
+/// started as (as it will on every reload), says when the built-in policy
+/// applies, then [`serve`]s.
+pub fn run(listeners: Vec<TcpListener>, cfg: &Config, log: &Log) -> Result<()> {
+    let trust = crate::rules::Trust::new(&cfg.user);
+    crate::privilege::drop_root(&cfg.user)?;
+    let policy = Policy::load(cfg, &trust, log);
+    if let Ok(r) = &policy.rules {
+        if r.origin == crate::rules::Origin::Builtin {
+            log.info(&format!(
+                "rules: {} is absent; built-in policy: permit loopback clients, deny the rest",
+                cfg.rules_file.display()
+            ));
+        }
+    }
+    serve(listeners, cfg, policy, log)
 }
 
 /// Serves `listeners` with `policy` until SIGTERM or SIGINT, as the

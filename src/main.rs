@@ -65,14 +65,7 @@ fn run(args: Result<Vec<String>, String>) -> u8 {
     if !cfg.listen.is_empty() {
         return match listen::bind(&cfg) {
             Ok(listeners) => serve_listeners(&cfg, listeners, true),
-            Err(e) => {
-                let msg = format!("setup error: {e:#}");
-                open_log(&cfg, true).error(&msg);
-                if !cfg.log_stderr {
-                    eprintln!("socks4d: {msg}");
-                }
-                EXIT_SETUP
-            }
+            Err(e) => setup_error(&open_log(&cfg, true), &cfg, true, &e),
         };
     }
 
@@ -119,67 +112,31 @@ fn open_log(cfg: &Config, stderr_allowed: bool) -> Log {
     }
 }
 
-/// Why nothing answers on this host's identd port, if so.
-fn no_local_identd() -> Option<String> {
-    let to = std::net::SocketAddr::from(([127, 0, 0, 1], socks4d::ident::IDENT_PORT));
-    std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_millis(500))
-        .err()
-        .map(|e| e.to_string())
-}
-
 /// `--listen`, `Accept=no` or inetd `wait`: one forked handler per
-/// connection until SIGTERM.
+/// connection until SIGTERM; first, on stderr unless it is the log, what
+/// a newcomer must know (no logger, no identd).
 fn serve_listeners(cfg: &Config, listeners: Vec<std::net::TcpListener>, stderr_allowed: bool) -> u8 {
     let log = open_log(cfg, stderr_allowed);
-    if let Err(why) = log.reachable() {
-        if stderr_allowed {
-            eprintln!("socks4d: {}", socks4d::audit::logger_hint(&why));
+    for hint in listen::hints(cfg, &log) {
+        if stderr_allowed && !cfg.log_stderr {
+            eprintln!("socks4d: {hint}");
         }
     }
-    if cfg.ident == socks4d::ident::Mode::Required {
-        if let Some(why) = no_local_identd() {
-            let line = format!(
-                "nothing answers on 127.0.0.1:113 ({why}): with --ident required, the default, a client \
-                 on this host gets 92 (0x5C) unless an identd runs (oidentd, say); to try socks4d without \
-                 one, add --ident off"
-            );
-            log.warning(&line);
-            if stderr_allowed && !cfg.log_stderr {
-                eprintln!("socks4d: {line}");
-            }
-        }
-    }
-    // The ports are bound. The rules are read as --user, at start as at
-    // every reload, with the trust of the user socks4d was started as.
-    let trust = rules::Trust::new(&cfg.user);
-    if let Err(e) = privilege::drop_root(&cfg.user) {
-        let msg = format!("setup error: {e:#}");
-        log.error(&msg);
-        if !cfg.log_stderr && stderr_allowed && !intake::socket_passed() {
-            eprintln!("socks4d: {msg}");
-        }
-        return EXIT_SETUP;
-    }
-    let policy = Policy::load(cfg, &trust, &log);
-    if let Ok(r) = &policy.rules {
-        if r.origin == rules::Origin::Builtin {
-            log.info(&format!(
-                "rules: {} is absent; built-in policy: permit loopback clients, deny the rest",
-                cfg.rules_file.display()
-            ));
-        }
-    }
-    match listen::serve(listeners, cfg, policy, &log) {
+    match listen::run(listeners, cfg, &log) {
         Ok(()) => 0,
-        Err(e) => {
-            let msg = format!("setup error: {e:#}");
-            log.error(&msg);
-            if !cfg.log_stderr && stderr_allowed && !intake::socket_passed() {
-                eprintln!("socks4d: {msg}");
-            }
-            EXIT_SETUP
-        }
+        Err(e) => setup_error(&log, cfg, stderr_allowed, &e),
     }
+}
+
+/// Logs a setup error, and says it on stderr too where that is a
+/// terminal's or a unit's, not a client's; exit status 1.
+fn setup_error(log: &Log, cfg: &Config, stderr_allowed: bool, e: &anyhow::Error) -> u8 {
+    let msg = format!("setup error: {e:#}");
+    log.error(&msg);
+    if !cfg.log_stderr && stderr_allowed && !intake::socket_passed() {
+        eprintln!("socks4d: {msg}");
+    }
+    EXIT_SETUP
 }
 
 /// Prints what a check found: errors and warnings on stderr, answers on
