@@ -314,9 +314,7 @@ fn send_within(fd: BorrowedFd<'_>, mut buf: &[u8], deadline: Deadline) -> io::Re
 
 impl Stderr {
     fn open() -> Stderr {
-        // SAFETY: fd 2 is the process's standard error, open for its life.
-        let fd2 = unsafe { BorrowedFd::borrow_raw(2) };
-        let Ok(stat) = nix::sys::stat::fstat(fd2) else {
+        let Ok(stat) = nix::sys::stat::fstat(io::stderr().as_fd()) else {
             return Stderr::Plain;
         };
         let kind = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
@@ -338,8 +336,8 @@ impl Stderr {
     }
 
     fn write(&self, mut buf: &[u8], deadline: Deadline) -> io::Result<()> {
-        // SAFETY: as in open.
-        let fd2 = unsafe { BorrowedFd::borrow_raw(2) };
+        let stderr = io::stderr();
+        let fd2 = stderr.as_fd();
         match self {
             Stderr::Socket => send_within(fd2, buf, deadline),
             Stderr::Pipe(fd) => {

@@ -141,22 +141,13 @@ impl Plan {
     /// returned [`Gaps`]; the rest is applied regardless.
     pub fn enter(&self) -> Gaps {
         let mut gaps = Gaps(self.skipped.clone(), None);
-        // SAFETY: prctl and setrlimit with these constant arguments touch
-        // only this process's attributes.
-        unsafe {
-            if nix::libc::prctl(nix::libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-                gaps.0
-                    .push(format!("no_new_privs: {}", std::io::Error::last_os_error()));
-            }
-            // Nobody else may ptrace or read this process's memory, and a
-            // crash writes no core file.
-            nix::libc::prctl(nix::libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
-            let zero = nix::libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
-            nix::libc::setrlimit(nix::libc::RLIMIT_CORE, &zero);
+        if let Err(e) = nix::sys::prctl::set_no_new_privs() {
+            gaps.0.push(format!("no_new_privs: {e}"));
         }
+        // Nobody else may ptrace or read this process's memory, and a
+        // crash writes no core file.
+        let _ = nix::sys::prctl::set_dumpable(false);
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
         let failed = match &self.landlock {
             Err(f) => Some(f.clone()),
             Ok(created) => match created.try_clone().map_err(|e| Failure::of(&e)).and_then(restrict) {

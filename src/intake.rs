@@ -7,7 +7,8 @@
 
 use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{getsockopt, sockopt, SockType};
@@ -40,7 +41,7 @@ pub enum Found {
 /// Whether a passed socket may be there, so that diagnostics must not go
 /// to stdout or stderr.
 pub fn socket_passed() -> bool {
-    std::env::var_os("LISTEN_FDS").is_some() || is_socket(0)
+    std::env::var_os("LISTEN_FDS").is_some() || is_socket(io::stdin().as_fd())
 }
 
 /// Looks for the client socket: the first `LISTEN_FDS` fd when that is
@@ -79,12 +80,12 @@ pub fn find() -> Found {
         }
         return check(first, "fd 3 (LISTEN_FDS)");
     }
-    if is_socket(0) {
+    if is_socket(io::stdin().as_fd()) {
         // SAFETY: fd 0 is a socket handed to us by inetd; this is the only
         // place that takes ownership of it.
         let fd = unsafe { OwnedFd::from_raw_fd(0) };
         if listening(&fd) {
-            let stderr_allowed = !same_file(&fd, 2);
+            let stderr_allowed = !same_file(&fd, io::stderr().as_fd());
             quiet_std_fds(&fd);
             let _ = fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
             return listeners(vec![fd], "stdin (inetd wait)", stderr_allowed);
@@ -118,10 +119,7 @@ fn listeners(fds: Vec<OwnedFd>, what: &str, stderr_allowed: bool) -> Found {
     Found::Listeners(out, stderr_allowed)
 }
 
-fn is_socket(fd: i32) -> bool {
-    // SAFETY: the borrow lives only for this call, and fstat on a closed
-    // fd just fails.
-    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+fn is_socket(fd: BorrowedFd<'_>) -> bool {
     fstat(fd)
         .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK)
         .unwrap_or(false)
@@ -129,7 +127,7 @@ fn is_socket(fd: i32) -> bool {
 
 /// Checks that `fd` is a connected TCP socket and takes it.
 fn check(fd: OwnedFd, what: &str) -> Found {
-    let stderr_was_client = same_file(&fd, 2);
+    let stderr_was_client = same_file(&fd, io::stderr().as_fd());
     let fail = |why: String| Found::SetupError(why, !stderr_was_client);
     match getsockopt(&fd, sockopt::SockType) {
         Ok(SockType::Stream) => {}
@@ -149,22 +147,18 @@ fn check(fd: OwnedFd, what: &str) -> Found {
 /// so that nothing written there can reach the client, and so that the
 /// socket is really closed when its owner is dropped.
 fn quiet_std_fds(socket: &impl AsFd) {
-    for other in [1, 2] {
-        if same_file(socket, other) {
-            if let Ok(null) = OpenOptions::new().write(true).open("/dev/null") {
-                // SAFETY: fds 1 and 2 are the process's own standard fds;
-                // dup2 replaces them atomically.
-                unsafe {
-                    nix::libc::dup2(null.as_raw_fd(), other);
-                }
-            }
-        }
+    let Ok(null) = OpenOptions::new().write(true).open("/dev/null") else {
+        return;
+    };
+    if same_file(socket, io::stdout().as_fd()) {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+    if same_file(socket, io::stderr().as_fd()) {
+        let _ = nix::unistd::dup2_stderr(&null);
     }
 }
 
-fn same_file(a: &impl AsFd, b: i32) -> bool {
-    // SAFETY: as in is_socket.
-    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(b) };
+fn same_file(a: &impl AsFd, b: BorrowedFd<'_>) -> bool {
     match (fstat(a.as_fd()), fstat(b)) {
         (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
         _ => false,

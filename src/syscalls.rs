@@ -686,9 +686,7 @@ impl Filter {
     /// with `true` when the host ran short of memory rather than lacked
     /// the feature.
     pub fn apply(&self) -> Result<(), (String, bool)> {
-        // SAFETY: constant arguments; affects this process only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = nix::sys::prctl::set_no_new_privs() {
             return Err((
                 format!("prctl(PR_SET_NO_NEW_PRIVS): {e}; system calls not filtered"),
                 false,
