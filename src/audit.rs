@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 use nix::sys::socket::{self, MsgFlags};
-use syslog::{Facility, Formatter3164, LogFormat, Severity};
+use syslog::{Facility, Severity};
 
 use crate::net::{self, Deadline};
 use crate::request::Command;
@@ -59,7 +59,9 @@ enum Sink {
     /// The local syslog socket, connected when first needed and again
     /// after the logger has gone away (a restart makes a new socket).
     Syslog {
-        formatter: Formatter3164,
+        facility: Facility,
+        /// The pid the lines carry: the process's own, again after a fork.
+        pid: u32,
         socket: Option<Socket>,
     },
     /// Standard error (`--log-stderr`), made non-blocking for us alone.
@@ -103,15 +105,10 @@ impl Log {
     /// Syslog with ident `socks4d`, the pid and `facility`; each line
     /// waits at most `timeout` for the logger.
     pub fn syslog(facility: Facility, timeout: Duration) -> Log {
-        let formatter = Formatter3164 {
-            facility,
-            hostname: None,
-            process: "socks4d".into(),
-            pid: std::process::id(),
-        };
         Log::with(
             Sink::Syslog {
-                formatter,
+                facility,
+                pid: std::process::id(),
                 socket: syslog_connect().ok(),
             },
             timeout,
@@ -159,8 +156,8 @@ impl Log {
     pub fn after_fork(&self) {
         let mut inner = self.lock();
         inner.stuck = false;
-        if let Sink::Syslog { formatter, .. } = &mut inner.sink {
-            formatter.pid = std::process::id();
+        if let Sink::Syslog { pid, .. } = &mut inner.sink {
+            *pid = std::process::id();
         }
     }
 
@@ -171,7 +168,10 @@ impl Log {
         let wait = if inner.stuck { Duration::ZERO } else { inner.timeout };
         let deadline = Deadline::after(wait);
         let result = match &mut inner.sink {
-            Sink::Syslog { formatter, socket } => syslog_write(formatter, socket, level, line, deadline),
+            Sink::Syslog { facility, pid, socket } => {
+                let msg = syslog_line(*facility, *pid, level, line, std::time::SystemTime::now());
+                syslog_write(socket, msg.into_bytes(), deadline)
+            }
             Sink::Stderr(out) => {
                 // One write(2) per line where it fits: other socks4d
                 // processes may share stderr.
@@ -237,24 +237,46 @@ fn syslog_connect() -> io::Result<Socket> {
     Err(last)
 }
 
-/// Sends one syslog line before `deadline`. A socket the logger has
-/// closed (it restarted) is replaced once.
-fn syslog_write(
-    formatter: &Formatter3164,
-    socket: &mut Option<Socket>,
-    level: Level,
-    line: &str,
-    deadline: Deadline,
-) -> io::Result<()> {
+/// One line as syslog(3) writes it (RFC 3164): `<PRI>`, the time in the
+/// host's time zone as `Mmm dd hh:mm:ss` (the day padded with a blank),
+/// `socks4d[PID]: ` and the line. The syslog crate gives the facility and
+/// severity values; its own formatter writes UTC, where syslog(3) and the
+/// other daemons' lines in the same file write local time.
+fn syslog_line(facility: Facility, pid: u32, level: Level, line: &str, at: std::time::SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let severity = match level {
         Level::Info => Severity::LOG_INFO,
         Level::Warning => Severity::LOG_WARNING,
         Level::Error => Severity::LOG_ERR,
     };
-    let mut msg = Vec::with_capacity(line.len() + 64);
-    formatter
-        .format(&mut msg, severity, line)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let secs = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let t = nix::libc::time_t::try_from(secs).unwrap_or(0);
+    // SAFETY: `tm` is plain data that localtime_r fills in; `t` lives
+    // for the call. No safe interface to the C library's time zone
+    // (TZ, /etc/localtime) exists in std or nix.
+    let tm = unsafe {
+        let mut tm: nix::libc::tm = std::mem::zeroed();
+        if nix::libc::localtime_r(&t, &mut tm).is_null() {
+            nix::libc::gmtime_r(&t, &mut tm);
+        }
+        tm
+    };
+    let month = MONTHS.get(tm.tm_mon as usize).unwrap_or(&"Jan");
+    format!(
+        "<{}>{month} {:2} {:02}:{:02}:{:02} socks4d[{pid}]: {line}",
+        facility as u8 | severity as u8,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// Sends one syslog line before `deadline`. A socket the logger has
+/// closed (it restarted) is replaced once.
+fn syslog_write(socket: &mut Option<Socket>, mut msg: Vec<u8>, deadline: Deadline) -> io::Result<()> {
     let mut reconnected = false;
     loop {
         let sock = match socket {

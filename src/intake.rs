@@ -6,8 +6,8 @@
 //! is, a PROXY header included, is the session's to find out.
 
 use std::fs::OpenOptions;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};

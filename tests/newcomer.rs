@@ -141,3 +141,49 @@ fn a_connection_on_stdin_gets_no_hint_on_stderr() {
     assert_eq!(err, "");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+/// Syslog lines carry the time as syslog(3) writes it: the host's time
+/// zone (here TZ, nine hours east of UTC), `Mmm dd hh:mm:ss` with the day
+/// padded by a blank, then `socks4d[PID]: `.
+#[test]
+fn syslog_lines_carry_local_time_as_syslog3_writes_it() {
+    if !require_root() {
+        return;
+    }
+    let syslog = FakeSyslog::start();
+    let pair = socket_pair();
+    let before = std::time::SystemTime::now();
+    let mut s = spawn_on_with(pair, &["--ident", "off"], &[("TZ", "XXX-9".to_string())], |cmd| {
+        private_dev(cmd, Some(&syslog.path))
+    });
+    let dst = echo_dest();
+    std::io::Write::write_all(&mut s.client, &connect_req(dst.addr, b"u")).unwrap();
+    assert_eq!(read_reply(&mut s.client)[1], 0x5a);
+    let _ = s.client.shutdown(std::net::Shutdown::Both);
+    finish(&mut s, Duration::from_secs(30));
+    let text = syslog.wait_for(IO_TIMEOUT, |t| t.contains("]: end "));
+    let line = text.lines().find(|l| l.contains("]: decision ")).unwrap();
+    // <30>: facility daemon (3 << 3) and severity info (6).
+    let rest = line.strip_prefix("<30>").unwrap_or_else(|| panic!("{line}"));
+    let (stamp, rest) = rest.split_at(15);
+    assert!(
+        rest.starts_with(&format!(" socks4d[{}]: decision ", s.child.id())),
+        "{line}"
+    );
+    let bytes = stamp.as_bytes();
+    assert!(
+        bytes[3] == b' ' && bytes[6] == b' ' && bytes[9] == b':' && bytes[12] == b':',
+        "{stamp}"
+    );
+    let day: u32 = stamp[4..6].trim().parse().unwrap();
+    assert!(
+        stamp[4..6].starts_with(' ') == (day < 10),
+        "day padded with a blank: {stamp}"
+    );
+    let hour: u64 = stamp[7..9].parse().unwrap();
+    let utc_hour = before.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() / 3600 % 24;
+    assert!(
+        hour == (utc_hour + 9) % 24 || hour == (utc_hour + 10) % 24,
+        "{stamp}: not UTC+9 (UTC hour {utc_hour})"
+    );
+}
