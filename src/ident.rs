@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn over_long_lines_are_refused() {
         let mut long = b"5555 , 1080 : USERID : UNIX : ".to_vec();
-        long.extend(std::iter::repeat(b'a').take(MAX_REPLY_LEN));
+        long.extend(std::iter::repeat_n(b'a', MAX_REPLY_LEN));
         assert_eq!(p(&long), Err(Invalid::TooLong));
         long.extend_from_slice(b"\r\n");
         assert_eq!(p(&long), Err(Invalid::TooLong));

@@ -344,7 +344,7 @@ fn accept_from(
         }
         // Nothing to turn away with: pause accepting, and say so at most
         // once per PAUSE_LINE_INTERVAL, not once per pause.
-        if last_pause_line.map_or(true, |t| t.elapsed() >= PAUSE_LINE_INTERVAL) {
+        if last_pause_line.is_none_or(|t| t.elapsed() >= PAUSE_LINE_INTERVAL) {
             *last_pause_line = Some(Instant::now());
             log.error(
                 Line::new("refused")

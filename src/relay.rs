@@ -350,28 +350,24 @@ impl Flow {
                 &self.pending[self.sent_pending..],
                 MsgFlags::MSG_NOSIGNAL,
             )
-            .map(|n| {
+            .inspect(|&n| {
                 self.sent_pending += n;
-                n
             })
         } else {
             match &mut self.mover {
                 Mover::Copy { buf, start, end } => {
-                    socket::send(sink.as_raw_fd(), &buf[*start..*end], MsgFlags::MSG_NOSIGNAL).map(|n| {
+                    socket::send(sink.as_raw_fd(), &buf[*start..*end], MsgFlags::MSG_NOSIGNAL).inspect(|&n| {
                         *start += n;
                         if start == end {
                             *start = 0;
                             *end = 0;
                         }
-                        n
                     })
                 }
-                Mover::Splice { read_end, held, .. } => {
-                    splice(&*read_end, None, sink, None, *held, SPLICE_FLAGS).map(|n| {
+                Mover::Splice { read_end, held, .. } => splice(&*read_end, None, sink, None, *held, SPLICE_FLAGS)
+                    .inspect(|&n| {
                         *held -= n;
-                        n
-                    })
-                }
+                    }),
             }
         };
         match result {

@@ -49,7 +49,7 @@ fn open_std_fds() {
     for fd in fds.iter().filter(|fd| closed(fd)) {
         // SAFETY: a NUL-terminated path; the lowest free descriptor is the
         // closed standard one (the lower ones are open by now).
-        let got = unsafe { libc::open(b"/dev/null\0".as_ptr().cast(), libc::O_RDWR) };
+        let got = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
         if got != fd.fd && got >= 0 {
             // SAFETY: `got` was just opened here and is owned by nobody.
             unsafe {

@@ -734,7 +734,7 @@ pub fn run(program: &[libc::sock_filter], arch: u32, nr: u32, args: [u64; 6]) ->
             ARCH_OFFSET => arch,
             o if o >= ARGS_OFFSET => {
                 let a = args[((o - ARGS_OFFSET) / 8) as usize];
-                if (o - ARGS_OFFSET) % 8 == 0 {
+                if (o - ARGS_OFFSET).is_multiple_of(8) {
                     a as u32
                 } else {
                     (a >> 32) as u32

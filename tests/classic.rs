@@ -537,8 +537,8 @@ mod sockd {
             }
             if u32::from(src) & smask == saddr & smask
                 && u32::from(dst) & dmask == daddr & dmask
-                && users.map_or(true, |l| user_in(w, l, user))
-                && test.map_or(true, |(cmp, p)| cmp(dport, p))
+                && users.is_none_or(|l| user_in(w, l, user))
+                && test.is_none_or(|(cmp, p)| cmp(dport, p))
             {
                 return Some(Verdict {
                     line: n + 1,

@@ -126,9 +126,9 @@ impl Rule {
     /// destination, port test and user list.
     pub fn matches(&self, f: &Facts) -> bool {
         self.src.iter().any(|n| n.contains(f.src))
-            && self.dst.as_ref().map_or(true, |d| d.iter().any(|n| n.contains(f.dst)))
-            && self.port.map_or(true, |(op, p)| op.holds(f.port, p))
-            && self.users.as_ref().map_or(true, |u| u.iter().any(|u| u == f.user))
+            && self.dst.as_ref().is_none_or(|d| d.iter().any(|n| n.contains(f.dst)))
+            && self.port.is_none_or(|(op, p)| op.holds(f.port, p))
+            && self.users.as_ref().is_none_or(|u| u.iter().any(|u| u == f.user))
     }
 
     /// How far this line can match a request of which `p` is known.

@@ -733,7 +733,7 @@ impl Frozen {
         let found = records::<RULE_LEN>(&b[l.rules..l.nets]).position(|r| {
             any_net(nets, le32(r, 12), le32(r, 16), src)
                 && (le32(r, 24) == NONE || any_net(nets, le32(r, 20), le32(r, 24), dst))
-                && op_of(r[6]).map_or(true, |op| op.holds(f.port, u16::from_le_bytes([r[8], r[9]])))
+                && op_of(r[6]).is_none_or(|op| op.holds(f.port, u16::from_le_bytes([r[8], r[9]])))
                 && (le32(r, 32) == NONE
                     || (le32(r, 28)..le32(r, 28) + le32(r, 32)).any(|k| self.user(b, k as usize) == f.user))
         });
