@@ -211,7 +211,7 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, mut policy: Policy, log:
                     // RLIMIT_NPROC, or the system out of processes: this
                     // connection is answered and closed, and the next one
                     // gets its own try.
-                    net::turn_away(stream);
+                    session::turn_away(stream);
                     log.error(
                         Line::new("refused")
                             .field("client", audit::addr(peer))
@@ -329,7 +329,7 @@ fn accept_from(
         if short_of_room && reserve.take().is_some() {
             let shed = l.accept();
             if let Ok((stream, peer)) = shed {
-                net::turn_away(stream);
+                session::turn_away(stream);
                 *reserve = File::open("/dev/null").ok();
                 log.error(
                     Line::new("refused")

@@ -85,7 +85,7 @@ fn run(args: Result<Vec<String>, String>) -> u8 {
             let policy = Policy::load(&cfg, &rules::Trust::new(&cfg.user), &log);
             if let Err(e) = privilege::drop_root(&cfg.user) {
                 // Nothing is read as root; the client hears a refusal.
-                socks4d::net::turn_away(conn.stream);
+                session::turn_away(conn.stream);
                 log.error(&format!("setup error: {e:#}"));
                 return EXIT_SETUP;
             }

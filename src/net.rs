@@ -285,19 +285,6 @@ pub fn nofile_note() -> String {
 /// request and what a client pipelines after it.
 const DRAIN_MAX_BYTES: usize = 256 * 1024;
 
-/// Answers a connection that cannot be served at all (no process, no
-/// descriptor, no set-up) with 0x5B, without reading its request and
-/// without waiting, and closes it as [`close_after`] does, with no wait.
-pub fn turn_away(stream: TcpStream) {
-    let reply = crate::request::reply(crate::request::REPLY_REJECTED, 0, std::net::Ipv4Addr::UNSPECIFIED);
-    let _ = socket::send(
-        stream.as_raw_fd(),
-        &reply,
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-    );
-    close_after(&stream, Duration::ZERO);
-}
-
 /// Lets what was just sent reach the peer before the socket is closed.
 /// Closing a socket that still holds unread input sends a reset, and a
 /// reset can make the peer's kernel drop what it has not read yet. So

@@ -13,7 +13,10 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
+
+use nix::sys::socket::{self, MsgFlags};
 
 use crate::audit::{self, Level, Line, Log, Record};
 use crate::bind::{self, Inbound};
@@ -52,7 +55,7 @@ const MAX_STRANGER_LINES: u32 = 10;
 /// resources to apply turns the connection away (exit status 1).
 pub fn serve_one(conn: Conn, cfg: &Config, plan: &confine::Plan, policy: Policy, log: &Log) -> ! {
     if !plan.enter().log(log) {
-        net::turn_away(conn.stream);
+        turn_away(conn.stream);
         std::process::exit(1);
     }
     handle(conn, cfg, policy, log);
@@ -75,6 +78,20 @@ pub fn handle(conn: Conn, cfg: &Config, policy: Policy, log: &Log) {
         let outcome = connection(conn, cfg, policy, &mut rec, &commands, log);
         finish(&rec, outcome, log);
     });
+}
+
+/// Answers a connection that cannot be served at all (no process, no
+/// descriptor, no set-up, no confinement) with 0x5B, without reading its
+/// request and without waiting, and closes it as [`net::close_after`]
+/// does, with no wait.
+pub fn turn_away(stream: TcpStream) {
+    let reply = request::reply(REPLY_REJECTED, 0, Ipv4Addr::UNSPECIFIED);
+    let _ = socket::send(
+        stream.as_raw_fd(),
+        &reply,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    );
+    net::close_after(&stream, Duration::ZERO);
 }
 
 /// How a connection ended, for its last lines.
