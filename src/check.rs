@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use crate::audit::{self, Log};
-use crate::config::{Config, Outgoing, EXIT_SETUP, EXIT_USAGE};
+use crate::config::{Config, Outgoing, Query, EXIT_SETUP, EXIT_USAGE};
 use crate::dest;
 use crate::route::{self, Route, Routes};
 use crate::rules::{self, Trust};
@@ -155,7 +155,8 @@ fn check_routes(cfg: &Config, trust: &Trust, r: &mut Report) -> bool {
 /// with the warnings `--check-config` gives for that line. Addresses are
 /// read as a connection reads them: a mapped client address is IPv4, a
 /// destination is in its canonical form.
-pub fn explain(cfg: &Config, user: &str, src: &str, dst: &str, port: &str) -> Report {
+pub fn explain(cfg: &Config, query: &Query) -> Report {
+    let Query { user, src, dst, port } = query;
     let mut r = Report::default();
     let trust = Trust::new(&cfg.user);
     let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named, &trust);

@@ -143,6 +143,15 @@ impl Default for Config {
     }
 }
 
+/// The request `--explain` asks about, as written on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub user: String,
+    pub src: String,
+    pub dst: String,
+    pub port: String,
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Action {
@@ -150,13 +159,7 @@ pub enum Action {
     /// `--check-config`: parse the rules file and report.
     CheckConfig(Config),
     /// `--explain USER SRC DST PORT`: which line decides that request.
-    Explain {
-        cfg: Config,
-        user: String,
-        src: String,
-        dst: String,
-        port: String,
-    },
+    Explain(Config, Query),
     Help,
     Version,
 }
@@ -343,13 +346,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                 .ok_or_else(|| format!("--explain needs USER SRC DST PORT (missing {what})"))
         };
         let (user, src, dst, port) = (next(WHAT[0])?, next(WHAT[1])?, next(WHAT[2])?, next(WHAT[3])?);
-        return Ok(Action::Explain {
-            cfg,
-            user,
-            src,
-            dst,
-            port,
-        });
+        return Ok(Action::Explain(cfg, Query { user, src, dst, port }));
     }
     if let Some(word) = words.first() {
         return Err(format!("{word}: unexpected argument (only --explain takes arguments)"));
@@ -471,7 +468,7 @@ mod tests {
             Ok(Action::CheckConfig(_))
         ));
         match parse_args(args("--explain bob 10.0.0.1 10.0.0.2 telnet")) {
-            Ok(Action::Explain { user, port, .. }) => assert_eq!((user.as_str(), port.as_str()), ("bob", "telnet")),
+            Ok(Action::Explain(_, q)) => assert_eq!((q.user.as_str(), q.port.as_str()), ("bob", "telnet")),
             other => panic!("{other:?}"),
         }
         assert!(parse_args(args("--explain bob 10.0.0.1"))
@@ -485,13 +482,7 @@ mod tests {
             "--explain alice -i 10.0.0.1 10.0.0.2 80 --config=/x.conf",
         ] {
             match parse_args(args(line)) {
-                Ok(Action::Explain {
-                    cfg,
-                    user,
-                    src,
-                    dst,
-                    port,
-                }) => {
+                Ok(Action::Explain(cfg, Query { user, src, dst, port })) => {
                     assert_eq!(cfg.rules_file, PathBuf::from("/x.conf"), "{line}");
                     assert!(cfg.rules_file_named);
                     assert_eq!(

@@ -35,13 +35,7 @@ fn run(args: Result<Vec<String>, String>) -> u8 {
     let cfg = match args.and_then(config::parse_args) {
         Ok(Action::Serve(cfg)) => cfg,
         Ok(Action::CheckConfig(cfg)) => return print(check::config(&cfg)),
-        Ok(Action::Explain {
-            cfg,
-            user,
-            src,
-            dst,
-            port,
-        }) => return print(check::explain(&cfg, &user, &src, &dst, &port)),
+        Ok(Action::Explain(cfg, query)) => return print(check::explain(&cfg, &query)),
         Ok(Action::Help) => {
             println!("{}", config::HELP);
             return 0;

@@ -461,9 +461,16 @@ fn exchange(
         })
         .collect();
     let mut ident = IdentCheck::default();
+    let walk = Walk {
+        decisions: &decisions,
+        arrival,
+        cfg,
+        routes,
+        req: &req,
+    };
     let ended = match req.command {
-        Command::Connect => connect_permitted(&decisions, arrival, cfg, routes, &req, rec, &mut ident),
-        Command::Bind => bind_permitted(&decisions, arrival, cfg, routes, &req, rec, &mut ident),
+        Command::Connect => walk.connect(rec, &mut ident),
+        Command::Bind => walk.bind(rec, &mut ident),
     };
     let (decision, result) = match ended {
         Ended::Denied => {
@@ -491,6 +498,16 @@ fn exchange(
     })
 }
 
+/// A request's addresses, each with its decision, and what the walk
+/// over them works with.
+struct Walk<'a, 'r> {
+    decisions: &'a [(SocketAddr, Decision<'r>)],
+    arrival: &'a Arrival,
+    cfg: &'a Config,
+    routes: &'a Routes,
+    req: &'a Request,
+}
+
 /// How the walk over a request's addresses ended.
 enum Ended<'r> {
     /// No address is permitted: the first address's decision refuses.
@@ -516,82 +533,75 @@ fn denied(d: &Decision<'_>, rec: &mut Record) -> Refusal {
     })
 }
 
-/// CONNECT: each permitted address in turn, with its own line's ident
-/// mode, until one connects; all within one `--connect-timeout`.
-fn connect_permitted<'r>(
-    decisions: &[(SocketAddr, Decision<'r>)],
-    arrival: &Arrival,
-    cfg: &Config,
-    routes: &Routes,
-    req: &Request,
-    rec: &mut Record,
-    ident: &mut IdentCheck,
-) -> Ended<'r> {
-    let deadline = Deadline::after(cfg.connect_timeout);
-    let mut ended = Ended::Denied;
-    for &(dst, d) in decisions.iter().filter(|(_, d)| d.permit()) {
-        rec.dst = Some(dst);
-        rec.rule = Some(d.label());
-        rec.src = None;
-        let result = ident
-            .verify(d.ident(cfg.ident), arrival, &req.userid, cfg, rec)
-            .and_then(|()| {
-                let from = source_for(dst.ip(), req.hostname.as_deref(), routes, cfg, arrival.own.ip());
-                connect(dst, from, deadline, rec)
-            });
-        let last = matches!(
-            result,
-            Ok(_) | Err(Refusal::ConnectTimeout | Refusal::FdLimit(_) | Refusal::IdentMismatch)
-        );
-        ended = Ended::With(d, result.map(Reached::Connect));
-        if last {
-            break;
-        }
+impl<'r> Walk<'_, 'r> {
+    /// Whether a request under decision `d` may go on, by its line's ident
+    /// mode.
+    fn ident_ok(&self, d: &Decision<'_>, rec: &mut Record, ident: &mut IdentCheck) -> Result<(), Refusal> {
+        ident.verify(d.ident(self.cfg.ident), self.arrival, &self.req.userid, self.cfg, rec)
     }
-    ended
-}
 
-/// BIND: the first permitted address's line decides, and the call may
-/// come from the IPv4 addresses that same line permits (the reply
-/// carries only IPv4); a call from an address another line decides is
-/// not expected.
-fn bind_permitted<'r>(
-    decisions: &[(SocketAddr, Decision<'r>)],
-    arrival: &Arrival,
-    cfg: &Config,
-    routes: &Routes,
-    req: &Request,
-    rec: &mut Record,
-    ident: &mut IdentCheck,
-) -> Ended<'r> {
-    let line = |d: &Decision| d.rule.map(|r| r.line);
-    let Some(&(first, d)) = decisions.iter().find(|(a, d)| d.permit() && a.is_ipv4()) else {
-        if let Some(&(dst, d)) = decisions.iter().find(|(_, d)| d.permit()) {
+    /// CONNECT: each permitted address in turn, with its own line's ident
+    /// mode, until one connects; all within one `--connect-timeout`.
+    fn connect(&self, rec: &mut Record, ident: &mut IdentCheck) -> Ended<'r> {
+        let (cfg, req) = (self.cfg, self.req);
+        let deadline = Deadline::after(cfg.connect_timeout);
+        let mut ended = Ended::Denied;
+        for &(dst, d) in self.decisions.iter().filter(|(_, d)| d.permit()) {
             rec.dst = Some(dst);
             rec.rule = Some(d.label());
-            let why = "the application server has no IPv4 address".into();
-            return Ended::With(d, Err(Refusal::BindFailed(why)));
+            rec.src = None;
+            let result = self.ident_ok(&d, rec, ident).and_then(|()| {
+                let own = self.arrival.own.ip();
+                let from = source_for(dst.ip(), req.hostname.as_deref(), self.routes, cfg, own);
+                connect(dst, from, deadline, rec)
+            });
+            let last = matches!(
+                result,
+                Ok(_) | Err(Refusal::ConnectTimeout | Refusal::FdLimit(_) | Refusal::IdentMismatch)
+            );
+            ended = Ended::With(d, result.map(Reached::Connect));
+            if last {
+                break;
+            }
         }
-        return Ended::Denied;
-    };
-    rec.dst = Some(first);
-    rec.rule = Some(d.label());
-    let expect: Vec<IpAddr> = decisions
-        .iter()
-        .filter(|(a, other)| a.is_ipv4() && other.permit() && line(other) == line(&d))
-        .map(|(a, _)| a.ip())
-        .collect();
-    let result = ident
-        .verify(d.ident(cfg.ident), arrival, &req.userid, cfg, rec)
-        .and_then(|()| listen_for_call(&expect, req.hostname.as_deref(), routes, cfg))
-        .map(|listener| {
-            let shown: Vec<String> = expect.iter().map(IpAddr::to_string).collect();
-            rec.expect = Some(shown.join(","));
-            rec.bind = listener.local_addr().ok().map(net::unmap);
-            rec.src = rec.bind;
-            Reached::Bind(listener, expect)
-        });
-    Ended::With(d, result)
+        ended
+    }
+
+    /// BIND: the first permitted address's line decides, and the call may
+    /// come from the IPv4 addresses that same line permits (the reply
+    /// carries only IPv4); a call from an address another line decides is
+    /// not expected.
+    fn bind(&self, rec: &mut Record, ident: &mut IdentCheck) -> Ended<'r> {
+        let line = |d: &Decision| d.rule.map(|r| r.line);
+        let permitted = || self.decisions.iter().filter(|(_, d)| d.permit());
+        let Some(&(first, d)) = permitted().find(|(a, _)| a.is_ipv4()) else {
+            if let Some(&(dst, d)) = permitted().next() {
+                rec.dst = Some(dst);
+                rec.rule = Some(d.label());
+                let why = "the application server has no IPv4 address".into();
+                return Ended::With(d, Err(Refusal::BindFailed(why)));
+            }
+            return Ended::Denied;
+        };
+        rec.dst = Some(first);
+        rec.rule = Some(d.label());
+        let expect: Vec<IpAddr> = permitted()
+            .filter(|(a, other)| a.is_ipv4() && line(other) == line(&d))
+            .map(|(a, _)| a.ip())
+            .collect();
+        let name = self.req.hostname.as_deref();
+        let result = self
+            .ident_ok(&d, rec, ident)
+            .and_then(|()| listen_for_call(&expect, name, self.routes, self.cfg))
+            .map(|listener| {
+                let shown: Vec<String> = expect.iter().map(IpAddr::to_string).collect();
+                rec.expect = Some(shown.join(","));
+                rec.bind = listener.local_addr().ok().map(net::unmap);
+                rec.src = rec.bind;
+                Reached::Bind(listener, expect)
+            });
+        Ended::With(d, result)
+    }
 }
 
 /// The relay's pipes and buffers, had before the grant.
