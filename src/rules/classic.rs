@@ -8,7 +8,7 @@
 //! was a service name followed by anything (a blank, a comment, a
 //! command, a CR) was skipped as "Invalid port number".
 
-use super::grammar::{is_blank, LineNotes, NoteKind};
+use super::grammar::{is_blank, NoteKind};
 use super::PortOp;
 
 /// The most bytes sockd read of a line at a time.
@@ -16,11 +16,11 @@ pub const SOCKD_PIECE_LEN: usize = 1022;
 /// The most fields sockd split a rule into.
 pub const SOCKD_MAX_FIELDS: usize = 8;
 
-/// Notes on any line, `raw` as in the file (with a CR if it has one):
+/// The note on any line, `raw` as in the file (with a CR if it has one):
 /// a line sockd read in more than one piece.
-pub(crate) fn line_notes(raw: &[u8]) -> LineNotes {
+pub(crate) fn line_notes(raw: &[u8]) -> Option<(NoteKind, String)> {
     if raw.len() < SOCKD_PIECE_LEN {
-        return Vec::new();
+        return None;
     }
     let what = if raw.len() == SOCKD_PIECE_LEN {
         "read the line whole but took its newline for one more, empty line".to_string()
@@ -31,26 +31,25 @@ pub(crate) fn line_notes(raw: &[u8]) -> LineNotes {
             String::from_utf8_lossy(&raw[SOCKD_PIECE_LEN..])
         )
     };
-    vec![(
+    Some((
         NoteKind::LongLine,
         format!(
             "{} bytes; CSTC sockd read lines at most {SOCKD_PIECE_LEN} bytes at a time, so it {what}, and \
              numbered every later line one higher than the file does; socks4d reads the line whole",
             raw.len()
         ),
-    )]
+    ))
 }
 
-/// Notes on a rule written in the classic grammar, `raw` as in the file:
-/// where sockd's field limit changed its meaning.
-pub(crate) fn field_notes(raw: &[u8]) -> LineNotes {
+/// The note on a rule written in the classic grammar, `raw` as in the
+/// file: where sockd's field limit changed its meaning.
+pub(crate) fn field_notes(raw: &[u8]) -> Option<(NoteKind, String)> {
     // sockd's rule ends at its first ':' or '#'.
     let body = match raw.iter().position(|&b| b == b':' || b == b'#') {
         Some(p) => &raw[..p],
         None => raw,
     };
-    // The first fields are all that matter, and the count: no allocation
-    // (this runs for every classic rule at every connection that parses).
+    // The first fields are all that matter, and the count.
     let mut first = [(0, &b""[..]); SOCKD_MAX_FIELDS + 2];
     let mut total = 0;
     for f in fields(body) {
@@ -60,9 +59,7 @@ pub(crate) fn field_notes(raw: &[u8]) -> LineNotes {
         total += 1;
     }
     let tokens = &first[..total.min(first.len())];
-    let Some(op_at) = port_test_at(tokens) else {
-        return Vec::new();
-    };
+    let op_at = port_test_at(tokens)?;
     let port_at = op_at + 1;
     let last = SOCKD_MAX_FIELDS - 1;
     if op_at == last {
@@ -71,14 +68,14 @@ pub(crate) fn field_notes(raw: &[u8]) -> LineNotes {
             String::from_utf8_lossy(tokens[op_at].1),
             String::from_utf8_lossy(tokens[port_at].1)
         );
-        return vec![(
+        return Some((
             NoteKind::NineFields,
             format!(
                 "{} fields; CSTC sockd ignored the port test of such lines ({test:?} was its 8th field with the \
                  rest of the line, so it matched every port); socks4d applies it",
                 total
             ),
-        )];
+        ));
     }
     if port_at == last {
         let (start, port) = tokens[port_at];
@@ -91,7 +88,7 @@ pub(crate) fn field_notes(raw: &[u8]) -> LineNotes {
                 _ if eighth.ends_with(b"\r") => "a CR (a DOS line end)",
                 _ => "a blank",
             };
-            return vec![(
+            return Some((
                 NoteKind::EighthFieldService,
                 format!(
                     "8 fields with the service name {:?} last and {after} after it; CSTC sockd kept the blanks \
@@ -100,10 +97,10 @@ pub(crate) fn field_notes(raw: &[u8]) -> LineNotes {
                     String::from_utf8_lossy(port),
                     String::from_utf8_lossy(eighth)
                 ),
-            )];
+            ));
         }
     }
-    Vec::new()
+    None
 }
 
 /// The fields of `body` with their offsets, split on blanks.
@@ -146,7 +143,7 @@ fn port_test_at(tokens: &[(usize, &[u8])]) -> Option<usize> {
 mod tests {
     use super::*;
 
-    fn kinds(n: &LineNotes) -> Vec<NoteKind> {
+    fn kinds(n: &Option<(NoteKind, String)>) -> Vec<NoteKind> {
         n.iter().map(|n| n.0).collect()
     }
 
@@ -155,13 +152,16 @@ mod tests {
         let n = field_notes(b"permit ?=I *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq 23");
         assert_eq!(kinds(&n), [NoteKind::NineFields]);
         assert!(
-            n[0].1.starts_with("9 fields; CSTC sockd ignored the port test"),
+            n.as_ref()
+                .unwrap()
+                .1
+                .starts_with("9 fields; CSTC sockd ignored the port test"),
             "{}",
-            n[0].1
+            n.as_ref().unwrap().1
         );
         // Eight or fewer: none.
-        assert!(field_notes(b"permit *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq 23").is_empty());
-        assert!(field_notes(b"permit ?=I *=alice 10.0.0.0 255.0.0.0 eq 23").is_empty());
+        assert!(field_notes(b"permit *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq 23").is_none());
+        assert!(field_notes(b"permit ?=I *=alice 10.0.0.0 255.0.0.0 eq 23").is_none());
     }
 
     #[test]
@@ -190,27 +190,31 @@ mod tests {
         ] {
             let n = field_notes(line);
             assert_eq!(kinds(&n), [NoteKind::EighthFieldService], "{line:?}");
-            assert!(n[0].1.contains(after), "{}", n[0].1);
+            assert!(n.as_ref().unwrap().1.contains(after), "{}", n.as_ref().unwrap().1);
         }
         // A number in that place, or nothing after the name: as written.
-        assert!(field_notes(b"permit *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq 23 ").is_empty());
-        assert!(field_notes(b"permit *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq telnet").is_empty());
-        assert!(field_notes(b"permit *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq telnet:x").is_empty());
+        assert!(field_notes(b"permit *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq 23 ").is_none());
+        assert!(field_notes(b"permit *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq telnet").is_none());
+        assert!(field_notes(b"permit *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq telnet:x").is_none());
     }
 
     #[test]
     fn long_lines_were_read_in_pieces() {
-        assert!(line_notes(&[b'x'; 1021]).is_empty());
+        assert!(line_notes(&[b'x'; 1021]).is_none());
         let n = line_notes(&[b'x'; 1022]);
         assert_eq!(kinds(&n), [NoteKind::LongLine]);
-        assert!(n[0].1.contains("one more, empty line"), "{}", n[0].1);
+        assert!(
+            n.as_ref().unwrap().1.contains("one more, empty line"),
+            "{}",
+            n.as_ref().unwrap().1
+        );
         let mut line = vec![b' '; 1022];
         line.push(b'7');
         let n = line_notes(&line);
         assert!(
-            n[0].1.starts_with("1023 bytes") && n[0].1.contains("\"7\""),
+            n.as_ref().unwrap().1.starts_with("1023 bytes") && n.as_ref().unwrap().1.contains("\"7\""),
             "{}",
-            n[0].1
+            n.as_ref().unwrap().1
         );
     }
 }

@@ -90,18 +90,41 @@ impl fmt::Display for Note {
     }
 }
 
-/// Notes on one line, before the file name and line number are known.
-pub(crate) type LineNotes = Vec<(NoteKind, String)>;
+/// Notes on one line, before the file name and line number are known:
+/// `None` when no one will read them (a connection's parse), so that none
+/// is made.
+pub(crate) struct LineNotes(Option<Vec<(NoteKind, String)>>);
 
-/// Parses the text of rules file `file`. Every line is checked, and every
-/// error returned.
+impl LineNotes {
+    /// Adds a note; its message is made only when notes are kept.
+    fn add(&mut self, kind: NoteKind, message: impl FnOnce() -> String) {
+        if let Some(list) = &mut self.0 {
+            list.push((kind, message()));
+        }
+    }
+
+    /// Adds a note made by `make`, which runs only when notes are kept.
+    fn add_from(&mut self, make: impl FnOnce() -> Option<(NoteKind, String)>) {
+        if let Some(list) = &mut self.0 {
+            list.extend(make());
+        }
+    }
+}
+
+/// Parses the text of rules file `file`, as a connection does: every line
+/// is checked, and every error returned; no notes are made.
 pub fn parse(text: &[u8], file: &str, services: Services, lookups: &mut dyn Lookups) -> Loaded {
-    check(text, file, services, lookups).loaded
+    read(text, file, services, lookups, false).loaded
 }
 
 /// As [`parse`], with a note for each line that CSTC sockd read otherwise
-/// or that uses a legacy form.
+/// or that uses a legacy form (`--check-config`, `--compile`).
 pub fn check(text: &[u8], file: &str, services: Services, lookups: &mut dyn Lookups) -> Checked {
+    read(text, file, services, lookups, true)
+}
+
+/// [`parse`], with notes when `noted`.
+pub(crate) fn read(text: &[u8], file: &str, services: Services, lookups: &mut dyn Lookups, noted: bool) -> Checked {
     let mut rules = Rules {
         origin: Origin::File(file.into()),
         rules: Vec::new(),
@@ -123,12 +146,13 @@ pub fn check(text: &[u8], file: &str, services: Services, lookups: &mut dyn Look
     for (i, raw) in lines.into_iter().enumerate() {
         let n = i + 1;
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let mut found = classic::line_notes(raw);
+        let mut found = LineNotes(noted.then(Vec::new));
+        found.add_from(|| classic::line_notes(raw));
         match parse_line(line, n, &rules.services, lookups, &mut found, &mut tokens) {
             Ok(Item::Nothing) => {}
             Ok(Item::Rule(r, is_classic)) => {
                 if is_classic {
-                    found.extend(classic::field_notes(raw));
+                    found.add_from(|| classic::field_notes(raw));
                 }
                 rules.rules.push(*r);
             }
@@ -146,20 +170,22 @@ pub fn check(text: &[u8], file: &str, services: Services, lookups: &mut dyn Look
                 message,
             }),
         }
-        notes.extend(found.into_iter().map(|(kind, message)| Note {
+        notes.extend(found.0.into_iter().flatten().map(|(kind, message)| Note {
             file: file.into(),
             line: n,
             kind,
             message,
         }));
     }
-    for (line, message) in family_notes(&rules.rules) {
-        notes.push(Note {
-            file: file.into(),
-            line,
-            kind: NoteKind::OneFamily,
-            message,
-        });
+    if noted {
+        for (line, message) in family_notes(&rules.rules) {
+            notes.push(Note {
+                file: file.into(),
+                line,
+                kind: NoteKind::OneFamily,
+                message,
+            });
+        }
     }
     Checked {
         loaded: if errors.is_empty() { Ok(rules) } else { Err(errors) },
@@ -293,15 +319,14 @@ fn parse_line<'t>(
             let command = trim(cmd);
             let name = String::from_utf8_lossy(prefix);
             if command.is_empty() {
-                notes.push((
-                    NoteKind::EmptyHook,
+                notes.add(NoteKind::EmptyHook, || {
                     format!(
                         "{name} with no command: CSTC sockd ran an empty command for it and socks4d runs none; \
                          being the first {name} line it still hides any later one, as in sockd; delete it"
-                    ),
-                ));
+                    )
+                });
             } else if command.starts_with(b":") {
-                notes.push(double_colon(command));
+                notes.add(NoteKind::DoubleColon, || double_colon(command));
             }
             return Ok(make(Hook {
                 line: n,
@@ -313,17 +338,16 @@ fn parse_line<'t>(
     let (body, command) = split_command(line);
     let command = match command.map(trim) {
         Some([]) => {
-            notes.push((
-                NoteKind::EmptyCommand,
+            notes.add(NoteKind::EmptyCommand, || {
                 "':' with no command after it: CSTC sockd ran an empty command and socks4d runs none; \
                  delete the ':'"
-                    .into(),
-            ));
+                    .into()
+            });
             None
         }
         Some(c) => {
             if c.starts_with(b":") {
-                notes.push(double_colon(c));
+                notes.add(NoteKind::DoubleColon, || double_colon(c));
             }
             Some(c.to_vec())
         }
@@ -353,23 +377,21 @@ fn parse_line<'t>(
         });
         if flag.len() > 1 {
             let one = flag[0] as char;
-            notes.push((
-                NoteKind::IdentLetters,
+            notes.add(NoteKind::IdentLetters, || {
                 format!(
                     "?={}: CSTC sockd read only the first letter after ?=, and so does socks4d; write ?={one}",
                     String::from_utf8_lossy(flag)
-                ),
-            ));
+                )
+            });
         }
         rest = &rest[1..];
     }
     let mut users = None;
     if let Some(list) = rest.first().and_then(|t| t.strip_prefix(b"*=")) {
         if list.is_empty() {
-            notes.push((
-                NoteKind::EmptyUsers,
-                "empty *=: CSTC sockd matched every user-id, and so does socks4d; leave the field out".into(),
-            ));
+            notes.add(NoteKind::EmptyUsers, || {
+                "empty *=: CSTC sockd matched every user-id, and so does socks4d; leave the field out".into()
+            });
         } else {
             users = Some(users::parse_list(list, lookups)?);
         }
@@ -409,7 +431,7 @@ fn parse_line<'t>(
         if modern {
             return Err(format!("unexpected {} after the rule", show(extra)));
         }
-        notes.push(extra_fields(&fields[at..], dst.is_some()));
+        notes.add(NoteKind::ExtraFields, || extra_fields(&fields[at..], dst.is_some()));
     }
     Ok(Item::Rule(
         Box::new(Rule {
@@ -430,26 +452,23 @@ fn parse_line<'t>(
     ))
 }
 
-fn double_colon(command: &[u8]) -> (NoteKind, String) {
+fn double_colon(command: &[u8]) -> String {
     let rest = String::from_utf8_lossy(trim(&command[1..]));
-    (
-        NoteKind::DoubleColon,
-        format!(
-            "the command begins with ':' (\"::\" before it): CSTC sockd, like socks4d, took everything after \
+    format!(
+        "the command begins with ':' (\"::\" before it): CSTC sockd, like socks4d, took everything after \
              the first ':' as the command, so the shell runs \"{}\", its no-op ':', and \"{rest}\" never runs; \
              write one ':' to run it",
-            String::from_utf8_lossy(command)
-        ),
+        String::from_utf8_lossy(command)
     )
 }
 
-fn extra_fields(extra: &[&[u8]], has_dst: bool) -> (NoteKind, String) {
+fn extra_fields(extra: &[&[u8]], has_dst: bool) -> String {
     let text = extra
         .iter()
         .map(|t| String::from_utf8_lossy(t))
         .collect::<Vec<_>>()
         .join(" ");
-    let message = match extra {
+    match extra {
         [op] if PortOp::from_token(op).is_some() => format!(
             "{text:?} with no port after it: CSTC sockd ignored it, so this rule matches every port, and so \
              does socks4d; complete the port test or delete {text:?}"
@@ -459,8 +478,7 @@ fn extra_fields(extra: &[&[u8]], has_dst: bool) -> (NoteKind, String) {
              applies to every destination, and so does socks4d; add the mask ({text} 255.255.255.255) or delete it"
         ),
         _ => format!("{text:?} after a complete rule: CSTC sockd ignored it, and so does socks4d; delete it"),
-    };
-    (NoteKind::ExtraFields, message)
+    }
 }
 
 /// Splits a rule line at the `:` that starts its command, and drops a `#`
@@ -530,24 +548,22 @@ pub const ANY_FAMILY: &str = "0/0";
 fn canonical_net(n: Net, field: &str, what: &str, notes: &mut LineNotes) -> Net {
     let v4 = n.unmapped();
     if let (Net::V6 { .. }, Net::V4 { addr, mask }) = (n, v4) {
-        notes.push((
-            NoteKind::Mapped,
+        notes.add(NoteKind::Mapped, || {
             format!(
                 "{what} {field} is written as IPv4-mapped IPv6 addresses; socks4d matches such addresses \
                  as IPv4, so this is {}; write that",
                 show_v4_net(addr, mask)
-            ),
-        ));
+            )
+        });
     }
     if what == "destination" && n.is_nat64() {
-        notes.push((
-            NoteKind::Nat64,
+        notes.add(NoteKind::Nat64, || {
             format!(
                 "destination {field} is within the NAT64 prefix 64:ff9b::/96, whose addresses the rules \
                  judge as the IPv4 addresses they embed: this net matches no destination; write the IPv4 \
                  net instead"
-            ),
-        ));
+            )
+        });
     }
     v4
 }
@@ -644,18 +660,20 @@ fn address(s: &str, what: &str, lookups: &mut dyn Lookups, notes: &mut LineNotes
              socks4d refuses the file (no service) until the name resolves or the address is written"
         )
     })?;
-    let list = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
-    let mut message = format!(
-        "host name {s} in the {what} address: CSTC sockd looked it up for every request; socks4d looks it up \
-         each time it reads the file (within {} s for all names; a name that does not resolve means no service) \
-         and matches {list}",
-        super::RESOLVE_TIMEOUT.as_secs()
-    );
-    if addrs.len() > 1 {
-        message.push_str(" (CSTC sockd took only the first address its resolver returned; socks4d matches any)");
-    }
-    message.push_str(&format!("; write {} to avoid the lookup", addrs[0]));
-    notes.push((NoteKind::HostName, message));
+    notes.add(NoteKind::HostName, || {
+        let list = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+        let mut message = format!(
+            "host name {s} in the {what} address: CSTC sockd looked it up for every request; socks4d looks it \
+             up each time it reads the file (within {} s for all names; a name that does not resolve means no \
+             service) and matches {list}",
+            super::RESOLVE_TIMEOUT.as_secs()
+        );
+        if addrs.len() > 1 {
+            message.push_str(" (CSTC sockd took only the first address its resolver returned; socks4d matches any)");
+        }
+        message.push_str(&format!("; write {} to avoid the lookup", addrs[0]));
+        message
+    });
     Ok(Addr::V4(addrs))
 }
 
@@ -686,12 +704,12 @@ fn classic_v4_noted(s: &str, what: &str, field: &str, notes: &mut LineNotes) -> 
         return Some(ip);
     }
     let ip = inet_aton(s)?;
-    notes.push((
+    notes.add(
         NoteKind::InetAton,
-        format!(
+        || format!(
             "{what} {field} {s} is inet_addr's way of writing {ip}: CSTC sockd read it so, and so does socks4d; write {ip}"
         ),
-    ));
+    );
     Some(ip)
 }
 
@@ -795,13 +813,12 @@ fn rule_port(t: &[u8], services: &Services, notes: &mut LineNotes) -> Result<u16
         Err(_) => {
             let digits = &t[..t.iter().take_while(|b| b.is_ascii_digit()).count()];
             let p = port_number(digits, services)?;
-            notes.push((
-                NoteKind::PortDigits,
+            notes.add(NoteKind::PortDigits, || {
                 format!(
                     "port {}: CSTC sockd read its leading digits, {p}, and so does socks4d; write {p}",
                     String::from_utf8_lossy(t)
-                ),
-            ));
+                )
+            });
             Ok(p)
         }
     }
@@ -989,6 +1006,16 @@ mod tests {
         ] {
             assert_eq!(dotted_quad(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn a_connections_parse_makes_no_notes_and_reads_the_same_rules() {
+        let text = "permit ?=Ix *= 10.1 255.0.0.0 0.0.0.0 0.0.0.0 eq 23abc extra\ndeny localhost 255.255.255.255 ::\n";
+        let noted = checked_with(text, &[]);
+        assert_eq!(noted.notes.len(), 8, "{:#?}", noted.notes);
+        let plain = read(text.as_bytes(), "test.conf", services(), &mut lookups(), false);
+        assert!(plain.notes.is_empty());
+        assert_eq!(plain.loaded.unwrap().rules, noted.loaded.unwrap().rules);
     }
 
     #[test]

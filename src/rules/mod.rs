@@ -492,13 +492,14 @@ fn open_text(
     }
 }
 
-/// Reads and parses the opened rules file `path`.
-fn parse_text(path: &Path, file: std::fs::File, meta: &std::fs::Metadata, trust: &Trust) -> Checked {
+/// Reads and parses the opened rules file `path`, with the notes
+/// `--check-config` prints when `noted` (a connection makes none).
+fn parse_text(path: &Path, file: std::fs::File, meta: &std::fs::Metadata, trust: &Trust, noted: bool) -> Checked {
     let name = path.display().to_string();
     match trust::read_capped(&file, meta.len(), MAX_FILE_LEN) {
         Ok(text) => {
             let mut system = System::new(trust);
-            let mut checked = check(&text, &name, Services::system(trust), &mut system);
+            let mut checked = grammar::read(&text, &name, Services::system(trust), &mut system, noted);
             if let Ok(rules) = &mut checked.loaded {
                 rules.files = system.read;
             }
@@ -548,7 +549,7 @@ pub fn load(path: &Path, named: bool, trust: &Trust) -> Loaded {
         }),
         Err(frozen::Unused::Untrusted(file, why)) => Err(vec![untrusted(&file, why)]),
         Err(unused) => {
-            let mut loaded = parse_text(path, file, &meta, trust).loaded;
+            let mut loaded = parse_text(path, file, &meta, trust, false).loaded;
             if let (Ok(rules), frozen::Unused::Stale(why)) = (&mut loaded, unused) {
                 rules.frozen_unused = Some(why);
             }
@@ -595,7 +596,7 @@ pub fn load_checked(path: &Path, named: bool, trust: &Trust) -> Checked {
             }
         }
     };
-    let mut checked = parse_text(path, file, &meta, trust);
+    let mut checked = parse_text(path, file, &meta, trust, true);
     if let Err(frozen::Unused::Untrusted(file, why)) = frozen::believed(path, &meta, trust) {
         let e = untrusted(&file, why);
         match &mut checked.loaded {
