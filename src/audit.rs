@@ -389,24 +389,7 @@ impl Stderr {
 /// after the closing quote. The result never holds a control byte or an
 /// unescaped quote.
 pub fn quote(value: &[u8]) -> String {
-    let shown = &value[..value.len().min(MAX_LOGGED_VALUE_LEN)];
-    let mut out = String::with_capacity(shown.len() + 2);
-    out.push('"');
-    for &b in shown {
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            0x20..=0x7e => out.push(b as char),
-            _ => {
-                let _ = write!(out, "\\x{b:02x}");
-            }
-        }
-    }
-    out.push('"');
-    if value.len() > shown.len() {
-        out.push_str("...");
-    }
-    out
+    crate::text::quote(value, MAX_LOGGED_VALUE_LEN)
 }
 
 /// Builds one audit line, `event key=value key=value ...`.

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use crate::audit::{self, Log};
 use crate::config::{Config, Outgoing, Query, EXIT_SETUP, EXIT_USAGE};
-use crate::dest;
+use crate::addr;
 use crate::route::{self, Route, Routes};
 use crate::rules::{self, Trust};
 
@@ -67,7 +67,7 @@ pub fn config(cfg: &Config) -> Report {
         }
         Ok(loaded) => {
             let warnings = count_warnings(checked.notes.len());
-            r.out(format!("{file}: {} rules, OK{warnings}", loaded.rules.len()));
+            r.out(format!("{file}: {} rules, OK{warnings}", loaded.len()));
             if !cfg.compile {
                 r.out.extend(rules::frozen_status(&cfg.rules_file, &trust));
                 true
@@ -78,7 +78,7 @@ pub fn config(cfg: &Config) -> Report {
                         true
                     }
                     Err(e) => {
-                        r.err(format!("socks4d: {e}"));
+                        r.err(format!("socks4d: {e:#}"));
                         false
                     }
                 }
@@ -172,7 +172,7 @@ pub fn explain(cfg: &Config, query: &Query) -> Report {
         r.err("socks4d: --explain: SRC and DST must be IP addresses".into());
         return r.fail(EXIT_USAGE);
     };
-    let dst_ip = match dest::canonical(written) {
+    let dst_ip = match addr::canonical(written) {
         Ok(ip) => ip,
         Err(why) => {
             r.out(format!(
@@ -186,7 +186,7 @@ pub fn explain(cfg: &Config, query: &Query) -> Report {
     if written != dst_ip {
         r.out(format!("destination: {dst_ip} (as {dst} is matched and connected to)"));
     }
-    let judged = dest::judged(dst_ip);
+    let judged = addr::judged(dst_ip);
     if judged != dst_ip {
         r.out(format!("destination: judged as {judged} (NAT64)"));
     }

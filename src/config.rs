@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use syslog::Facility;
 
+use crate::addr::Net;
 use crate::ident::Mode;
-use crate::rules::{self, Net};
+use crate::rules;
 
 /// Real clients send their request with the connection; a connection
 /// that has said nothing for this long holds a handler for nothing.

@@ -184,14 +184,9 @@ fn token(field: &[u8], what: &'static str) -> Result<String, Invalid> {
     Ok(String::from_utf8_lossy(t).into_owned())
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
+/// `s` without blanks and tabs at either end.
+fn trim(s: &[u8]) -> &[u8] {
+    crate::text::trim(s, |b| b == b' ' || b == b'\t')
 }
 
 /// What the identd said, or why it said nothing usable.

@@ -1,12 +1,12 @@
 //! socks4d: a SOCKS4/4a server that inetd or a systemd socket unit starts
 //! once per client connection.
 
+pub mod addr;
 pub mod audit;
 pub mod bind;
 pub mod check;
 pub mod config;
 pub mod confine;
-pub mod dest;
 pub mod ident;
 pub mod intake;
 pub mod listen;
@@ -22,3 +22,4 @@ pub mod rules;
 pub mod session;
 pub mod start;
 pub mod syscalls;
+pub mod text;

@@ -2,7 +2,7 @@
 //! variant maps to exactly one reply code (or none) and one audit `reason=`;
 //! the detail (errno text, which line) goes to the log only.
 
-use crate::dest::Unusable;
+use crate::addr::Unusable;
 use crate::proxy;
 use crate::request::{Foreign, Invalid, REPLY_BAD_USERID, REPLY_NO_IDENTD, REPLY_REJECTED};
 

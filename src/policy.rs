@@ -18,7 +18,7 @@ use crate::rules::{self, frozen::Identity, Trust};
 
 /// The rules and the routes. Either one in error means no service: every
 /// request gets 0x5B.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Policy {
     pub rules: rules::Loaded,
     pub routes: route::Loaded,

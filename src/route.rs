@@ -17,7 +17,9 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use crate::rules::{self, Error, Net, MAX_LINE_LEN};
+use crate::addr::{is_host_name, Net};
+use crate::rules::{self, Error, MAX_FILE_LEN, MAX_LINE_LEN};
+use crate::text::{self, show};
 
 /// What a route's destination field matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,12 +93,7 @@ impl Routes {
 pub fn parse(text: &[u8], file: &str) -> Loaded {
     let mut routes = Vec::new();
     let mut errors = Vec::new();
-    let mut lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
-    if lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
-    for (i, raw) in lines.into_iter().enumerate() {
-        let n = i + 1;
+    for (n, raw) in text::lines(text) {
         let error = |message: String| Error {
             file: file.into(),
             line: Some(n),
@@ -143,11 +140,11 @@ fn parse_line(line: &[u8]) -> Result<Option<(IpAddr, Dst)>, String> {
         [i, d] => (*i, *d, None),
         [i, d, m] => (*i, *d, Some(*m)),
         [_] => return Err("a route needs interface_addr and dst_addr dst_mask (or dst_addr/prefix)".into()),
-        [_, _, _, extra, ..] => return Err(format!("unexpected field {} after the route", shown(extra))),
+        [_, _, _, extra, ..] => return Err(format!("unexpected field {} after the route", show(extra.as_bytes()))),
     };
     let interface: IpAddr = interface
         .parse()
-        .map_err(|_| format!("interface_addr {} is not an IP address", shown(interface)))?;
+        .map_err(|_| format!("interface_addr {} is not an IP address", show(interface.as_bytes())))?;
     let dst = destination(dst, mask)?;
     let family_ok = match &dst {
         Dst::Net(n) => n.is_ipv4() == interface.is_ipv4(),
@@ -166,20 +163,20 @@ fn parse_line(line: &[u8]) -> Result<Option<(IpAddr, Dst)>, String> {
 fn destination(dst: &str, mask: Option<&str>) -> Result<Dst, String> {
     if dst.contains('/') {
         if let Some(m) = mask {
-            return Err(format!("unexpected field {} after {dst}", shown(m)));
+            return Err(format!("unexpected field {} after {dst}", show(m.as_bytes())));
         }
         return Net::parse(dst).map(Dst::Net).map_err(|e| format!("dst_addr: {e}"));
     }
     let Some(mask) = mask else {
         return Err(format!(
             "no dst_mask after dst_addr {} (or write addr/prefix)",
-            shown(dst)
+            show(dst.as_bytes())
         ));
     };
     if let Ok(ip) = dst.parse::<IpAddr>() {
         let m: IpAddr = mask
             .parse()
-            .map_err(|_| format!("dst_mask {} is not an IP address mask", shown(mask)))?;
+            .map_err(|_| format!("dst_mask {} is not an IP address mask", show(mask.as_bytes())))?;
         return Net::with_mask(ip, m)
             .map(Dst::Net)
             .ok_or_else(|| format!("dst_addr {dst} and dst_mask {mask} are not of one family"));
@@ -191,26 +188,11 @@ fn destination(dst: &str, mask: Option<&str>) -> Result<Dst, String> {
     if !is_host_name(name) {
         return Err(format!(
             "dst_addr {} is neither an IP address nor a domain name",
-            shown(dst)
+            show(dst.as_bytes())
         ));
     }
     let name = name.to_ascii_lowercase();
     Ok(if zone { Dst::Zone(name) } else { Dst::Name(name) })
-}
-
-/// Letters, digits and hyphens in dot-separated labels, not all digits.
-fn is_host_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.')
-            .all(|l| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        && !s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-}
-
-/// A field for an error message: quoted, at most 64 bytes.
-fn shown(field: &str) -> String {
-    let cut: String = field.chars().take(64).collect();
-    format!("{cut:?}")
 }
 
 /// Reads and parses `path`; `None` (no `--route`) is no routes. A file
@@ -221,7 +203,7 @@ pub fn load(path: Option<&Path>, trust: &rules::Trust) -> Loaded {
         return Ok(Routes::default());
     };
     let file = path.display().to_string();
-    match rules::read_capped(path, trust) {
+    match trust.read(path, MAX_FILE_LEN) {
         Ok(text) => parse(&text, &file),
         Err(e) => Err(vec![Error {
             file,
@@ -293,6 +275,16 @@ mod tests {
         );
         assert_eq!(source(&r, "192.0.2.1", Some("badexample.net")), None);
         assert_eq!(source(&r, "192.0.2.1", None), None);
+        // Names as the resolver takes them, underscores included.
+        let r = routes("127.0.0.2 _sip._tcp.example.org 0.0.0.0\n127.0.0.3 .host_1.example 0.0.0.0\n");
+        assert_eq!(
+            source(&r, "192.0.2.1", Some("_SIP._tcp.example.org")),
+            Some((1, Some(ip("127.0.0.2"))))
+        );
+        assert_eq!(
+            source(&r, "192.0.2.1", Some("a.host_1.example")),
+            Some((2, Some(ip("127.0.0.3"))))
+        );
         // A name route of one family does not give an IPv6 destination an
         // IPv4 source.
         assert_eq!(source(&r, "2001:db8::1", Some("www.example.org")), None);
@@ -311,10 +303,12 @@ mod tests {
                     127.0.0.2 bad_name! 0.0.0.0\n\
                     127.0.0.2\n\
                     127.0.0.2 10.0.0.0 mask\n\
+                    127.0.0.2 123-456 0.0.0.0\n\
+                    127.0.0.2 \"x\"\x01 0.0.0.0\n\
                     127.0.0.2 10.0.0.0/8\n";
         let errors = parse(text.as_bytes(), "/etc/socks4d.route").unwrap_err();
         let lines: Vec<Option<usize>> = errors.iter().map(|e| e.line).collect();
-        assert_eq!(lines, (1..=11).map(Some).collect::<Vec<_>>(), "{errors:?}");
+        assert_eq!(lines, (1..=13).map(Some).collect::<Vec<_>>(), "{errors:?}");
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         for (i, want) in [
             "no dst_mask after dst_addr \"10.0.0.0\"",
@@ -328,6 +322,8 @@ mod tests {
             "neither an IP address nor a domain name",
             "a route needs",
             "dst_mask \"mask\"",
+            "dst_addr \"123-456\" is neither",
+            r#"dst_addr "\"x\"\x01" is neither"#,
         ]
         .iter()
         .enumerate()

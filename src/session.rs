@@ -22,7 +22,7 @@ use crate::audit::{self, Level, Line, Log, Record};
 use crate::bind::{self, Inbound};
 use crate::config::Config;
 use crate::confine;
-use crate::dest::{self, Unusable};
+use crate::addr::{self, Unusable};
 use crate::ident::{self, Answer, Mode};
 use crate::intake::Conn;
 use crate::net::{self, ConnectError, Deadline, Unread};
@@ -301,7 +301,7 @@ struct Bound {
 /// shares with its parent.
 fn release(mut policy: Policy) {
     if let Ok(rules) = &mut policy.rules {
-        drop(rules.frozen.take());
+        rules.release();
     }
     std::mem::forget(policy);
 }
@@ -454,7 +454,7 @@ fn exchange(
             let facts = Facts {
                 user: &req.userid,
                 src,
-                dst: dest::judged(dst.ip()),
+                dst: addr::judged(dst.ip()),
                 port: dst.port(),
             };
             (dst, rules::decide(rules, &facts))
@@ -670,7 +670,7 @@ fn read_request(client: &TcpStream, early: &[u8], deadline: Deadline) -> Result<
 }
 
 /// The addresses the request names, each in its canonical form
-/// ([`dest::canonical`]): DSTIP, or for SOCKS4a every address the
+/// ([`addr::canonical`]): DSTIP, or for SOCKS4a every address the
 /// hostname resolves to, in the resolver's order, without repeats. An
 /// address refused whatever the rules say is left out; when none is left,
 /// the first one's refusal.
@@ -687,7 +687,7 @@ fn destinations(req: &Request, cfg: &Config) -> Result<Vec<SocketAddr>, Refusal>
     let mut usable: Vec<SocketAddr> = Vec::with_capacity(found.len());
     let mut refused = None;
     for a in found {
-        match dest::canonical(a.ip()) {
+        match addr::canonical(a.ip()) {
             Ok(ip) => {
                 let a = SocketAddr::new(ip, a.port());
                 if !usable.contains(&a) {

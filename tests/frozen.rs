@@ -184,7 +184,9 @@ fn a_changed_user_list_makes_the_frozen_file_stale() {
 /// owner, can do.)
 fn forge(conf: &str, text: &str) {
     let mut none = rules::Fixed::default();
-    let parsed = rules::parse(text.as_bytes(), conf, rules::Services::parse(b""), &mut none).unwrap();
+    let services = rules::Services::parse(b"");
+    let (parsed, _) = rules::grammar::read(text.as_bytes(), conf, &services, &mut none, false);
+    let parsed = parsed.unwrap();
     let meta = std::fs::metadata(conf).unwrap();
     let identity = rules::frozen::Identity::of(&meta);
     let bytes = rules::frozen::encode(&parsed, identity, rules::frozen::hash(text.as_bytes()), &[]).unwrap();

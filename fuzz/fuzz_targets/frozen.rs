@@ -7,15 +7,15 @@
 //! `--compile` would, then damaged by the edits after the NUL (three bytes
 //! each: where, two bytes little-endian taken modulo the length, and what
 //! to XOR there): so the checks past the header, and deciding, are
-//! reached. Undamaged, the frozen rules decide every request as the
-//! parsed text does.
+//! reached. Undamaged, the frozen rules decide every request, and every
+//! request known in part, as the parsed text does.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use socks4d::rules::{self, frozen};
+use socks4d::rules::{self, frozen, Conditions, RuleSource};
 
 fn lookups() -> &'static rules::Fixed {
     static L: OnceLock<rules::Fixed> = OnceLock::new();
@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
             static SERVICES: rules::Services = rules::Services::parse(b"telnet 23/tcp\nhttp 80/tcp www\n");
         }
         let services = SERVICES.with(rules::Services::clone);
-        let Ok(r) = rules::parse(text, "fuzz.conf", services, &mut lookups().clone()) else {
+        let Ok(r) = rules::grammar::read(text, "fuzz.conf", &services, &mut lookups().clone(), false).0 else {
             return;
         };
         let Ok(mut bytes) = frozen::encode(&r, frozen::Identity::default(), frozen::hash(text), &[]) else {
@@ -89,13 +89,21 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(opened.no_identd, r.no_identd);
         assert_eq!(opened.bad_id, r.bad_id);
     }
+    let text = parsed.map(|r| RuleSource::Text(r.rules));
+    let frozen = RuleSource::Frozen(opened.frozen);
     for f in requests() {
-        let got = opened.frozen.decide(f);
+        let got = frozen.first_match(f);
         if let Some(rule) = got {
             assert!(rule.matches(f), "{rule:?} decided {f:?}");
         }
-        if let Some(r) = &parsed {
-            assert_eq!(got, rules::decide(r, f).rule, "{f:?}");
+        if let Some(text) = &text {
+            assert_eq!(got, text.first_match(f), "{f:?}");
+            let p = rules::Partial {
+                src: f.src,
+                user: (f.port != 80).then_some(f.user),
+                port: (f.port != 1024).then_some(f.port),
+            };
+            assert_eq!(frozen.denied(&p), text.denied(&p), "{p:?}");
         }
     }
 });

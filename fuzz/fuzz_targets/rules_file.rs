@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use socks4d::rules;
+use socks4d::rules::{self, Conditions, RuleSource};
 
 /// The fixed world the parser looks things up in: one user-list file and
 /// two host names, so that those paths are reached too.
@@ -33,7 +33,10 @@ fuzz_target!(|data: &[u8]| {
     }
     match checked.loaded {
         Ok(r) => {
-            for rule in &r.rules {
+            let RuleSource::Text(list) = &r.source else {
+                panic!("a parse gives text rules");
+            };
+            for rule in list {
                 assert!(rule.line >= 1 && rule.line <= lines);
                 assert!(!rule.src.is_empty());
             }

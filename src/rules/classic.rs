@@ -8,8 +8,9 @@
 //! was a service name followed by anything (a blank, a comment, a
 //! command, a CR) was skipped as "Invalid port number".
 
-use super::grammar::{is_blank, NoteKind};
-use super::PortOp;
+use super::lex::fields;
+use super::note::NoteKind;
+use super::rule::PortOp;
 
 /// The most bytes sockd read of a line at a time.
 pub const SOCKD_PIECE_LEN: usize = 1022;
@@ -101,24 +102,6 @@ pub(crate) fn field_notes(raw: &[u8]) -> Option<(NoteKind, String)> {
         }
     }
     None
-}
-
-/// The fields of `body` with their offsets, split on blanks.
-fn fields(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> + '_ {
-    let mut i = 0;
-    std::iter::from_fn(move || {
-        while i < body.len() && is_blank(body[i]) {
-            i += 1;
-        }
-        if i == body.len() {
-            return None;
-        }
-        let start = i;
-        while i < body.len() && !is_blank(body[i]) {
-            i += 1;
-        }
-        Some((start, &body[start..i]))
-    })
 }
 
 /// Where the port test's operator of a classic rule is, if it has one:

@@ -1,19 +1,138 @@
 //! Deciding a request: the first line that matches decides, and a request
 //! that no line matches is denied. Pure.
 
-use std::net::IpAddr;
+use std::path::PathBuf;
 
-use super::{Action, Rule, Rules};
+use super::frozen::Frozen;
+use super::rule::{denied, first_match, Action, Error, Facts, Hook, Partial, Rule};
+use super::services::Services;
+use crate::addr::Net;
 use crate::ident::Mode;
 
-/// What a request is decided on.
-#[derive(Debug, Clone, Copy)]
-pub struct Facts<'a> {
-    /// The USERID the client claimed.
-    pub user: &'a [u8],
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub port: u16,
+/// The `rule=` label of the built-in policy.
+pub const BUILTIN: &str = "builtin";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The rules file's path.
+    File(String),
+    /// No rules file: permit loopback clients, deny the rest.
+    Builtin,
+}
+
+/// The rules in order, however they are held; deciding asks them the same
+/// way.
+#[derive(Debug)]
+pub enum RuleSource {
+    /// Parsed from the rules file's text, or the built-in policy.
+    Text(Vec<Rule>),
+    /// A frozen file's checked records, decided from where they are.
+    Frozen(Frozen),
+}
+
+impl RuleSource {
+    /// The number of rules.
+    pub fn len(&self) -> usize {
+        match self {
+            RuleSource::Text(list) => list.len(),
+            RuleSource::Frozen(f) => f.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first rule that matches `f`.
+    pub fn first_match(&self, f: &Facts) -> Option<&Rule> {
+        match self {
+            RuleSource::Text(list) => first_match(list, f).map(|i| &list[i]),
+            RuleSource::Frozen(frozen) => first_match(frozen.lines(), f).map(|i| frozen.rule(i)),
+        }
+    }
+
+    /// Whether every request of which `p` is known is denied: by the rule
+    /// given, or by no rule matching (`Some(None)`).
+    pub fn denied(&self, p: &Partial) -> Option<Option<&Rule>> {
+        match self {
+            RuleSource::Text(list) => denied(list, p).map(|by| by.map(|i| &list[i])),
+            RuleSource::Frozen(frozen) => denied(frozen.lines(), p).map(|by| by.map(|i| frozen.rule(i))),
+        }
+    }
+}
+
+/// A rules file, parsed or frozen, or the built-in policy: what a
+/// connection is decided by.
+#[derive(Debug)]
+pub struct Rules {
+    pub origin: Origin,
+    pub source: RuleSource,
+    /// Run when the client host's identd gives no USERID answer.
+    pub no_identd: Option<Hook>,
+    /// Run when the identd names another user than the one claimed.
+    pub bad_id: Option<Hook>,
+    pub services: Services,
+    /// A frozen file was there and not used: why.
+    pub frozen_unused: Option<String>,
+    /// The files besides the rules file that these rules were read from:
+    /// the user lists (or the frozen file's record of them).
+    pub files: Vec<PathBuf>,
+}
+
+/// The rules to serve with, or every error that stops the file being used.
+pub type Loaded = Result<Rules, Vec<Error>>;
+
+impl Rules {
+    /// Loopback clients permitted (with the `--ident` mode), the rest
+    /// denied.
+    pub fn builtin(services: Services) -> Rules {
+        let permit = |text: &str, src: &str, bits: u32| {
+            let net = Net::prefix(src.parse().expect("an address"), bits);
+            Rule::plain(0, text, Action::Permit, vec![net])
+        };
+        let loopback = vec![
+            permit("permit 127.0.0.0/8", "127.0.0.0", 8),
+            permit("permit ::1/128", "::1", 128),
+        ];
+        Rules::new(Origin::Builtin, RuleSource::Text(loopback), services)
+    }
+
+    /// `source`, from `origin`, with no hooks and no files besides.
+    pub fn new(origin: Origin, source: RuleSource, services: Services) -> Rules {
+        Rules {
+            origin,
+            source,
+            no_identd: None,
+            bad_id: None,
+            services,
+            frozen_unused: None,
+            files: Vec::new(),
+        }
+    }
+
+    /// The number of rules.
+    pub fn len(&self) -> usize {
+        self.source.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.source.is_empty()
+    }
+
+    /// The `rule=` label of line `line`, or of no line matching.
+    pub fn label(&self, line: Option<usize>) -> String {
+        match (&self.origin, line) {
+            (Origin::Builtin, _) => BUILTIN.into(),
+            (Origin::File(f), Some(n)) => format!("{f}:{n}"),
+            (Origin::File(_), None) => "default".into(),
+        }
+    }
+
+    /// Gives back what deciding needed once nothing more will be decided
+    /// (a frozen file's copy, megabytes for a large file): no rule is left.
+    pub fn release(&mut self) {
+        self.source = RuleSource::Text(Vec::new());
+    }
 }
 
 /// The line that decided, if any; no line means deny.
@@ -43,16 +162,6 @@ impl Decision<'_> {
     }
 }
 
-/// What is known of a request before all of it is: its source, then its
-/// user-id and port once the request is read. Its destination is not
-/// known yet (not read, or a SOCKS4a name not looked up).
-#[derive(Debug, Clone, Copy)]
-pub struct Partial<'a> {
-    pub src: IpAddr,
-    pub user: Option<&'a [u8]>,
-    pub port: Option<u16>,
-}
-
 /// Whether the rules could permit a request of which only a [`Partial`]
 /// is known.
 #[derive(Debug, Clone, Copy)]
@@ -65,134 +174,39 @@ pub enum Outlook<'a> {
     Denied(Decision<'a>),
 }
 
-/// How far a line can match a [`Partial`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
-    /// It cannot match.
-    Never,
-    /// It matches some requests of these facts, depending on what is not
-    /// known yet.
-    Maybe,
-    /// It matches every request of these facts.
-    Surely,
-}
-
 /// [`Outlook`] of the first-match loop for what `p` says. Pure: no name
 /// is looked up.
 pub fn outlook<'a>(rules: &'a Rules, p: &Partial) -> Outlook<'a> {
-    if let Some(f) = &rules.frozen {
-        return match f.outlook(p) {
-            None => Outlook::Open,
-            Some(rule) => Outlook::Denied(Decision { rules, rule }),
-        };
+    match rules.source.denied(p) {
+        None => Outlook::Open,
+        Some(rule) => Outlook::Denied(Decision { rules, rule }),
     }
-    for rule in &rules.rules {
-        match rule.reach(p) {
-            Reach::Never => continue,
-            _ if rule.action == Action::Permit || rule.command.is_some() => return Outlook::Open,
-            Reach::Surely => {
-                return Outlook::Denied(Decision {
-                    rules,
-                    rule: Some(rule),
-                })
-            }
-            Reach::Maybe => continue,
-        }
-    }
-    Outlook::Denied(Decision { rules, rule: None })
 }
 
 /// The first line that matches decides; if none does, deny.
 pub fn decide<'a>(rules: &'a Rules, facts: &Facts) -> Decision<'a> {
-    if let Some(f) = &rules.frozen {
-        return Decision {
-            rules,
-            rule: f.decide(facts),
-        };
-    }
-    for rule in &rules.rules {
-        if rule.matches(facts) {
-            return Decision {
-                rules,
-                rule: Some(rule),
-            };
-        }
-    }
-    Decision { rules, rule: None }
-}
-
-impl Rule {
-    /// Whether every condition of this line holds for `f`: source,
-    /// destination, port test and user list.
-    pub fn matches(&self, f: &Facts) -> bool {
-        self.src.iter().any(|n| n.contains(f.src))
-            && self.dst.as_ref().is_none_or(|d| d.iter().any(|n| n.contains(f.dst)))
-            && self.port.is_none_or(|(op, p)| op.holds(f.port, p))
-            && self.users.as_ref().is_none_or(|u| u.iter().any(|u| u == f.user))
-    }
-
-    /// How far this line can match a request of which `p` is known.
-    pub fn reach(&self, p: &Partial) -> Reach {
-        let users = match (&self.users, p.user) {
-            (None, _) => Reach::Surely,
-            (Some(list), Some(user)) if list.iter().any(|u| u == user) => Reach::Surely,
-            (Some(_), Some(_)) => Reach::Never,
-            (Some(_), None) => Reach::Maybe,
-        };
-        let port = match (self.port, p.port) {
-            (None, _) => Reach::Surely,
-            (Some((op, against)), Some(port)) if op.holds(port, against) => Reach::Surely,
-            (Some(_), Some(_)) => Reach::Never,
-            (Some(_), None) => Reach::Maybe,
-        };
-        let dst = if self.dst.is_none() {
-            Reach::Surely
-        } else {
-            Reach::Maybe
-        };
-        let src = if self.src.iter().any(|n| n.contains(p.src)) {
-            Reach::Surely
-        } else {
-            Reach::Never
-        };
-        // The least of the four.
-        [src, users, port, dst]
-            .into_iter()
-            .min_by_key(|r| *r as u8)
-            .unwrap_or(Reach::Never)
+    Decision {
+        rules,
+        rule: rules.source.first_match(facts),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Fixed, Net, Origin, PortOp, Services};
+    use super::super::lookups::Fixed;
+    use super::super::rule::PortOp;
     use super::*;
 
     fn rule(line: usize, action: Action, src: Net) -> Rule {
-        Rule {
-            line,
-            text: String::new(),
-            action,
-            ident: None,
-            users: None,
-            src: vec![src],
-            dst: None,
-            port: None,
-            command: None,
-        }
+        Rule::plain(line, "", action, vec![src])
     }
 
     fn rules(list: Vec<Rule>) -> Rules {
-        Rules {
-            origin: Origin::File("t.conf".into()),
-            rules: list,
-            no_identd: None,
-            bad_id: None,
-            services: Services::default(),
-            frozen: None,
-            frozen_unused: None,
-            files: Vec::new(),
-        }
+        Rules::new(
+            Origin::File("t.conf".into()),
+            RuleSource::Text(list),
+            Services::default(),
+        )
     }
 
     fn facts<'a>(user: &'a str, src: &str, dst: &str, port: u16) -> Facts<'a> {
@@ -208,6 +222,27 @@ mod tests {
         addr: 0x0a00_0000,
         mask: 0xff00_0000,
     };
+
+    #[test]
+    fn builtin_policy() {
+        let r = Rules::builtin(Services::parse(b""));
+        let check = |src: &str| {
+            let d = decide(
+                &r,
+                &Facts {
+                    user: b"u",
+                    src: src.parse().unwrap(),
+                    dst: "1.1.1.1".parse().unwrap(),
+                    port: 1,
+                },
+            );
+            (d.rule.map_or(0, |r| r.line), d.permit(), d.label())
+        };
+        assert_eq!(check("127.0.0.1"), (0, true, "builtin".into()));
+        assert_eq!(check("127.9.9.9"), (0, true, "builtin".into()));
+        assert_eq!(check("::1"), (0, true, "builtin".into()));
+        assert_eq!(check("10.0.0.1"), (0, false, "builtin".into()));
+    }
 
     #[test]
     fn first_match_wins_and_no_match_denies() {
@@ -262,7 +297,14 @@ mod tests {
     #[test]
     fn families_do_not_mix_and_ident_comes_from_the_line() {
         let text = "permit ?=n 0.0.0.0 0.0.0.0\npermit ::/0\n";
-        let r = super::super::parse(text.as_bytes(), "t.conf", Services::default(), &mut Fixed::default()).unwrap();
+        let (parsed, _) = super::super::grammar::read(
+            text.as_bytes(),
+            "t.conf",
+            &Services::default(),
+            &mut Fixed::default(),
+            false,
+        );
+        let r = rules(parsed.unwrap().rules);
         let d = decide(&r, &facts("u", "8.8.8.8", "1.1.1.1", 1));
         assert_eq!(d.rule.unwrap().line, 1);
         assert_eq!(d.ident(Mode::Required), Mode::Off);

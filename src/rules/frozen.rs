@@ -35,16 +35,24 @@
 use std::cell::RefCell;
 use std::fs::Metadata;
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use super::decide::{Facts, Partial, Reach};
-use super::grammar::{Checked, NoteKind};
-use super::trust::{self, Trust};
-use super::{read_capped, Action, Hook, Lookups, Net, PortOp, Rule, Rules, System, SERVICES_FILE};
+use anyhow::{bail, Context, Result};
+use zerocopy::little_endian::{I64, U128, U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use super::grammar::{self, Parsed};
+use super::lookups::{Lookups, System};
+use super::note::NoteKind;
+use super::rule::{Action, Conditions, Hook, PortOp, Rule};
+use super::services::{Services, SERVICES_FILE};
+use super::trust::{self, Trust, MAX_FILE_LEN};
+use crate::addr::Net;
 use crate::ident::Mode;
 
 /// What is appended to the rules file's path.
@@ -58,13 +66,6 @@ const MAGIC: &[u8; 8] = b"s4dfrz\0\x01";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const VERSION_LEN: usize = 16;
 const _: () = assert!(VERSION.len() <= VERSION_LEN);
-
-const IDENTITY_LEN: usize = 64;
-const HEADER_LEN: usize = 144;
-const DEP_LEN: usize = 8 + IDENTITY_LEN;
-const RULE_LEN: usize = 56;
-const NET_LEN: usize = 36;
-const USER_LEN: usize = 8;
 /// "None" in a count or length field.
 const NONE: u32 = u32::MAX;
 
@@ -75,61 +76,133 @@ pub fn path_for(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+// The records of a frozen file, all little-endian and unaligned, so that
+// they are read in place from any offset. In file order: the header, one
+// `DepRecord` per file the rules depend on, one `RuleRecord` per rule, the
+// `NetRecord`s the rules point into, one `Str` per user-id of a `*=` list,
+// then the strings.
+
 /// What identifies a file's contents without reading them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
 pub struct Identity {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-    uid: u32,
-    mode: u32,
+    dev: U64,
+    ino: U64,
+    size: U64,
+    mtime: I64,
+    mtime_nsec: I64,
+    ctime: I64,
+    ctime_nsec: I64,
+    uid: U32,
+    mode: U32,
 }
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct Header {
+    magic: [u8; 8],
+    /// socks4d's version, NUL-padded.
+    version: [u8; VERSION_LEN],
+    text_hash: U64,
+    /// The rules file's.
+    text: Identity,
+    deps: U32,
+    rules: U32,
+    nets: U32,
+    users: U32,
+    strings_len: U32,
+    no_identd: HookRecord,
+    bad_id: HookRecord,
+    reserved: [u8; 4],
+}
+
+/// Bytes in the strings area.
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct Str {
+    offset: U32,
+    len: U32,
+}
+
+/// Records of an array: `count` from `start`; a count of [`NONE`]: no
+/// such field.
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct Span {
+    start: U32,
+    count: U32,
+}
+
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct HookRecord {
+    /// 0: no such hook.
+    line: U32,
+    command: Str,
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct DepRecord {
+    path: Str,
+    identity: Identity,
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct RuleRecord {
+    line: U32,
+    /// 1: permit, 0: deny.
+    action: u8,
+    /// 0: none, 1: `?=I`, 2: `?=i`, 3: `?=n`.
+    ident: u8,
+    /// 0: no port test; else [`op_code`].
+    op: u8,
+    pad: u8,
+    port: U16,
+    pad2: [u8; 2],
+    src: Span,
+    dst: Span,
+    users: Span,
+    text: Str,
+    /// A length of [`NONE`]: no command.
+    command: Str,
+    reserved: U32,
+}
+
+#[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct NetRecord {
+    /// 4 or 6.
+    family: U32,
+    addr: U128,
+    mask: U128,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == 144 && std::mem::size_of::<RuleRecord>() == 56);
 
 impl Identity {
     pub fn of(m: &Metadata) -> Identity {
         Identity {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: (m.mtime(), m.mtime_nsec()),
-            ctime: (m.ctime(), m.ctime_nsec()),
-            uid: m.uid(),
-            mode: m.mode(),
+            dev: m.dev().into(),
+            ino: m.ino().into(),
+            size: m.size().into(),
+            mtime: m.mtime().into(),
+            mtime_nsec: m.mtime_nsec().into(),
+            ctime: m.ctime().into(),
+            ctime_nsec: m.ctime_nsec().into(),
+            uid: m.uid().into(),
+            mode: m.mode().into(),
         }
     }
 
     /// The later of the two times, as a system time.
     fn newest(&self) -> SystemTime {
-        let at = |(s, ns): (i64, i64)| {
-            let since = Duration::new(s.max(0) as u64, ns.clamp(0, 999_999_999) as u32);
+        let at = |s: I64, ns: I64| {
+            let since = Duration::new(s.get().max(0) as u64, ns.get().clamp(0, 999_999_999) as u32);
             SystemTime::UNIX_EPOCH + since
         };
-        at(self.mtime).max(at(self.ctime))
-    }
-
-    fn put(&self, out: &mut Vec<u8>) {
-        for v in [self.dev, self.ino, self.size] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&self.uid.to_le_bytes());
-        out.extend_from_slice(&self.mode.to_le_bytes());
-    }
-
-    fn get(b: &Bytes, at: usize) -> Option<Identity> {
-        Some(Identity {
-            dev: b.u64(at)?,
-            ino: b.u64(at + 8)?,
-            size: b.u64(at + 16)?,
-            mtime: (b.u64(at + 24)? as i64, b.u64(at + 32)? as i64),
-            ctime: (b.u64(at + 40)? as i64, b.u64(at + 48)? as i64),
-            uid: b.u32(at + 56)?,
-            mode: b.u32(at + 60)?,
-        })
+        at(self.mtime, self.mtime_nsec).max(at(self.ctime, self.ctime_nsec))
     }
 }
 
@@ -147,138 +220,152 @@ pub struct Dep {
     pub identity: Identity,
 }
 
-/// Adds a string to the strings area: its offset and length.
-type StringTable<'a> = dyn FnMut(&[u8]) -> Result<(u32, u32), String> + 'a;
+/// The arrays of a frozen file being written.
+#[derive(Default)]
+struct Encoder {
+    rules: Vec<RuleRecord>,
+    nets: Vec<NetRecord>,
+    users: Vec<Str>,
+    strings: Vec<u8>,
+}
 
-/// Serialises parsed `rules` for the text of identity `text` and hash
+/// A count or offset that fits the file's 32-bit fields.
+fn count(n: usize) -> Result<U32> {
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n != NONE)
+        .map(U32::new)
+        .context("rules too large to freeze")
+}
+
+impl Encoder {
+    fn string(&mut self, s: &[u8]) -> Result<Str> {
+        let offset = count(self.strings.len())?;
+        self.strings.extend_from_slice(s);
+        Ok(Str {
+            offset,
+            len: count(s.len())?,
+        })
+    }
+
+    fn nets(&mut self, list: &[Net]) -> Result<Span> {
+        let start = count(self.nets.len())?;
+        for n in list {
+            let (family, addr, mask) = match *n {
+                Net::V4 { addr, mask } => (4, u128::from(addr), u128::from(mask)),
+                Net::V6 { addr, mask } => (6, addr, mask),
+            };
+            self.nets.push(NetRecord {
+                family: U32::new(family),
+                addr: addr.into(),
+                mask: mask.into(),
+            });
+        }
+        Ok(Span {
+            start,
+            count: count(list.len())?,
+        })
+    }
+
+    fn users(&mut self, list: &[Vec<u8>]) -> Result<Span> {
+        let start = count(self.users.len())?;
+        for u in list {
+            let s = self.string(u)?;
+            self.users.push(s);
+        }
+        Ok(Span {
+            start,
+            count: count(list.len())?,
+        })
+    }
+
+    fn hook(&mut self, h: &Option<Hook>) -> Result<HookRecord> {
+        Ok(match h {
+            None => HookRecord::default(),
+            Some(h) => HookRecord {
+                line: count(h.line.max(1))?,
+                command: self.string(&h.command)?,
+            },
+        })
+    }
+
+    fn rule(&mut self, r: &Rule) -> Result<RuleRecord> {
+        const ABSENT: Span = Span {
+            start: U32::ZERO,
+            count: U32::new(NONE),
+        };
+        Ok(RuleRecord {
+            line: count(r.line)?,
+            action: u8::from(r.action == Action::Permit),
+            ident: match r.ident {
+                None => 0,
+                Some(Mode::Required) => 1,
+                Some(Mode::Optional) => 2,
+                Some(Mode::Off) => 3,
+            },
+            op: r.port.map_or(0, |(op, _)| op_code(op)),
+            pad: 0,
+            port: r.port.map_or(0, |(_, p)| p).into(),
+            pad2: [0; 2],
+            src: self.nets(&r.src)?,
+            dst: r.dst.as_deref().map_or(Ok(ABSENT), |d| self.nets(d))?,
+            users: r.users.as_deref().map_or(Ok(ABSENT), |u| self.users(u))?,
+            text: self.string(r.text.as_bytes())?,
+            command: match &r.command {
+                None => Str {
+                    offset: U32::ZERO,
+                    len: U32::new(NONE),
+                },
+                Some(c) => self.string(c)?,
+            },
+            reserved: U32::ZERO,
+        })
+    }
+}
+
+/// Serialises `parsed` rules for the text of identity `text` and hash
 /// `text_hash`, which named the files `deps`.
-pub fn encode(rules: &Rules, text: Identity, text_hash: u64, deps: &[Dep]) -> Result<Vec<u8>, String> {
-    let mut strings: Vec<u8> = Vec::new();
-    let mut string = |s: &[u8]| -> Result<(u32, u32), String> {
-        let off = u32::try_from(strings.len()).map_err(|_| "rules too large to freeze".to_string())?;
-        let len = u32::try_from(s.len()).map_err(|_| "rules too large to freeze".to_string())?;
-        strings.extend_from_slice(s);
-        Ok((off, len))
-    };
-    let count = |n: usize| u32::try_from(n).map_err(|_| "rules too large to freeze".to_string());
-    let mut dep_records = Vec::new();
+pub fn encode(parsed: &Parsed, text: Identity, text_hash: u64, deps: &[Dep]) -> Result<Vec<u8>> {
+    let mut e = Encoder::default();
+    let mut dep_records = Vec::with_capacity(deps.len());
     for d in deps {
-        let path = d.path.as_os_str().as_bytes();
-        let (off, len) = string(path)?;
-        dep_records.extend_from_slice(&off.to_le_bytes());
-        dep_records.extend_from_slice(&len.to_le_bytes());
-        d.identity.put(&mut dep_records);
+        let path = e.string(d.path.as_os_str().as_bytes())?;
+        dep_records.push(DepRecord {
+            path,
+            identity: d.identity,
+        });
     }
-    let hook = |h: &Option<Hook>, string: &mut StringTable| match h {
-        None => Ok([0, 0, 0]),
-        Some(h) => {
-            let (off, len) = string(&h.command)?;
-            Ok::<_, String>([count(h.line.max(1))?, off, len])
-        }
-    };
-    let no_identd = hook(&rules.no_identd, &mut string)?;
-    let bad_id = hook(&rules.bad_id, &mut string)?;
-
-    let mut records = Vec::with_capacity(rules.rules.len() * RULE_LEN);
-    let mut nets = Vec::new();
-    let mut users = Vec::new();
-    let mut n_nets = 0usize;
-    let mut n_users = 0usize;
-    for r in &rules.rules {
-        let mut put_nets = |list: &[Net]| -> Result<(u32, u32), String> {
-            let start = count(n_nets)?;
-            for n in list {
-                let (kind, addr, mask) = match *n {
-                    Net::V4 { addr, mask } => (4u32, u128::from(addr), u128::from(mask)),
-                    Net::V6 { addr, mask } => (6, addr, mask),
-                };
-                nets.extend_from_slice(&kind.to_le_bytes());
-                nets.extend_from_slice(&addr.to_le_bytes());
-                nets.extend_from_slice(&mask.to_le_bytes());
-                n_nets += 1;
-            }
-            Ok((start, count(list.len())?))
-        };
-        let (src_start, src_count) = put_nets(&r.src)?;
-        let (dst_start, dst_count) = match &r.dst {
-            None => (0, NONE),
-            Some(d) => put_nets(d)?,
-        };
-        let (users_start, users_count) = match &r.users {
-            None => (0, NONE),
-            Some(list) => {
-                let start = count(n_users)?;
-                for u in list {
-                    let (off, len) = string(u)?;
-                    users.extend_from_slice(&off.to_le_bytes());
-                    users.extend_from_slice(&len.to_le_bytes());
-                    n_users += 1;
-                }
-                (start, count(list.len())?)
-            }
-        };
-        let (text_off, text_len) = string(r.text.as_bytes())?;
-        let (cmd_off, cmd_len) = match &r.command {
-            None => (0, NONE),
-            Some(c) => string(c)?,
-        };
-        let (op, port) = match r.port {
-            None => (0u8, 0u16),
-            Some((op, p)) => (op_code(op), p),
-        };
-        let ident = match r.ident {
-            None => 0u8,
-            Some(Mode::Required) => 1,
-            Some(Mode::Optional) => 2,
-            Some(Mode::Off) => 3,
-        };
-        records.extend_from_slice(&count(r.line)?.to_le_bytes());
-        records.extend_from_slice(&[u8::from(r.action == Action::Permit), ident, op, 0]);
-        records.extend_from_slice(&port.to_le_bytes());
-        records.extend_from_slice(&[0, 0]);
-        for v in [
-            src_start,
-            src_count,
-            dst_start,
-            dst_count,
-            users_start,
-            users_count,
-            text_off,
-            text_len,
-            cmd_off,
-            cmd_len,
-            0,
-        ] {
-            records.extend_from_slice(&v.to_le_bytes());
-        }
+    let (no_identd, bad_id) = (e.hook(&parsed.no_identd)?, e.hook(&parsed.bad_id)?);
+    for r in &parsed.rules {
+        let record = e.rule(r)?;
+        e.rules.push(record);
     }
-
-    let mut out = Vec::with_capacity(HEADER_LEN + dep_records.len() + records.len() + nets.len() + strings.len());
-    out.extend_from_slice(MAGIC);
     let mut version = [0u8; VERSION_LEN];
     version[..VERSION.len()].copy_from_slice(VERSION.as_bytes());
-    out.extend_from_slice(&version);
-    out.extend_from_slice(&text_hash.to_le_bytes());
-    text.put(&mut out);
-    for v in [
-        count(deps.len())?,
-        count(rules.rules.len())?,
-        count(n_nets)?,
-        count(n_users)?,
-        count(strings.len())?,
+    let header = Header {
+        magic: *MAGIC,
+        version,
+        text_hash: text_hash.into(),
+        text,
+        deps: count(deps.len())?,
+        rules: count(e.rules.len())?,
+        nets: count(e.nets.len())?,
+        users: count(e.users.len())?,
+        strings_len: count(e.strings.len())?,
+        no_identd,
+        bad_id,
+        reserved: [0; 4],
+    };
+    let mut out = header.as_bytes().to_vec();
+    for part in [
+        dep_records.as_bytes(),
+        e.rules.as_bytes(),
+        e.nets.as_bytes(),
+        e.users.as_bytes(),
+        &e.strings,
     ] {
-        out.extend_from_slice(&v.to_le_bytes());
+        out.extend_from_slice(part);
     }
-    for v in no_identd.iter().chain(&bad_id) {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out.extend_from_slice(&[0; 4]);
-    debug_assert_eq!(out.len(), HEADER_LEN);
-    out.extend_from_slice(&dep_records);
-    out.extend_from_slice(&records);
-    out.extend_from_slice(&nets);
-    out.extend_from_slice(&users);
-    out.extend_from_slice(&strings);
     Ok(out)
 }
 
@@ -305,91 +392,131 @@ fn op_of(code: u8) -> Option<PortOp> {
     })
 }
 
-/// The little-endian `u32` at `at` of a record of `N` bytes: with `at`
-/// a constant, one load and no bounds check.
-#[inline(always)]
-fn le32<const N: usize>(r: &[u8; N], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&r[at..at + 4]);
-    u32::from_le_bytes(b)
-}
-
-#[inline(always)]
-fn le128<const N: usize>(r: &[u8; N], at: usize) -> u128 {
-    let mut b = [0u8; 16];
-    b.copy_from_slice(&r[at..at + 16]);
-    u128::from_le_bytes(b)
-}
-
-/// Record `k` of `N` bytes in `array`.
-#[inline(always)]
-fn record<const N: usize>(array: &[u8], k: usize) -> &[u8; N] {
-    array[k * N..(k + 1) * N].try_into().expect("a record is N bytes")
-}
-
-/// The records of `N` bytes in `array`.
-fn records<const N: usize>(array: &[u8]) -> impl Iterator<Item = &[u8; N]> {
-    array
-        .chunks_exact(N)
-        .map(|r| r.try_into().expect("a record is N bytes"))
-}
-
-/// An address to match, read once per decision.
+/// The arrays of a frozen file, typed, each within its bytes.
 #[derive(Clone, Copy)]
-enum Ip {
-    V4(u32),
-    V6(u128),
+struct Parts<'a> {
+    deps: &'a [DepRecord],
+    rules: &'a [RuleRecord],
+    nets: &'a [NetRecord],
+    users: &'a [Str],
+    strings: &'a [u8],
 }
 
-impl Ip {
-    fn of(ip: std::net::IpAddr) -> Ip {
-        match ip {
-            std::net::IpAddr::V4(a) => Ip::V4(a.into()),
-            std::net::IpAddr::V6(a) => Ip::V6(a.into()),
-        }
+impl<'a> Parts<'a> {
+    /// `bytes` split as its header says, when that is exactly their length.
+    fn of(bytes: &'a [u8]) -> Option<Parts<'a>> {
+        let (header, rest) = Header::ref_from_prefix(bytes).ok()?;
+        let n = |v: U32| v.get() as usize;
+        let (deps, rest) = <[DepRecord]>::ref_from_prefix_with_elems(rest, n(header.deps)).ok()?;
+        let (rules, rest) = <[RuleRecord]>::ref_from_prefix_with_elems(rest, n(header.rules)).ok()?;
+        let (nets, rest) = <[NetRecord]>::ref_from_prefix_with_elems(rest, n(header.nets)).ok()?;
+        let (users, strings) = <[Str]>::ref_from_prefix_with_elems(rest, n(header.users)).ok()?;
+        (strings.len() == n(header.strings_len)).then_some(Parts {
+            deps,
+            rules,
+            nets,
+            users,
+            strings,
+        })
     }
-}
 
-/// Whether one of the `count` nets from `start` in `nets` holds `ip`, as
-/// [`Net::contains`] says.
-#[inline(always)]
-fn any_net(nets: &[u8], start: u32, count: u32, ip: Ip) -> bool {
-    (start as usize..start as usize + count as usize).any(|k| {
-        let n = record::<NET_LEN>(nets, k);
-        match (le32(n, 0), ip) {
-            (4, Ip::V4(a)) => {
-                let mask = le32(n, 20);
-                a & mask == le32(n, 4) & mask
+    fn string(&self, s: Str) -> Option<&'a [u8]> {
+        let start = s.offset.get() as usize;
+        self.strings.get(start..start.checked_add(s.len.get() as usize)?)
+    }
+
+    /// The records of `span` in `array`; `None` for an absent field or one
+    /// out of bounds.
+    fn span<T>(array: &'a [T], span: Span) -> Option<&'a [T]> {
+        let start = span.start.get() as usize;
+        array.get(start..start.checked_add(span.count.get() as usize)?)
+    }
+
+    /// Whether one of the nets of `span` holds `ip`, as [`Net::contains`]
+    /// says.
+    fn any_net(&self, span: Span, ip: IpAddr) -> bool {
+        Parts::span(self.nets, span).unwrap_or_default().iter().any(|n| {
+            let (addr, mask) = (n.addr.get(), n.mask.get());
+            match (n.family.get(), ip) {
+                (4, IpAddr::V4(a)) => u128::from(u32::from(a)) & mask == addr & mask,
+                (6, IpAddr::V6(a)) => u128::from(a) & mask == addr & mask,
+                _ => false,
             }
-            (6, Ip::V6(a)) => {
-                let mask = le128(n, 20);
-                a & mask == le128(n, 4) & mask
-            }
-            _ => false,
-        }
-    })
+        })
+    }
+
+    fn hook(&self, h: HookRecord) -> Option<Option<Hook>> {
+        let line = h.line.get() as usize;
+        Some((line != 0).then_some(Hook {
+            line,
+            command: self.string(h.command)?.to_vec(),
+        }))
+    }
+
+    /// Whether each record's fields are within their arrays and strings.
+    fn records_ok(&self) -> bool {
+        let within = |span: Span, len: usize| u64::from(span.start.get()) + u64::from(span.count.get()) <= len as u64;
+        let string_ok = |s: Str| {
+            within(
+                Span {
+                    start: s.offset,
+                    count: s.len,
+                },
+                self.strings.len(),
+            )
+        };
+        let maybe = |span: Span, len: usize| span.count.get() == NONE || within(span, len);
+        let rules_ok = self.rules.iter().all(|r| {
+            r.action <= 1
+                && r.ident <= 3
+                && r.op <= 6
+                && r.src.count.get() != 0
+                && r.src.count.get() != NONE
+                && within(r.src, self.nets.len())
+                && maybe(r.dst, self.nets.len())
+                && maybe(r.users, self.users.len())
+                && string_ok(r.text)
+                && (r.command.len.get() == NONE || string_ok(r.command))
+        });
+        rules_ok
+            && self.nets.iter().all(|n| matches!(n.family.get(), 4 | 6))
+            && self.users.iter().all(|&u| string_ok(u))
+    }
 }
 
-/// Bytes of a frozen file, read little-endian with bounds checks.
-struct Bytes<'a>(&'a [u8]);
-
-impl Bytes<'_> {
-    fn u32(&self, at: usize) -> Option<u32> {
-        Some(u32::from_le_bytes(self.0.get(at..at + 4)?.try_into().ok()?))
-    }
-    fn u64(&self, at: usize) -> Option<u64> {
-        Some(u64::from_le_bytes(self.0.get(at..at + 8)?.try_into().ok()?))
-    }
+/// One rule of a frozen file, read in place: what deciding asks.
+#[derive(Clone, Copy)]
+pub struct Line<'a> {
+    record: &'a RuleRecord,
+    parts: Parts<'a>,
 }
 
-/// Where the parts of a frozen file are; all checked against its length.
-#[derive(Debug, Clone, Copy)]
-struct Layout {
-    rules: usize,
-    n_rules: usize,
-    nets: usize,
-    users: usize,
-    strings: usize,
+impl Conditions for Line<'_> {
+    fn permits(&self) -> bool {
+        self.record.action == 1
+    }
+    fn runs_command(&self) -> bool {
+        self.record.command.len.get() != NONE
+    }
+    fn src_holds(&self, ip: IpAddr) -> bool {
+        self.parts.any_net(self.record.src, ip)
+    }
+    fn dst_holds(&self, ip: IpAddr) -> Option<bool> {
+        self.has_dst().then(|| self.parts.any_net(self.record.dst, ip))
+    }
+    fn has_dst(&self) -> bool {
+        self.record.dst.count.get() != NONE
+    }
+    fn port_test(&self) -> Option<(PortOp, u16)> {
+        op_of(self.record.op).map(|op| (op, self.record.port.get()))
+    }
+    fn users_hold(&self, user: &[u8]) -> Option<bool> {
+        let list = Parts::span(self.parts.users, self.record.users)?;
+        Some(list.iter().any(|&u| self.parts.string(u) == Some(user)))
+    }
+    fn has_users(&self) -> bool {
+        self.record.users.count.get() != NONE
+    }
 }
 
 /// From this size on, a frozen file is copied into memory laid out for
@@ -505,26 +632,15 @@ impl Drop for Snapshot {
 pub struct Frozen {
     /// The file's bytes, the process's own copy: the ones checked.
     store: Rc<Snapshot>,
-    layout: Layout,
     /// The lines that have decided, turned into [`Rule`]s: at most one per
     /// line, kept for the process's life (a handler decides once or a few
     /// times, and exits).
     decided: RefCell<Vec<(usize, &'static Rule)>>,
 }
 
-impl Clone for Frozen {
-    fn clone(&self) -> Frozen {
-        Frozen {
-            store: self.store.clone(),
-            layout: self.layout,
-            decided: RefCell::new(self.decided.borrow().clone()),
-        }
-    }
-}
-
 impl std::fmt::Debug for Frozen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Frozen({} rules)", self.layout.n_rules)
+        write!(f, "Frozen({} rules)", self.len())
     }
 }
 
@@ -587,7 +703,7 @@ pub fn open(path: &Path, text: &Metadata, trust: &Trust) -> Result<Opened, Unuse
 /// file of the identity they record and with no file they depend on
 /// looked at: what the fuzz target feeds.
 pub fn from_bytes(bytes: Vec<u8>) -> Result<Opened, Unused> {
-    let text = Identity::get(&Bytes(&bytes), 32).unwrap_or_default();
+    let text = Header::ref_from_prefix(&bytes).map_or_else(|_| Identity::default(), |(h, _)| h.text);
     check(Rc::new(Snapshot::Heap(bytes)), text, None)
 }
 
@@ -603,60 +719,35 @@ pub fn believed(path: &Path, text: &Metadata, trust: &Trust) -> Result<(), Unuse
 /// Checks a frozen file's header, identities (with `check_deps`, each
 /// dependency against the file system now, and believed by that trust)
 /// and bounds.
+/// Checks a frozen file's header, identities (with `check_deps`, each
+/// dependency against the file system now, and believed by that trust)
+/// and bounds.
 fn check(store: Rc<Snapshot>, text: Identity, check_deps: Option<&Trust>) -> Result<Opened, Unused> {
-    let b = Bytes(&store);
     let bad = |why: &str| Unused::Stale(format!("it is damaged ({why})"));
-    if b.0.len() < HEADER_LEN || &b.0[..8] != MAGIC {
-        return Err(bad("no frozen-rules header"));
-    }
-    let version = &b.0[8..8 + VERSION_LEN];
-    let version = &version[..version.iter().position(|&c| c == 0).unwrap_or(VERSION_LEN)];
+    let header = match Header::ref_from_prefix(&store) {
+        Ok((h, _)) if h.magic == *MAGIC => h,
+        _ => return Err(bad("no frozen-rules header")),
+    };
+    let version = &header.version[..header.version.iter().position(|&c| c == 0).unwrap_or(VERSION_LEN)];
     if version != VERSION.as_bytes() {
         return Err(Unused::Stale(format!(
             "it was written by socks4d {}, this is {VERSION}",
             String::from_utf8_lossy(version)
         )));
     }
-    let recorded = Identity::get(&b, 32).ok_or_else(|| bad("header"))?;
-    if recorded != text {
+    if header.text != text {
         return Err(Unused::Stale("the rules file has changed since it was compiled".into()));
     }
-    let field = |at: usize| b.u32(at).map(|v| v as usize).ok_or_else(|| bad("header"));
-    let (n_deps, n_rules, n_nets, n_users, strings_len) =
-        (field(96)?, field(100)?, field(104)?, field(108)?, field(112)?);
-    let deps = HEADER_LEN;
-    let rules = deps + n_deps * DEP_LEN;
-    let nets = rules + n_rules * RULE_LEN;
-    let users = nets + n_nets * NET_LEN;
-    let strings = users + n_users * USER_LEN;
-    if strings.checked_add(strings_len) != Some(b.0.len()) {
-        return Err(bad("its length"));
-    }
-    let layout = Layout {
-        rules,
-        n_rules,
-        nets,
-        users,
-        strings,
-    };
-    let string = |off: u32, len: u32| -> Result<&[u8], Unused> {
-        let (off, len) = (off as usize, len as usize);
-        let end = off
-            .checked_add(len)
-            .filter(|&e| e <= strings_len)
-            .ok_or_else(|| bad("a string"))?;
-        Ok(&b.0[strings + off..strings + end])
-    };
-    let mut files = Vec::with_capacity(n_deps);
-    for i in 0..n_deps {
-        let at = deps + i * DEP_LEN;
-        let path = string(b.u32(at).unwrap_or(NONE), b.u32(at + 4).unwrap_or(NONE))?;
-        let identity = Identity::get(&b, at + 8).ok_or_else(|| bad("a dependency"))?;
-        let path = Path::new(std::ffi::OsStr::from_bytes(path));
+    let parts = Parts::of(&store).ok_or_else(|| bad("its length"))?;
+    let mut files = Vec::with_capacity(parts.deps.len());
+    for dep in parts.deps {
+        let path = Path::new(std::ffi::OsStr::from_bytes(
+            parts.string(dep.path).ok_or_else(|| bad("a string"))?,
+        ));
         files.push(path.to_path_buf());
         if let Some(trust) = check_deps {
             match trust.stat(path) {
-                Ok(m) if Identity::of(&m) == identity => {}
+                Ok(m) if Identity::of(&m) == dep.identity => {}
                 Err(e) if trust::refusal(&e).is_some() => {
                     let why = trust::refusal(&e).unwrap_or_default().to_string();
                     return Err(Unused::Untrusted(path.to_path_buf(), why));
@@ -672,139 +763,52 @@ fn check(store: Rc<Snapshot>, text: Identity, check_deps: Option<&Trust>) -> Res
     }
     // Every record's fields within their arrays and strings: plain
     // arithmetic per record, as this runs at every connection.
-    let within = |start: u32, count: u32, total: usize| u64::from(start) + u64::from(count) <= total as u64;
-    let records_ok = records::<RULE_LEN>(&b.0[rules..nets]).all(|r| {
-        let src = le32(r, 16);
-        r[4] <= 1
-            && r[5] <= 3
-            && r[6] <= 6
-            && src != 0
-            && src != NONE
-            && within(le32(r, 12), src, n_nets)
-            && (le32(r, 24) == NONE || within(le32(r, 20), le32(r, 24), n_nets))
-            && (le32(r, 32) == NONE || within(le32(r, 28), le32(r, 32), n_users))
-            && within(le32(r, 36), le32(r, 40), strings_len)
-            && (le32(r, 48) == NONE || within(le32(r, 44), le32(r, 48), strings_len))
-    });
-    let nets_ok = records::<NET_LEN>(&b.0[nets..users]).all(|n| matches!(le32(n, 0), 4 | 6));
-    let users_ok = records::<USER_LEN>(&b.0[users..strings]).all(|u| within(le32(u, 0), le32(u, 4), strings_len));
-    if !(records_ok && nets_ok && users_ok) {
+    if !parts.records_ok() {
         return Err(bad("a record"));
     }
-    let hook = |at: usize| -> Result<Option<Hook>, Unused> {
-        let line = field(at)?;
-        if line == 0 {
-            return Ok(None);
-        }
-        let command = string(b.u32(at + 4).unwrap_or(NONE), b.u32(at + 8).unwrap_or(NONE))?.to_vec();
-        Ok(Some(Hook { line, command }))
+    let (no_identd, bad_id) = match (parts.hook(header.no_identd), parts.hook(header.bad_id)) {
+        (Some(n), Some(b)) => (n, b),
+        _ => return Err(bad("a string")),
     };
-    let (no_identd, bad_id) = (hook(116)?, hook(128)?);
+    let text_hash = header.text_hash.get();
     Ok(Opened {
         frozen: Frozen {
             store: store.clone(),
-            layout,
             decided: RefCell::new(Vec::new()),
         },
         no_identd,
         bad_id,
-        text_hash: b.u64(24).unwrap_or(0),
+        text_hash,
         files,
     })
 }
 
 impl Frozen {
+    /// The arrays of the checked bytes. (They were split so when checked,
+    /// and the copy cannot change; were it not so, there would be no line,
+    /// and every request denied.)
+    fn parts(&self) -> Option<Parts<'_>> {
+        Parts::of(&self.store)
+    }
+
     /// The number of rules.
     pub fn len(&self) -> usize {
-        self.layout.n_rules
+        self.parts().map_or(0, |p| p.rules.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.layout.n_rules == 0
+        self.len() == 0
     }
 
-    /// The first line that matches `f`, as [`super::decide`] does for
-    /// parsed rules.
-    pub fn decide(&self, f: &Facts) -> Option<&Rule> {
-        let b: &[u8] = &self.store;
-        let l = &self.layout;
-        let nets = &b[l.nets..l.users];
-        let (src, dst) = (Ip::of(f.src), Ip::of(f.dst));
-        let found = records::<RULE_LEN>(&b[l.rules..l.nets]).position(|r| {
-            any_net(nets, le32(r, 12), le32(r, 16), src)
-                && (le32(r, 24) == NONE || any_net(nets, le32(r, 20), le32(r, 24), dst))
-                && op_of(r[6]).is_none_or(|op| op.holds(f.port, u16::from_le_bytes([r[8], r[9]])))
-                && (le32(r, 32) == NONE
-                    || (le32(r, 28)..le32(r, 28) + le32(r, 32)).any(|k| self.user(b, k as usize) == f.user))
-        });
-        found.map(|i| self.rule(i))
-    }
-
-    /// [`super::outlook`] for these rules: `None` when a line may permit
-    /// or may decide with a command, else the line that denies every
-    /// request of these facts (`Some(None)`: no line matches).
-    pub fn outlook(&self, p: &Partial) -> Option<Option<&Rule>> {
-        let b: &[u8] = &self.store;
-        let l = &self.layout;
-        let nets = &b[l.nets..l.users];
-        let src = Ip::of(p.src);
-        for (i, r) in records::<RULE_LEN>(&b[l.rules..l.nets]).enumerate() {
-            if !any_net(nets, le32(r, 12), le32(r, 16), src) {
-                continue;
-            }
-            let users = match (le32(r, 32) == NONE, p.user) {
-                (true, _) => Reach::Surely,
-                (false, Some(u)) if (le32(r, 28)..le32(r, 28) + le32(r, 32)).any(|k| self.user(b, k as usize) == u) => {
-                    Reach::Surely
-                }
-                (false, Some(_)) => Reach::Never,
-                (false, None) => Reach::Maybe,
-            };
-            let port = match (op_of(r[6]), p.port) {
-                (None, _) => Reach::Surely,
-                (Some(op), Some(port)) if op.holds(port, u16::from_le_bytes([r[8], r[9]])) => Reach::Surely,
-                (Some(_), Some(_)) => Reach::Never,
-                (Some(_), None) => Reach::Maybe,
-            };
-            if users == Reach::Never || port == Reach::Never {
-                continue;
-            }
-            if r[4] == 1 || le32(r, 48) != NONE {
-                return None;
-            }
-            if users == Reach::Surely && port == Reach::Surely && le32(r, 24) == NONE {
-                return Some(Some(self.rule(i)));
-            }
-        }
-        Some(None)
-    }
-
-    fn net(&self, b: &[u8], k: usize) -> Net {
-        let n = record::<NET_LEN>(&b[self.layout.nets..], k);
-        if le32(n, 0) == 4 {
-            Net::V4 {
-                addr: le32(n, 4),
-                mask: le32(n, 20),
-            }
-        } else {
-            Net::V6 {
-                addr: le128(n, 4),
-                mask: le128(n, 20),
-            }
-        }
-    }
-
-    fn string<'b>(&self, b: &'b [u8], off: usize, len: usize) -> &'b [u8] {
-        &b[self.layout.strings + off..self.layout.strings + off + len]
-    }
-
-    fn user<'b>(&self, b: &'b [u8], k: usize) -> &'b [u8] {
-        let u = record::<USER_LEN>(&b[self.layout.users..], k);
-        self.string(b, le32(u, 0) as usize, le32(u, 4) as usize)
+    /// The rules in order, read in place.
+    pub fn lines(&self) -> impl Iterator<Item = Line<'_>> {
+        self.parts()
+            .into_iter()
+            .flat_map(|parts| parts.rules.iter().map(move |record| Line { record, parts }))
     }
 
     /// Rule `i`, made once.
-    fn rule(&self, i: usize) -> &Rule {
+    pub fn rule(&self, i: usize) -> &Rule {
         if let Some(&(_, r)) = self.decided.borrow().iter().find(|(k, _)| *k == i) {
             return r;
         }
@@ -813,26 +817,48 @@ impl Frozen {
         r
     }
 
+    /// Rule `i` as its record says (an index or string out of bounds, which
+    /// the checks refuse, would leave that part empty).
     fn make(&self, i: usize) -> Rule {
-        let b: &[u8] = &self.store;
-        let r = record::<RULE_LEN>(&b[self.layout.rules..], i);
-        let v = |k: usize| le32(r, k) as usize;
-        let nets = |start: usize, count: usize| (start..start + count).map(|k| self.net(b, k)).collect();
+        let Some((p, r)) = self.parts().and_then(|p| Some((p, p.rules.get(i)?))) else {
+            return Rule::plain(0, "", Action::Deny, Vec::new());
+        };
+        let string = |s: Str| p.string(s).unwrap_or_default();
+        let present = |span: Span| span.count.get() != NONE;
+        let nets = |span: Span| -> Vec<Net> {
+            Parts::span(p.nets, span)
+                .unwrap_or_default()
+                .iter()
+                .map(|n| match n.family.get() {
+                    4 => Net::V4 {
+                        addr: n.addr.get() as u32,
+                        mask: n.mask.get() as u32,
+                    },
+                    _ => Net::V6 {
+                        addr: n.addr.get(),
+                        mask: n.mask.get(),
+                    },
+                })
+                .collect()
+        };
         Rule {
-            line: v(0),
-            text: String::from_utf8_lossy(self.string(b, v(36), v(40))).into_owned(),
-            action: if r[4] == 1 { Action::Permit } else { Action::Deny },
-            ident: match r[5] {
+            line: r.line.get() as usize,
+            text: String::from_utf8_lossy(string(r.text)).into_owned(),
+            action: if r.action == 1 { Action::Permit } else { Action::Deny },
+            ident: match r.ident {
                 1 => Some(Mode::Required),
                 2 => Some(Mode::Optional),
                 3 => Some(Mode::Off),
                 _ => None,
             },
-            users: (v(32) != NONE as usize).then(|| (v(28)..v(28) + v(32)).map(|k| self.user(b, k).to_vec()).collect()),
-            src: nets(v(12), v(16)),
-            dst: (v(24) != NONE as usize).then(|| nets(v(20), v(24))),
-            port: op_of(r[6]).map(|op| (op, u16::from_le_bytes([r[8], r[9]]))),
-            command: (v(48) != NONE as usize).then(|| self.string(b, v(44), v(48)).to_vec()),
+            users: present(r.users).then(|| {
+                let list = Parts::span(p.users, r.users).unwrap_or_default();
+                list.iter().map(|&u| string(u).to_vec()).collect()
+            }),
+            src: nets(r.src),
+            dst: present(r.dst).then(|| nets(r.dst)),
+            port: op_of(r.op).map(|op| (op, r.port.get())),
+            command: (r.command.len.get() != NONE).then(|| string(r.command).to_vec()),
         }
     }
 }
@@ -869,49 +895,49 @@ impl Lookups for Recording {
 /// it read them, or was too fresh.
 const ATTEMPTS: usize = 3;
 
-/// Parses rules file `path` with `parse` and writes its frozen file, by a
+/// Parses rules file `path` and writes its frozen file, by a
 /// new file renamed into place, with the text's permissions less any
 /// write bit for group and others. Refused: a file with errors, one that
 /// names host names, and a caller that is neither root nor the file's
 /// owner (a handler would not trust what it wrote). A file (or a user list
 /// it names) whose newest time is less than [`SETTLE`] old is waited for,
 /// once.
-pub fn write(
-    path: &Path,
-    trust: &Trust,
-    parse: impl Fn(&[u8], &mut dyn Lookups) -> Checked,
-) -> Result<(PathBuf, usize), String> {
+pub fn write(path: &Path, trust: &Trust) -> Result<(PathBuf, usize)> {
     let file = path.display().to_string();
     let euid = nix::unistd::geteuid().as_raw();
     for _ in 0..ATTEMPTS {
-        let meta = std::fs::metadata(path).map_err(|e| format!("{file}: {e}"))?;
+        let meta = std::fs::metadata(path).with_context(|| file.clone())?;
         if euid != 0 && euid != meta.uid() {
-            return Err(format!(
+            bail!(
                 "{file} is owned by uid {}: only root or that user may compile it (a handler trusts no other)",
                 meta.uid()
-            ));
+            );
         }
         let services_before = std::fs::metadata(SERVICES_FILE).ok().map(|m| Identity::of(&m));
-        let text = read_capped(path, trust).map_err(|e| format!("{file}: {}", trust::describe(&e)))?;
+        let text = match trust.read(path, MAX_FILE_LEN) {
+            Ok(text) => text,
+            Err(e) => bail!("{file}: {}", trust::describe(&e)),
+        };
         let mut lookups = Recording {
             system: System::new(trust),
             deps: Vec::new(),
             changed: None,
         };
-        let checked = parse(&text, &mut lookups);
-        let rules = match checked.loaded {
-            Ok(r) => r,
-            Err(errors) => return Err(format!("{file}: {} error(s); not compiled", errors.len())),
+        let services = Services::system(trust);
+        let (parsed, notes) = grammar::read(&text, &file, &services, &mut lookups, true);
+        let parsed = match parsed {
+            Ok(p) => p,
+            Err(errors) => bail!("{file}: {} error(s); not compiled", errors.len()),
         };
-        if let Some(n) = checked.notes.iter().find(|n| n.kind == NoteKind::HostName) {
-            return Err(format!(
+        if let Some(n) = notes.iter().find(|n| n.kind == NoteKind::HostName) {
+            bail!(
                 "{file}:{}: a host name in an address field is looked up each time the file is read, \
                  so the file is not compiled; write the address instead",
                 n.line
-            ));
+            );
         }
         let mut deps = lookups.deps;
-        if rules.services.was_read() {
+        if services.was_read() {
             let now = std::fs::metadata(SERVICES_FILE).ok().map(|m| Identity::of(&m));
             match (services_before, now) {
                 (Some(a), Some(b)) if a == b => deps.push(Dep {
@@ -921,8 +947,8 @@ pub fn write(
                 _ => continue,
             }
         }
-        let after = Identity::of(&std::fs::metadata(path).map_err(|e| format!("{file}: {e}"))?);
-        if after != Identity::of(&meta) || after.size != text.len() as u64 || lookups.changed.is_some() {
+        let after = Identity::of(&std::fs::metadata(path).with_context(|| file.clone())?);
+        if after != Identity::of(&meta) || after.size.get() != text.len() as u64 || lookups.changed.is_some() {
             continue;
         }
         // A write in the same tick of a coarse clock would leave the times
@@ -940,18 +966,14 @@ pub fn write(
                 std::thread::sleep(wait);
                 continue;
             }
-            Some(_) => {
-                return Err(format!(
-                    "{file} or a file it names has a time in the future; not compiled"
-                ))
-            }
+            Some(_) => bail!("{file} or a file it names has a time in the future; not compiled"),
         }
-        let bytes = encode(&rules, after, hash(&text), &deps)?;
+        let bytes = encode(&parsed, after, hash(&text), &deps)?;
         let target = path_for(path);
-        put(&target, &bytes, meta.mode() & 0o644).map_err(|e| format!("{}: {e}", target.display()))?;
-        return Ok((target, rules.len()));
+        put(&target, &bytes, meta.mode() & 0o644).with_context(|| target.display().to_string())?;
+        return Ok((target, parsed.rules.len()));
     }
-    Err(format!("{file} kept changing while it was compiled; not compiled"))
+    bail!("{file} kept changing while it was compiled; not compiled")
 }
 
 /// Writes `bytes` to a new file beside `target` and renames it over
@@ -1002,7 +1024,8 @@ pub fn status(path: &Path, text: &Metadata, bytes: &[u8], trust: &Trust) -> Opti
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse, Fixed, Services};
+    use super::super::lookups::Fixed;
+    use super::super::rule::{denied, first_match, Facts, Partial};
     use super::*;
 
     const TEXT: &str = "\
@@ -1020,19 +1043,27 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
 
     fn identity() -> Identity {
         Identity {
-            dev: 1,
-            ino: 2,
-            size: TEXT.len() as u64,
-            mtime: (1_700_000_000, 5),
-            ctime: (1_700_000_001, 6),
-            uid: 0,
-            mode: 0o100644,
+            dev: 1.into(),
+            ino: 2.into(),
+            size: (TEXT.len() as u64).into(),
+            mtime: 1_700_000_000.into(),
+            mtime_nsec: 5.into(),
+            ctime: 1_700_000_001.into(),
+            ctime_nsec: 6.into(),
+            uid: 0.into(),
+            mode: 0o100644.into(),
         }
     }
 
-    fn parsed() -> Rules {
+    fn parsed() -> Parsed {
         let mut fs = Fixed::default().file("/etc/blocked", "eve\ntrent\n");
-        parse(TEXT.as_bytes(), "t.conf", Services::default(), &mut fs).unwrap()
+        let (parsed, _) = grammar::read(TEXT.as_bytes(), "t.conf", &Services::default(), &mut fs, false);
+        parsed.unwrap()
+    }
+
+    /// The line of `frozen` that decides `f`, as a connection finds it.
+    fn decide<'a>(frozen: &'a Frozen, f: &Facts) -> Option<&'a Rule> {
+        first_match(frozen.lines(), f).map(|i| frozen.rule(i))
     }
 
     fn frozen(bytes: Vec<u8>) -> Result<Opened, Unused> {
@@ -1079,10 +1110,16 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
                             dst: dst.parse().unwrap(),
                             port,
                         };
-                        let want = super::super::decide(&rules, &f).rule;
-                        let got = opened.frozen.decide(&f);
+                        let want = first_match(&rules.rules, &f).map(|i| &rules.rules[i]);
+                        let got = decide(&opened.frozen, &f);
                         assert_eq!(got, want, "{user:?} {src} {dst} {port}");
                         seen.insert(got.map(|r| r.line));
+                        let p = Partial {
+                            src: f.src,
+                            user: (port % 2 == 0).then_some(user),
+                            port: (port > 100).then_some(port),
+                        };
+                        assert_eq!(denied(opened.frozen.lines(), &p), denied(&rules.rules, &p), "{p:?}");
                     }
                 }
             }
@@ -1100,8 +1137,8 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
             dst: "192.0.2.1".parse().unwrap(),
             port: 23,
         };
-        let a = opened.frozen.decide(&f).unwrap() as *const Rule;
-        let b = opened.frozen.decide(&f).unwrap() as *const Rule;
+        let a = decide(&opened.frozen, &f).unwrap() as *const Rule;
+        let b = decide(&opened.frozen, &f).unwrap() as *const Rule;
         assert_eq!(a, b);
         assert_eq!(opened.frozen.decided.borrow().len(), 1);
     }
@@ -1110,7 +1147,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
     fn another_identity_or_version_is_stale() {
         let bytes = encoded();
         let mut other = identity();
-        other.ctime.1 += 1;
+        other.ctime_nsec += 1;
         let r = check(Rc::new(Snapshot::Heap(bytes.clone())), other, None);
         assert_eq!(
             r.err(),
@@ -1126,7 +1163,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
     fn damaged_files_are_refused_never_read_out_of_bounds() {
         let bytes = encoded();
         assert!(frozen(bytes[..bytes.len() - 1].to_vec()).is_err());
-        assert!(frozen(bytes[..HEADER_LEN - 1].to_vec()).is_err());
+        assert!(frozen(bytes[..std::mem::size_of::<Header>() - 1].to_vec()).is_err());
         // Every byte of the records changed in turn: refused, or still a
         // file whose every decision is in bounds.
         let f = Facts {
@@ -1135,12 +1172,12 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
             dst: "8.8.8.8".parse().unwrap(),
             port: 80,
         };
-        for at in HEADER_LEN..bytes.len() {
+        for at in std::mem::size_of::<Header>()..bytes.len() {
             for x in [0x01, 0x80, 0xff] {
                 let mut b = bytes.clone();
                 b[at] ^= x;
                 if let Ok(o) = frozen(b) {
-                    let _ = o.frozen.decide(&f);
+                    let _ = decide(&o.frozen, &f);
                 }
             }
         }

@@ -5,7 +5,7 @@ use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{read_capped, Trust};
+use super::trust::{self, Trust, MAX_FILE_LEN};
 
 /// Service names for `eq telnet` and `%S`.
 pub const SERVICES_FILE: &str = "/etc/services";
@@ -57,10 +57,10 @@ impl Services {
     fn table(&self) -> &ServiceTable {
         self.table.get_or_init(|| match &self.path {
             None => ServiceTable::default(),
-            Some(p) => match read_capped(p, &self.trust) {
+            Some(p) => match self.trust.read(p, MAX_FILE_LEN) {
                 Ok(text) => ServiceTable::parse(&text),
                 Err(e) => ServiceTable {
-                    unread: Some(super::trust::describe(&e)),
+                    unread: Some(trust::describe(&e)),
                     ..ServiceTable::default()
                 },
             },

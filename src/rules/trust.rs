@@ -27,6 +27,10 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
+/// The largest rules file or user-list file read. Real ones are a few
+/// kilobytes, and every connection reads them.
+pub const MAX_FILE_LEN: u64 = 1 << 20;
+
 /// At most this many symbolic links are followed on the way to one file,
 /// as Linux's own lookup allows.
 const MAX_LINKS: usize = 40;

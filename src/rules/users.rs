@@ -4,8 +4,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::grammar::show;
-use super::Lookups;
+use super::lookups::Lookups;
+use crate::text::show;
 
 /// The user-ids of `*=alice,bob,/etc/socks4d.users`, files read through
 /// `lookups`. An empty list is the caller's to handle (it means any user).
@@ -50,7 +50,7 @@ pub fn parse_file(text: &[u8]) -> impl Iterator<Item = Vec<u8>> + '_ {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Fixed;
+    use super::super::lookups::Fixed;
     use super::*;
 
     fn names(v: &[Vec<u8>]) -> Vec<&str> {
