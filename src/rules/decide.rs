@@ -128,10 +128,14 @@ impl Rules {
         }
     }
 
-    /// Gives back what deciding needed once nothing more will be decided
-    /// (a frozen file's copy, megabytes for a large file): no rule is left.
+    /// Gives back a frozen file's copy (megabytes for a large file) once
+    /// nothing more will be decided: no rule is left. Parsed rules are
+    /// left for the exit to free (freeing would write to pages a
+    /// `--listen` handler shares with its parent).
     pub fn release(&mut self) {
-        self.source = RuleSource::Text(Vec::new());
+        if let RuleSource::Frozen(_) = self.source {
+            self.source = RuleSource::Text(Vec::new());
+        }
     }
 }
 
@@ -242,6 +246,23 @@ mod tests {
         assert_eq!(check("127.9.9.9"), (0, true, "builtin".into()));
         assert_eq!(check("::1"), (0, true, "builtin".into()));
         assert_eq!(check("10.0.0.1"), (0, false, "builtin".into()));
+    }
+
+    #[test]
+    fn release_gives_back_a_frozen_copy_only() {
+        let mut text = rules(vec![rule(1, Action::Permit, TEN)]);
+        text.release();
+        assert_eq!(text.len(), 1);
+        let parsed = super::super::grammar::Parsed {
+            rules: vec![rule(1, Action::Permit, TEN)],
+            ..Default::default()
+        };
+        let bytes = super::super::frozen::encode(&parsed, Default::default(), 0, &[]).unwrap();
+        let opened = super::super::frozen::from_bytes(bytes).unwrap();
+        let mut frozen = Rules::new(Origin::Builtin, RuleSource::Frozen(opened.frozen), Services::default());
+        assert_eq!(frozen.len(), 1);
+        frozen.release();
+        assert!(frozen.is_empty());
     }
 
     #[test]

@@ -393,7 +393,7 @@ fn op_of(code: u8) -> Option<PortOp> {
 }
 
 /// The arrays of a frozen file, typed, each within its bytes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Parts<'a> {
     deps: &'a [DepRecord],
     rules: &'a [RuleRecord],
@@ -435,14 +435,23 @@ impl<'a> Parts<'a> {
     /// Whether one of the nets of `span` holds `ip`, as [`Net::contains`]
     /// says.
     fn any_net(&self, span: Span, ip: IpAddr) -> bool {
-        Parts::span(self.nets, span).unwrap_or_default().iter().any(|n| {
-            let (addr, mask) = (n.addr.get(), n.mask.get());
-            match (n.family.get(), ip) {
-                (4, IpAddr::V4(a)) => u128::from(u32::from(a)) & mask == addr & mask,
-                (6, IpAddr::V6(a)) => u128::from(a) & mask == addr & mask,
-                _ => false,
+        let nets = Parts::span(self.nets, span).unwrap_or_default();
+        match ip {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                nets.iter().any(|n| {
+                    let (addr, mask) = (n.addr.get() as u32, n.mask.get() as u32);
+                    n.family.get() == 4 && a & mask == addr & mask
+                })
             }
-        })
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                nets.iter().any(|n| {
+                    let mask = n.mask.get();
+                    n.family.get() == 6 && a & mask == n.addr.get() & mask
+                })
+            }
+        }
     }
 
     fn hook(&self, h: HookRecord) -> Option<Option<Hook>> {
@@ -802,9 +811,8 @@ impl Frozen {
 
     /// The rules in order, read in place.
     pub fn lines(&self) -> impl Iterator<Item = Line<'_>> {
-        self.parts()
-            .into_iter()
-            .flat_map(|parts| parts.rules.iter().map(move |record| Line { record, parts }))
+        let parts = self.parts().unwrap_or_default();
+        parts.rules.iter().map(move |record| Line { record, parts })
     }
 
     /// Rule `i`, made once.

@@ -192,6 +192,9 @@ pub trait Conditions {
 
     /// How far this line can match a request of which `p` is known.
     fn reach(&self, p: &Partial) -> Reach {
+        if !self.src_holds(p.src) {
+            return Reach::Never;
+        }
         let known = |holds: Option<bool>| {
             if holds == Some(false) {
                 Reach::Never
@@ -200,13 +203,12 @@ pub trait Conditions {
             }
         };
         let unknown = |has: bool| if has { Reach::Maybe } else { Reach::Surely };
-        let src = known(Some(self.src_holds(p.src)));
         let users = p.user.map_or(unknown(self.has_users()), |u| known(self.users_hold(u)));
         let test = self.port_test();
         let port = p.port.map_or(unknown(test.is_some()), |port| {
             known(test.map(|(op, against)| op.holds(port, against)))
         });
-        src.min(users).min(port).min(unknown(self.has_dst()))
+        users.min(port).min(unknown(self.has_dst()))
     }
 }
 
