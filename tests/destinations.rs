@@ -8,7 +8,7 @@
 mod common;
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -93,16 +93,7 @@ impl Proxy {
             let (mut guard, addr) = spawn_listen(&refs);
             wait_listening(v6.parse().unwrap());
             let addr = (addr, v6.parse::<SocketAddr>().unwrap());
-            let log = Arc::new(Mutex::new(String::new()));
-            let stderr = guard.0.stderr.take().unwrap();
-            let sink = log.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let mut l = sink.lock().unwrap();
-                    l.push_str(&line);
-                    l.push('\n');
-                }
-            });
+            let log = collect(&mut guard);
             (guard, addr, log)
         });
         Proxy { start, args, listen }
@@ -320,12 +311,9 @@ fn assert_refused_for_the_destination(log: &str) {
     );
 }
 
-#[test]
-fn an_ipv6_client_and_an_ipv4_client_are_kept_off_both_loopbacks() {
-    let canary = Canary::new();
-    let dir = TempDir::new("dest-fam");
-    let conf = write_conf(&dir, "deny 0/0 127.0.0.0/8\ndeny 0/0 ::1/128\npermit 0/0\n");
-    let proxy = Proxy::new(Start::Listen, &args(&conf));
+/// Every spelling of this host as a destination, asked from 127.0.0.1 and
+/// from ::1, is refused, and the canary never hears of it.
+fn assert_own_host_refused_from_both_loopbacks(proxy: &Proxy, canary: &Canary) {
     for from in ["127.0.0.1", "::1"] {
         for (what, req) in own_host_spellings(canary.port) {
             let (code, log) = proxy.ask(from, &req);
@@ -334,6 +322,15 @@ fn an_ipv6_client_and_an_ipv4_client_are_kept_off_both_loopbacks() {
         }
     }
     assert_eq!(canary.hits(), 0);
+}
+
+#[test]
+fn an_ipv6_client_and_an_ipv4_client_are_kept_off_both_loopbacks() {
+    let canary = Canary::new();
+    let dir = TempDir::new("dest-fam");
+    let conf = write_conf(&dir, "deny 0/0 127.0.0.0/8\ndeny 0/0 ::1/128\npermit 0/0\n");
+    let proxy = Proxy::new(Start::Listen, &args(&conf));
+    assert_own_host_refused_from_both_loopbacks(&proxy, &canary);
 }
 
 /// examples/socks4d.conf with its rules uncommented and its documentation
@@ -362,14 +359,7 @@ fn the_shipped_example_holds_in_both_families() {
     let dir = TempDir::new("dest-example");
     let conf = write_conf(&dir, &rules);
     let proxy = Proxy::new(Start::Listen, &args(&conf));
-    for from in ["127.0.0.1", "::1"] {
-        for (what, req) in own_host_spellings(canary.port) {
-            let (code, log) = proxy.ask(from, &req);
-            assert_eq!(code, Some(0x5b), "from {from}, {what}: {log}");
-            assert_refused_for_the_destination(&log);
-        }
-    }
-    assert_eq!(canary.hits(), 0);
+    assert_own_host_refused_from_both_loopbacks(&proxy, &canary);
     // Mail, from either family to either family, by --explain.
     for (src, dst) in [
         ("127.0.0.1", "198.51.100.7"),
@@ -423,12 +413,17 @@ fn the_manual_pages_example_holds_in_both_families() {
     assert!(explain("alice", "192.0.2.10", "198.51.100.7", "80").contains("decision: permit"));
     assert!(explain("alice", "2001:db8:1::10", "2001:db8:9::7", "443").contains("decision: permit"));
     // --check-config has no family warning left on it.
+    let (_, err) = check_config(&conf);
+    assert!(!err.contains("family") && !err.contains("only"), "{err}");
+}
+
+/// `socks4d --check-config -f conf`: its exit status and standard error.
+fn check_config(conf: &str) -> (Option<i32>, String) {
     let out = Command::new(bin())
-        .args(["--check-config", "-f", &conf])
+        .args(["--check-config", "-f", conf])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("family") && !err.contains("only"), "{err}");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 #[test]
@@ -436,19 +431,11 @@ fn check_config_warns_of_a_deny_that_leaves_the_other_family_open() {
     let dir = TempDir::new("dest-warn");
     // The pair of OWN_HOST covers both families; either alone does not.
     let conf = write_conf(&dir, OWN_HOST);
-    let out = Command::new(bin())
-        .args(["--check-config", "-f", &conf])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = check_config(&conf);
     assert!(!err.contains("warning"), "{err}");
     let conf = write_conf(&dir, "deny 0.0.0.0/0 127.0.0.1/32\npermit 127.0.0.0 255.0.0.0\n");
-    let out = Command::new(bin())
-        .args(["--check-config", "-f", &conf])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (status, err) = check_config(&conf);
+    assert_eq!(status, Some(0), "{err}");
     assert!(
         err.contains(&format!(
             "{conf}:1: warning: this line denies IPv4 destinations only, and line 2 permits IPv6"
@@ -459,11 +446,7 @@ fn check_config_warns_of_a_deny_that_leaves_the_other_family_open() {
         &dir,
         "deny ::/0 ::1/128\ndeny 0.0.0.0 0.0.0.0 0.0.0.0 0.0.0.0 eq smtp\npermit 0/0\n",
     );
-    let out = Command::new(bin())
-        .args(["--check-config", "-f", &conf])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = check_config(&conf);
     assert!(
         err.contains(":1: warning: this line denies IPv6 clients only, and line 3 permits IPv4"),
         "{err}"
@@ -478,11 +461,7 @@ fn check_config_warns_of_a_deny_that_leaves_the_other_family_open() {
         &dir,
         "deny 0/0 ::ffff:127.0.0.0/104\ndeny 0/0 64:ff9b::/96\npermit 0/0\n",
     );
-    let out = Command::new(bin())
-        .args(["--check-config", "-f", &conf])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (_, err) = check_config(&conf);
     assert!(
         err.contains(":1: warning: destination ::ffff:127.0.0.0/104 is written as IPv4-mapped"),
         "{err}"

@@ -7,13 +7,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use socks4d::rules;
@@ -209,57 +208,19 @@ fn connections_decide_from_the_frozen_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// socks4d `--listen` with its log collected as it comes.
-struct Listening {
-    guard: Guard,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Listening {
-    fn start(args: &[&str]) -> Listening {
-        let mut a: Vec<&str> = ARGS.to_vec();
-        a.extend_from_slice(args);
-        let (mut guard, addr) = spawn_listen(&a);
-        let mut err = guard.0.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Listening { guard, addr, log }
-    }
-
-    /// One CONNECT: the reply code, or `None` when the connection closed
-    /// without one; then the log once it holds `ends` end lines of
-    /// CONNECTs or a handler was killed.
-    fn connect(&self, ends: usize) -> (Option<u8>, String) {
-        let dst = echo_dest();
-        let mut c = connect_to(self.addr);
-        c.write_all(&connect_req(dst.addr, b"u")).unwrap();
-        let mut reply = [0u8; 8];
-        let code = c.read_exact(&mut reply).ok().map(|()| reply[1]);
-        drop(c);
-        let start = Instant::now();
-        loop {
-            let log = self.log.lock().unwrap().clone();
-            let done = log
-                .lines()
-                .filter(|l| l.contains("]: end ") && l.contains(" cmd=connect "))
-                .count();
-            if done >= ends || log.contains("]: killed ") {
-                return (code, log);
-            }
-            assert!(start.elapsed() < EXIT, "no end line:\n{log}");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// One CONNECT to `l`: the reply code, or `None` when the connection
+/// closed without one; then the log once it holds `ends` end lines of
+/// CONNECTs or a handler was killed.
+fn connect_listening(l: &Listening, ends: usize) -> (Option<u8>, String) {
+    let (code, _) = l.connect(b"u");
+    let log = l.wait_log(|log| {
+        let done = log
+            .lines()
+            .filter(|l| l.contains("]: end ") && l.contains(" cmd=connect "))
+            .count();
+        done >= ends || log.contains("]: killed ")
+    });
+    (code, log)
 }
 
 /// Overwrites `path` in place (same inode, as `cp` and `>` do) with
@@ -293,7 +254,7 @@ fn a_frozen_file_changed_under_a_running_listen_never_kills_a_handler() {
     let inode = std::fs::metadata(&frozen).unwrap().ino();
 
     let l = Listening::start(&["-f", &conf]);
-    let (code, log) = l.connect(1);
+    let (code, log) = connect_listening(&l, 1);
     assert_eq!(code, Some(0x5A), "{log}");
     assert!(used_frozen(&conf, &log), "{log}");
     let mut damaged = good.clone();
@@ -307,7 +268,7 @@ fn a_frozen_file_changed_under_a_running_listen_never_kills_a_handler() {
     for (k, (what, bytes)) in changes.iter().enumerate() {
         rewrite(&frozen, bytes);
         assert_eq!(std::fs::metadata(&frozen).unwrap().ino(), inode, "rewritten in place");
-        let (code, log) = l.connect(k + 2);
+        let (code, log) = connect_listening(&l, k + 2);
         assert!(!log.contains("]: killed "), "after {what}:\n{log}");
         assert_eq!(code, Some(0x5A), "after {what}:\n{log}");
         let last = log.lines().rfind(|l| l.contains("]: decision ")).unwrap();
@@ -321,7 +282,7 @@ fn a_frozen_file_changed_under_a_running_listen_never_kills_a_handler() {
         );
         rewrite(&frozen, &good);
     }
-    drop(l.guard);
+    drop(l);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -5,7 +5,7 @@
 mod common;
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -13,21 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use support::TempDir;
-
-/// Collects a `--listen` socks4d's stderr lines.
-fn collect(guard: &mut Guard) -> Arc<Mutex<String>> {
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = guard.0.stderr.take().unwrap();
-    let sink = log.clone();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
-            l.push_str(&line);
-            l.push('\n');
-        }
-    });
-    log
-}
 
 fn wait_log(log: &Arc<Mutex<String>>, what: &str, count: usize) -> String {
     let start = Instant::now();

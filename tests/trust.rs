@@ -8,12 +8,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -98,63 +95,6 @@ fn check_config(args: &[&str]) -> (i32, String, String) {
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     (status.code().unwrap_or(-1), out, stderr_of(&mut child))
-}
-
-/// socks4d `--listen` with its log collected as it comes.
-struct Listening {
-    _guard: Guard,
-    addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-}
-
-impl Listening {
-    fn start(args: &[&str]) -> Listening {
-        let mut a: Vec<&str> = ARGS.to_vec();
-        a.extend_from_slice(args);
-        let (mut guard, addr) = spawn_listen(&a);
-        let mut err = guard.0.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Listening {
-            _guard: guard,
-            addr,
-            log,
-        }
-    }
-
-    /// One CONNECT as `user`: the reply code and how long it took; `None`
-    /// when the connection closed without one.
-    fn connect(&self, user: &[u8]) -> (Option<u8>, Duration) {
-        let dst = echo_dest();
-        let mut c = connect_to(self.addr);
-        let start = Instant::now();
-        c.write_all(&connect_req(dst.addr, user)).unwrap();
-        let mut reply = [0u8; 8];
-        let code = c.read_exact(&mut reply).ok().map(|()| reply[1]);
-        (code, start.elapsed())
-    }
-
-    /// The log once `pred` holds for it, within `EXIT`.
-    fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
-        let start = Instant::now();
-        loop {
-            let log = self.log.lock().unwrap().clone();
-            if pred(&log) {
-                return log;
-            }
-            assert!(start.elapsed() < EXIT, "the log never matched:\n{log}");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 /// Whether a CONNECT's end line is in `log`.

@@ -786,6 +786,17 @@ mod tests {
         first_match(&r.rules, &f).map_or((0, false), |i| (r.rules[i].line, r.rules[i].action == Action::Permit))
     }
 
+    /// A request (user, src, dst, port) and the deciding line's number
+    /// (0: none) and whether it permits.
+    type Case<'a> = (&'a str, &'a str, &'a str, u16, (usize, bool));
+
+    /// [`check_req`] of each case is what the case says.
+    fn check_all(r: &Parsed, cases: &[Case]) {
+        for &(user, src, dst, port, want) in cases {
+            assert_eq!(check_req(r, user, src, dst, port), want, "{user} {src} {dst} {port}");
+        }
+    }
+
     /// The example of the classic sockd.conf(5), as administrators have it.
     const CLASSIC: &str = include_str!("../../tests/data/classic-sockd.conf");
 
@@ -845,22 +856,32 @@ mod tests {
             b"/bin/echo %U pretends to be %u on %A"
         );
         // The cases and answers of the classic test script.
-        assert_eq!(check_req(&r, "clyde", "128.12.6.34", "112.3.24.1", 21), (1, false));
-        assert_eq!(check_req(&r, "ylee", "128.12.6.4", "137.12.4.15", 23), (2, true));
-        assert_eq!(check_req(&r, "jane", "128.12.2.13", "137.12.4.15", 23), (3, false));
-        assert_eq!(check_req(&r, "jim", "128.12.6.4", "126.87.13.2", 23), (3, false));
-        assert_eq!(check_req(&r, "ylee", "128.12.6.4", "126.87.13.2", 21), (4, true));
-        assert_eq!(check_req(&r, "sam", "128.12.36.7", "10.53.23.1", 70), (4, true));
-        assert_eq!(check_req(&r, "don", "23.2.6.127", "10.53.23.1", 70), (0, false));
-        assert_eq!(check_req(&r, "clyde", "128.12.1.62", "112.3.24.1", 21), (4, true));
+        check_all(
+            &r,
+            &[
+                ("clyde", "128.12.6.34", "112.3.24.1", 21, (1, false)),
+                ("ylee", "128.12.6.4", "137.12.4.15", 23, (2, true)),
+                ("jane", "128.12.2.13", "137.12.4.15", 23, (3, false)),
+                ("jim", "128.12.6.4", "126.87.13.2", 23, (3, false)),
+                ("ylee", "128.12.6.4", "126.87.13.2", 21, (4, true)),
+                ("sam", "128.12.36.7", "10.53.23.1", 70, (4, true)),
+                ("don", "23.2.6.127", "10.53.23.1", 70, (0, false)),
+                ("clyde", "128.12.1.62", "112.3.24.1", 21, (4, true)),
+            ],
+        );
     }
 
     #[test]
     fn masks_need_not_be_contiguous() {
         let r = rules("permit 0.0.0.7 0.0.0.255 10.0.0.0 255.0.0.0\n");
-        assert_eq!(check_req(&r, "u", "192.168.1.7", "10.1.1.1", 1), (1, true));
-        assert_eq!(check_req(&r, "u", "192.168.1.8", "10.1.1.1", 1), (0, false));
-        assert_eq!(check_req(&r, "u", "192.168.1.7", "11.1.1.1", 1), (0, false));
+        check_all(
+            &r,
+            &[
+                ("u", "192.168.1.7", "10.1.1.1", 1, (1, true)),
+                ("u", "192.168.1.8", "10.1.1.1", 1, (0, false)),
+                ("u", "192.168.1.7", "11.1.1.1", 1, (0, false)),
+            ],
+        );
         let any = rules("permit 0.0.0.0 0.0.0.0\n");
         assert_eq!(check_req(&any, "u", "8.8.8.8", "1.1.1.1", 1), (1, true));
         // An IPv4 rule says nothing about IPv6 clients.
@@ -870,13 +891,18 @@ mod tests {
     #[test]
     fn cidr_v4_and_v6() {
         let r = rules("deny 192.168.1.128/25\npermit 192.168.0.0/16 10.0.0.0/8\npermit 2001:db8::/32 ::/0 eq 443\npermit ::1/128 : echo hi\npermit fe80:: ffff:: : echo ll\n");
-        assert_eq!(check_req(&r, "u", "192.168.1.200", "10.0.0.1", 1), (1, false));
-        assert_eq!(check_req(&r, "u", "192.168.1.100", "10.0.0.1", 1), (2, true));
-        assert_eq!(check_req(&r, "u", "192.168.1.100", "11.0.0.1", 1), (0, false));
-        assert_eq!(check_req(&r, "u", "2001:db8:1::5", "2001:4860::1", 443), (3, true));
-        assert_eq!(check_req(&r, "u", "2001:db8:1::5", "2001:4860::1", 80), (0, false));
-        assert_eq!(check_req(&r, "u", "2001:db9::5", "2001:4860::1", 443), (0, false));
-        assert_eq!(check_req(&r, "u", "::1", "127.0.0.1", 9), (4, true));
+        check_all(
+            &r,
+            &[
+                ("u", "192.168.1.200", "10.0.0.1", 1, (1, false)),
+                ("u", "192.168.1.100", "10.0.0.1", 1, (2, true)),
+                ("u", "192.168.1.100", "11.0.0.1", 1, (0, false)),
+                ("u", "2001:db8:1::5", "2001:4860::1", 443, (3, true)),
+                ("u", "2001:db8:1::5", "2001:4860::1", 80, (0, false)),
+                ("u", "2001:db9::5", "2001:4860::1", 443, (0, false)),
+                ("u", "::1", "127.0.0.1", 9, (4, true)),
+            ],
+        );
         assert_eq!(r.rules[3].command.as_deref(), Some(&b"echo hi"[..]));
         assert_eq!(check_req(&r, "u", "fe80::1", "127.0.0.1", 9), (5, true));
         assert_eq!(r.rules[4].command.as_deref(), Some(&b"echo ll"[..]));
@@ -1113,9 +1139,14 @@ mod tests {
             assert_eq!(inet_aton(bad), None, "{bad}");
         }
         let r = rules("permit 010.0.0.1 255.255.255.255 10.1 0xffffff00\n");
-        assert_eq!(check_req(&r, "u", "8.0.0.1", "10.0.0.77", 1), (1, true));
-        assert_eq!(check_req(&r, "u", "10.0.0.1", "10.0.0.77", 1), (0, false));
-        assert_eq!(check_req(&r, "u", "8.0.0.1", "10.0.1.77", 1), (0, false));
+        check_all(
+            &r,
+            &[
+                ("u", "8.0.0.1", "10.0.0.77", 1, (1, true)),
+                ("u", "10.0.0.1", "10.0.0.77", 1, (0, false)),
+                ("u", "8.0.0.1", "10.0.1.77", 1, (0, false)),
+            ],
+        );
         let n = notes("permit 010.0.0.1 255.255.255.255 10.1 0xffffff00\n");
         let kinds: Vec<_> = n.iter().map(|n| (n.0, n.1)).collect();
         assert_eq!(kinds, [(1, NoteKind::InetAton); 3]);
@@ -1182,27 +1213,22 @@ mod tests {
 
     #[test]
     fn colons_in_ipv6_addresses_start_no_command() {
-        assert_eq!(
-            split_command(b"permit ::1/128 : x"),
-            (&b"permit ::1/128 "[..], Some(&b" x"[..]))
-        );
-        assert_eq!(
-            split_command(b"permit fe80:: ffff::"),
-            (&b"permit fe80:: ffff::"[..], None)
-        );
-        assert_eq!(
-            split_command(b"permit 1.2.3.4 0.0.0.0 ::x"),
-            (&b"permit 1.2.3.4 0.0.0.0 "[..], Some(&b":x"[..]))
-        );
-        assert_eq!(
-            split_command(b"permit 1.0.0.0/8 # c : d"),
-            (&b"permit 1.0.0.0/8 "[..], None)
-        );
-        // After the port operator a colon is the classic separator, even
-        // where the field would read as IPv6 ("23::").
-        assert_eq!(
-            split_command(b"deny 1.0.0.0 255.0.0.0 eq 23:: x"),
-            (&b"deny 1.0.0.0 255.0.0.0 eq 23"[..], Some(&b": x"[..]))
-        );
+        let none: Option<&str> = None;
+        for (line, body, command) in [
+            ("permit ::1/128 : x", "permit ::1/128 ", Some(" x")),
+            ("permit fe80:: ffff::", "permit fe80:: ffff::", none),
+            ("permit 1.2.3.4 0.0.0.0 ::x", "permit 1.2.3.4 0.0.0.0 ", Some(":x")),
+            ("permit 1.0.0.0/8 # c : d", "permit 1.0.0.0/8 ", none),
+            // After the port operator a colon is the classic separator,
+            // even where the field would read as IPv6 ("23::").
+            (
+                "deny 1.0.0.0 255.0.0.0 eq 23:: x",
+                "deny 1.0.0.0 255.0.0.0 eq 23",
+                Some(": x"),
+            ),
+        ] {
+            let want = (body.as_bytes(), command.map(str::as_bytes));
+            assert_eq!(split_command(line.as_bytes()), want, "{line}");
+        }
     }
 }

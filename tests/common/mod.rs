@@ -3,12 +3,13 @@
 //! client; run small destination servers.
 #![allow(dead_code)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -723,4 +724,79 @@ pub fn bind_resolv_conf(cmd: &mut std::process::Command, conf: &std::path::Path)
             Ok(())
         });
     }
+}
+/// socks4d `--listen` with its log collected as it comes.
+pub struct Listening {
+    _guard: Guard,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Listening {
+    /// Started with `--ident off --log-stderr` and `args`.
+    pub fn start(args: &[&str]) -> Listening {
+        let mut a = vec!["--ident", "off", "--log-stderr"];
+        a.extend_from_slice(args);
+        let (mut guard, addr) = spawn_listen(&a);
+        let mut err = guard.0.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Listening {
+            _guard: guard,
+            addr,
+            log,
+        }
+    }
+
+    /// One CONNECT as `user`: the reply code and how long it took; `None`
+    /// when the connection closed without one.
+    pub fn connect(&self, user: &[u8]) -> (Option<u8>, Duration) {
+        let dst = echo_dest();
+        let mut c = connect_to(self.addr);
+        let start = Instant::now();
+        c.write_all(&connect_req(dst.addr, user)).unwrap();
+        let mut reply = [0u8; 8];
+        let code = c.read_exact(&mut reply).ok().map(|()| reply[1]);
+        (code, start.elapsed())
+    }
+
+    /// The log once `pred` holds for it, within 30 seconds.
+    pub fn wait_log(&self, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if pred(&log) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the log never matched:\n{log}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Collects a `--listen` socks4d's stderr lines, as they come.
+pub fn collect(guard: &mut Guard) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = guard.0.stderr.take().unwrap();
+    let sink = log.clone();
+    thread::spawn(move || {
+        for line in io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut l = sink.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    });
+    log
 }
