@@ -369,27 +369,14 @@ pub fn encode(parsed: &Parsed, text: Identity, text_hash: u64, deps: &[Dep]) -> 
     Ok(out)
 }
 
+/// The code of a port test's operator: 1 to 6, as [`PortOp::ALL`] lists
+/// them.
 fn op_code(op: PortOp) -> u8 {
-    match op {
-        PortOp::Eq => 1,
-        PortOp::Neq => 2,
-        PortOp::Lt => 3,
-        PortOp::Gt => 4,
-        PortOp::Le => 5,
-        PortOp::Ge => 6,
-    }
+    op as u8 + 1
 }
 
 fn op_of(code: u8) -> Option<PortOp> {
-    Some(match code {
-        1 => PortOp::Eq,
-        2 => PortOp::Neq,
-        3 => PortOp::Lt,
-        4 => PortOp::Gt,
-        5 => PortOp::Le,
-        6 => PortOp::Ge,
-        _ => return None,
-    })
+    PortOp::ALL.get(usize::from(code.checked_sub(1)?)).copied()
 }
 
 /// The arrays of a frozen file, typed, each within its bytes.
@@ -1212,6 +1199,15 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
             assert_eq!(copy.len(), len);
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn port_operators_keep_their_codes() {
+        for (i, &op) in PortOp::ALL.iter().enumerate() {
+            assert_eq!(usize::from(op_code(op)), i + 1);
+            assert_eq!(op_of(op_code(op)), Some(op));
+        }
+        assert_eq!((op_of(0), op_of(7)), (None, None));
     }
 
     #[test]

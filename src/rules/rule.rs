@@ -34,6 +34,9 @@ pub enum PortOp {
 }
 
 impl PortOp {
+    /// Every operator, in the order of their declaration.
+    pub const ALL: [PortOp; 6] = [PortOp::Eq, PortOp::Neq, PortOp::Lt, PortOp::Gt, PortOp::Le, PortOp::Ge];
+
     pub fn from_token(t: &[u8]) -> Option<PortOp> {
         Some(match t {
             b"eq" => PortOp::Eq,
