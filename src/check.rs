@@ -6,9 +6,9 @@
 
 use std::net::IpAddr;
 
+use crate::addr;
 use crate::audit::{self, Log};
 use crate::config::{Config, Outgoing, Query, EXIT_SETUP, EXIT_USAGE};
-use crate::addr;
 use crate::route::{self, Route, Routes};
 use crate::rules::{self, Trust};
 

@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use nix::sys::socket::{self, MsgFlags};
 
+use crate::addr::{self, Unusable};
 use crate::audit::{self, Level, Line, Log, Record};
 use crate::bind::{self, Inbound};
 use crate::config::Config;
 use crate::confine;
-use crate::addr::{self, Unusable};
 use crate::ident::{self, Answer, Mode};
 use crate::intake::Conn;
 use crate::net::{self, ConnectError, Deadline, Unread};

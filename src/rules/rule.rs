@@ -189,7 +189,7 @@ pub trait Conditions {
     fn matches(&self, f: &Facts) -> bool {
         self.src_holds(f.src)
             && self.dst_holds(f.dst) != Some(false)
-            && self.port_test().map_or(true, |(op, p)| op.holds(f.port, p))
+            && self.port_test().is_none_or(|(op, p)| op.holds(f.port, p))
             && self.users_hold(f.user) != Some(false)
     }
 
