@@ -153,6 +153,25 @@ pub fn is_host_name(s: &str) -> bool {
         && name.bytes().any(|b| b.is_ascii_alphabetic())
 }
 
+/// A SOCKS4a name in the one form names are matched in: lower case,
+/// without a trailing dot. `None` when `sent` is no host name (an address
+/// literal, say: such a request carries only an address).
+pub fn name_of(sent: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(sent).ok()?;
+    if s.parse::<IpAddr>().is_ok() || !is_host_name(s) {
+        return None;
+    }
+    Some(s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase())
+}
+
+/// Whether `name` (as [`name_of`] gives it) is `domain` or a name under
+/// it: `www.example.com` and `example.com` are in `example.com`,
+/// `badexample.com` is not.
+pub fn in_domain(name: &str, domain: &str) -> bool {
+    name.strip_suffix(domain)
+        .is_some_and(|head| head.is_empty() || head.ends_with('.'))
+}
+
 /// Why a destination address is refused whatever the rules say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unusable {
@@ -343,5 +362,20 @@ mod tests {
         assert_eq!(j("64:ff9b::1:0:7f00:1"), "64:ff9b::1:0:7f00:1");
         assert_eq!(j("2001:db8::1"), "2001:db8::1");
         assert_eq!(j("10.0.0.1"), "10.0.0.1");
+    }
+
+    #[test]
+    fn names_are_matched_in_one_form_and_by_domain() {
+        assert_eq!(name_of(b"WWW.Example.COM."), Some("www.example.com".into()));
+        assert_eq!(name_of(b"localhost"), Some("localhost".into()));
+        for not_a_name in [&b"192.0.2.1"[..], b"::1", b"", b"a..b", b"-x.example", b"\xff"] {
+            assert_eq!(name_of(not_a_name), None, "{not_a_name:?}");
+        }
+        assert!(in_domain("example.com", "example.com"));
+        assert!(in_domain("www.example.com", "example.com"));
+        assert!(in_domain("a.b.example.com", "example.com"));
+        assert!(!in_domain("badexample.com", "example.com"));
+        assert!(!in_domain("example.com.evil", "example.com"));
+        assert!(!in_domain("com", "example.com"));
     }
 }

@@ -154,7 +154,10 @@ fn check_routes(cfg: &Config, trust: &Trust, r: &mut Report) -> bool {
 /// `--explain USER SRC DST PORT`: which line decides that request, and how,
 /// with the warnings `--check-config` gives for that line. Addresses are
 /// read as a connection reads them: a mapped client address is IPv4, a
-/// destination is in its canonical form.
+/// destination is in its canonical form. DST may be a host name, as a
+/// SOCKS4a client sends it: lines by name judge the name, and when lines
+/// by address could decide, the name is looked up and each of its
+/// addresses explained.
 pub fn explain(cfg: &Config, query: &Query) -> Report {
     let Query { user, src, dst, port } = query;
     let mut r = Report::default();
@@ -168,28 +171,12 @@ pub fn explain(cfg: &Config, query: &Query) -> Report {
             return r.fail(EXIT_SETUP);
         }
     };
-    let (Ok(src_ip), Ok(written)) = (src.parse::<IpAddr>(), dst.parse::<IpAddr>()) else {
-        r.err("socks4d: --explain: SRC and DST must be IP addresses".into());
+    let dst_ip = dst.parse::<IpAddr>().ok();
+    let name = addr::name_of(dst.as_bytes());
+    let (Ok(src_ip), true) = (src.parse::<IpAddr>(), dst_ip.is_some() || name.is_some()) else {
+        r.err("socks4d: --explain: SRC must be an IP address, DST an IP address or a host name".into());
         return r.fail(EXIT_USAGE);
     };
-    let dst_ip = match addr::canonical(written) {
-        Ok(ip) => ip,
-        Err(why) => {
-            r.out(format!(
-                "destination {written}: refused whatever the rules say: {}",
-                why.why()
-            ));
-            r.out("decision: deny".into());
-            return r;
-        }
-    };
-    if written != dst_ip {
-        r.out(format!("destination: {dst_ip} (as {dst} is matched and connected to)"));
-    }
-    let judged = addr::judged(dst_ip);
-    if judged != dst_ip {
-        r.out(format!("destination: judged as {judged} (NAT64)"));
-    }
     let port = match rules::port_number(port.as_bytes(), &loaded.services) {
         Ok(p) => p,
         Err(e) => {
@@ -197,33 +184,122 @@ pub fn explain(cfg: &Config, query: &Query) -> Report {
             return r.fail(EXIT_USAGE);
         }
     };
-    let facts = rules::Facts {
-        user: user.as_bytes(),
-        src: src_ip.to_canonical(),
-        dst: judged,
-        port,
+    let why = Why {
+        cfg,
+        notes: &checked.notes,
+        routes: &routes,
     };
-    let d = rules::decide(&loaded, &facts);
-    let Some(rule) = d.rule else {
-        r.out(format!("{}: no rule matches", d.label()));
-        r.out("decision: deny".into());
+    let src = src_ip.to_canonical();
+    let Some(name) = name else {
+        why.address(&mut r, &loaded, user, src, dst_ip.unwrap_or(src), port, None);
         return r;
     };
-    r.out(format!("{}: {}", d.label(), rule.text));
-    r.out(format!("decision: {}", rule.action.name()));
-    if d.permit() {
-        r.out(format!("ident: {}", d.ident(cfg.ident).name()));
+    let known = rules::Partial {
+        src,
+        user: Some(user.as_bytes()),
+        port: Some(port),
+        name: Some(Some(&name)),
+    };
+    if let Some(d) = rules::settled(&loaded, &known) {
+        r.out(format!(
+            "destination: {name}, decided by its name, whatever its addresses"
+        ));
+        why.decision(&mut r, &d, None);
+        return r;
     }
-    if let Some(cmd) = d.command() {
-        r.out(format!("command: {}", String::from_utf8_lossy(cmd)));
-    }
-    for n in checked.notes.iter().filter(|n| n.line == rule.line) {
-        r.out(format!("warning: {}", n.message));
-    }
-    if d.permit() {
-        explain_source(cfg, &routes, dst_ip, &mut r);
+    match crate::net::resolve(&name, port, crate::net::Deadline::after(rules::RESOLVE_TIMEOUT)) {
+        Ok(found) => {
+            let list: Vec<String> = found.iter().map(|a| a.ip().to_string()).collect();
+            r.out(format!("destination: {name} resolves to {}", list.join(", ")));
+            for a in found {
+                r.out(format!("address {}:", a.ip()));
+                why.address(&mut r, &loaded, user, src, a.ip(), port, Some(&name));
+            }
+        }
+        Err(e) => {
+            r.err(format!(
+                "socks4d: --explain: {name}: {e}: the lines by address need its addresses"
+            ));
+            return r.fail(EXIT_SETUP);
+        }
     }
     r
+}
+
+/// What `--explain` says of a decision, with the file's notes and routes.
+struct Why<'a> {
+    cfg: &'a Config,
+    notes: &'a [rules::Note],
+    routes: &'a Routes,
+}
+
+impl Why<'_> {
+    /// The decision for destination address `written` (and SOCKS4a
+    /// `name`, if any), as a connection to it would be decided.
+    #[allow(clippy::too_many_arguments)]
+    fn address(
+        &self,
+        r: &mut Report,
+        loaded: &rules::Rules,
+        user: &str,
+        src: IpAddr,
+        written: IpAddr,
+        port: u16,
+        name: Option<&str>,
+    ) {
+        let dst_ip = match addr::canonical(written) {
+            Ok(ip) => ip,
+            Err(why) => {
+                r.out(format!(
+                    "destination {written}: refused whatever the rules say: {}",
+                    why.why()
+                ));
+                r.out("decision: deny".into());
+                return;
+            }
+        };
+        if written != dst_ip {
+            r.out(format!(
+                "destination: {dst_ip} (as {written} is matched and connected to)"
+            ));
+        }
+        let judged = addr::judged(dst_ip);
+        if judged != dst_ip {
+            r.out(format!("destination: judged as {judged} (NAT64)"));
+        }
+        let facts = rules::Facts {
+            user: user.as_bytes(),
+            src,
+            dst: judged,
+            port,
+            name,
+        };
+        self.decision(r, &rules::decide(loaded, &facts), Some(dst_ip));
+    }
+
+    /// The deciding line, its ident mode, command and warnings, and for a
+    /// permit the source of the CONNECT to `dst` (when it is known).
+    fn decision(&self, r: &mut Report, d: &rules::Decision, dst: Option<IpAddr>) {
+        let Some(rule) = d.rule else {
+            r.out(format!("{}: no rule matches", d.label()));
+            r.out("decision: deny".into());
+            return;
+        };
+        r.out(format!("{}: {}", d.label(), rule.text));
+        r.out(format!("decision: {}", rule.action.name()));
+        if d.permit() {
+            r.out(format!("ident: {}", d.ident(self.cfg.ident).name()));
+        }
+        if let Some(cmd) = d.command() {
+            r.out(format!("command: {}", String::from_utf8_lossy(cmd)));
+        }
+        for n in self.notes.iter().filter(|n| n.line == rule.line) {
+            r.out(format!("warning: {}", n.message));
+        }
+        if let (true, Some(dst)) = (d.permit(), dst) {
+            explain_source(self.cfg, self.routes, dst, r);
+        }
+    }
 }
 
 /// `--explain`'s lines on the source address of the CONNECT: the route

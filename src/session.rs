@@ -418,12 +418,15 @@ fn exchange(
             src,
             user: None,
             port: None,
+            name: None,
         };
         if let Outlook::Denied(d) = rules::outlook(rules, &known) {
             return Err(denied(&d, rec));
         }
     }
     let (req, pending) = read_request(&arrival.stream, &arrival.early, arrival.deadline)?;
+    // The SOCKS4a name, as name rules match it; none for an address.
+    let name = req.hostname.as_deref().and_then(addr::name_of);
     rec.command = Some(req.command);
     rec.user = Some(req.userid.clone());
     rec.host = req.hostname.clone();
@@ -442,6 +445,7 @@ fn exchange(
             src,
             user: Some(&req.userid),
             port: Some(req.port),
+            name: Some(name.as_deref()),
         };
         if let Outlook::Denied(d) = rules::outlook(rules, &known) {
             return Err(denied(&d, rec));
@@ -456,6 +460,7 @@ fn exchange(
                 src,
                 dst: addr::judged(dst.ip()),
                 port: dst.port(),
+                name: name.as_deref(),
             };
             (dst, rules::decide(rules, &facts))
         })

@@ -782,6 +782,7 @@ fn decisions_agree_with_a_model_of_sockds_rule_loop() {
                     src: src.into(),
                     dst: dst.into(),
                     port,
+                    name: None,
                 },
             )
             .rule

@@ -44,6 +44,7 @@ fn requests() -> &'static [rules::Facts<'static>] {
                         src: ip(src),
                         dst: ip(dst),
                         port,
+                        name: None,
                     });
                 }
             }
@@ -102,6 +103,7 @@ fuzz_target!(|data: &[u8]| {
                 src: f.src,
                 user: (f.port != 80).then_some(f.user),
                 port: (f.port != 1024).then_some(f.port),
+                name: None,
             };
             assert_eq!(frozen.denied(&p), text.denied(&p), "{p:?}");
         }

@@ -45,6 +45,7 @@ fuzz_target!(|data: &[u8]| {
                 src: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
                 dst: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
                 port: 23,
+                name: None,
             };
             if let Some(rule) = rules::decide(&r, &facts).rule {
                 assert!(rule.matches(&facts));

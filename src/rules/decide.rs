@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use super::frozen::Frozen;
-use super::rule::{denied, first_match, Action, Error, Facts, Hook, Partial, Rule};
+use super::rule::{self, denied, first_match, Action, Error, Facts, Hook, Partial, Rule};
 use super::services::Services;
 use crate::addr::Net;
 use crate::ident::Mode;
@@ -48,6 +48,15 @@ impl RuleSource {
         match self {
             RuleSource::Text(list) => first_match(list, f).map(|i| &list[i]),
             RuleSource::Frozen(frozen) => first_match(frozen.lines(), f).map(|i| frozen.rule(i)),
+        }
+    }
+
+    /// The rule that decides every request of which `p` is known (`Some(None)`:
+    /// none matches them), when what is not known cannot change it.
+    pub fn settled(&self, p: &Partial) -> Option<Option<&Rule>> {
+        match self {
+            RuleSource::Text(list) => rule::settled(list, p).map(|by| by.map(|i| &list[i])),
+            RuleSource::Frozen(frozen) => rule::settled(frozen.lines(), p).map(|by| by.map(|i| frozen.rule(i))),
         }
     }
 
@@ -187,6 +196,13 @@ pub fn outlook<'a>(rules: &'a Rules, p: &Partial) -> Outlook<'a> {
     }
 }
 
+/// The decision of every request of which `p` is known, when what is not
+/// known (its destination address) cannot change it: a SOCKS4a request
+/// that lines by name, or lines for every destination, decide.
+pub fn settled<'a>(rules: &'a Rules, p: &Partial) -> Option<Decision<'a>> {
+    rules.source.settled(p).map(|rule| Decision { rules, rule })
+}
+
 /// The first line that matches decides; if none does, deny.
 pub fn decide<'a>(rules: &'a Rules, facts: &Facts) -> Decision<'a> {
     Decision {
@@ -219,6 +235,7 @@ mod tests {
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
             port,
+            name: None,
         }
     }
 
@@ -238,6 +255,7 @@ mod tests {
                     src: src.parse().unwrap(),
                     dst: "1.1.1.1".parse().unwrap(),
                     port: 1,
+                    name: None,
                 },
             );
             (d.rule.map_or(0, |r| r.line), d.permit(), d.label())

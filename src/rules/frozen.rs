@@ -62,7 +62,7 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 /// The largest frozen file read.
 const MAX_LEN: u64 = 256 << 20;
 
-const MAGIC: &[u8; 8] = b"s4dfrz\0\x01";
+const MAGIC: &[u8; 8] = b"s4dfrz\0\x02";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const VERSION_LEN: usize = 16;
 const _: () = assert!(VERSION.len() <= VERSION_LEN);
@@ -167,7 +167,8 @@ struct RuleRecord {
     text: Str,
     /// A length of [`NONE`]: no command.
     command: Str,
-    reserved: U32,
+    /// A length of [`NONE`]: no `.domain` destination.
+    domain: Str,
 }
 
 #[derive(Clone, Copy, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -179,7 +180,7 @@ struct NetRecord {
     mask: U128,
 }
 
-const _: () = assert!(std::mem::size_of::<Header>() == 144 && std::mem::size_of::<RuleRecord>() == 56);
+const _: () = assert!(std::mem::size_of::<Header>() == 144 && std::mem::size_of::<RuleRecord>() == 60);
 
 impl Identity {
     pub fn of(m: &Metadata) -> Identity {
@@ -318,7 +319,13 @@ impl Encoder {
                 },
                 Some(c) => self.string(c)?,
             },
-            reserved: U32::ZERO,
+            domain: match &r.domain {
+                None => Str {
+                    offset: U32::ZERO,
+                    len: U32::new(NONE),
+                },
+                Some(d) => self.string(d.as_bytes())?,
+            },
         })
     }
 }
@@ -473,6 +480,7 @@ impl<'a> Parts<'a> {
                 && maybe(r.users, self.users.len())
                 && string_ok(r.text)
                 && (r.command.len.get() == NONE || string_ok(r.command))
+                && (r.domain.len.get() == NONE || string_ok(r.domain))
         });
         rules_ok
             && self.nets.iter().all(|n| matches!(n.family.get(), 4 | 6))
@@ -512,6 +520,12 @@ impl Conditions for Line<'_> {
     }
     fn has_users(&self) -> bool {
         self.record.users.count.get() != NONE
+    }
+    fn domain(&self) -> Option<&str> {
+        if self.record.domain.len.get() == NONE {
+            return None;
+        }
+        std::str::from_utf8(self.parts.string(self.record.domain)?).ok()
     }
 }
 
@@ -854,6 +868,7 @@ impl Frozen {
             dst: present(r.dst).then(|| nets(r.dst)),
             port: op_of(r.op).map(|op| (op, r.port.get())),
             command: (r.command.len.get() != NONE).then(|| string(r.command).to_vec()),
+            domain: (r.domain.len.get() != NONE).then(|| String::from_utf8_lossy(string(r.domain)).into_owned()),
         }
     }
 }
@@ -1104,6 +1119,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
                             src: src.parse().unwrap(),
                             dst: dst.parse().unwrap(),
                             port,
+                            name: None,
                         };
                         let want = first_match(&rules.rules, &f).map(|i| &rules.rules[i]);
                         let got = decide(&opened.frozen, &f);
@@ -1113,6 +1129,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
                             src: f.src,
                             user: (port % 2 == 0).then_some(user),
                             port: (port > 100).then_some(port),
+                            name: None,
                         };
                         assert_eq!(denied(opened.frozen.lines(), &p), denied(&rules.rules, &p), "{p:?}");
                     }
@@ -1131,6 +1148,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
             src: "10.0.0.1".parse().unwrap(),
             dst: "192.0.2.1".parse().unwrap(),
             port: 23,
+            name: None,
         };
         let a = decide(&opened.frozen, &f).unwrap() as *const Rule;
         let b = decide(&opened.frozen, &f).unwrap() as *const Rule;
@@ -1166,6 +1184,7 @@ permit ?=I 0.0.0.0 0.0.0.0 le 80
             src: "10.0.0.1".parse().unwrap(),
             dst: "8.8.8.8".parse().unwrap(),
             port: 80,
+            name: None,
         };
         for at in std::mem::size_of::<Header>()..bytes.len() {
             for x in [0x01, 0x80, 0xff] {

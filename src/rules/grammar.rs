@@ -305,11 +305,15 @@ fn parse_line<'t>(
         return Err("no source address".into());
     }
     let src = net(fields, &mut at, "source", lookups, notes, &mut modern)?;
-    let mut dst = None;
+    let (mut dst, mut domain) = (None, None);
     if let Some(&t) = fields.get(at) {
+        if let Some(name) = t.strip_prefix(b".") {
+            domain = Some(domain_field(name)?);
+            notes.add(NoteKind::ByName, || by_name(action));
+            (at, modern) = (at + 1, true);
         // As in sockd, a destination needs both its fields; a lone field
         // here is left over (below).
-        if PortOp::from_token(t).is_none() && (t.contains(&b'/') || fields.len() > at + 1 || modern) {
+        } else if PortOp::from_token(t).is_none() && (t.contains(&b'/') || fields.len() > at + 1 || modern) {
             dst = Some(net(fields, &mut at, "destination", lookups, notes, &mut modern)?);
         }
     }
@@ -321,7 +325,7 @@ fn parse_line<'t>(
                 at += 2;
             }
             (Some(_), None) if modern => return Err("no port after the comparison".into()),
-            (None, Some(_)) if dst.is_some() => {
+            (None, Some(_)) if dst.is_some() || domain.is_some() => {
                 return Err(format!("expected eq, neq, lt, gt, le or ge, not {}", show(t)))
             }
             _ => {}
@@ -345,11 +349,33 @@ fn parse_line<'t>(
             users,
             src,
             dst,
+            domain,
             port,
             command,
         }),
         !modern,
     ))
+}
+
+/// A `.example.com` destination without its dot: the domain, in the form
+/// names are matched in (lower case, no trailing dot).
+fn domain_field(name: &[u8]) -> Result<String, String> {
+    let as_name = |n: &[u8]| crate::addr::name_of(n);
+    as_name(name).ok_or_else(|| format!("destination {} is not a domain name", show(&[b".", name].concat())))
+}
+
+/// What a line that decides by name cannot promise.
+fn by_name(action: Action) -> String {
+    match action {
+        Action::Deny => "this line denies by the name a SOCKS4a client sends: a request that carries only an \
+                         address (SOCKS4, or an address written as the name) is denied by it too, since socks4d \
+                         cannot tell where it goes; but a client that sends another name for the same host is not: \
+                         deny the host's addresses as well"
+            .into(),
+        Action::Permit => "this line permits by the name a SOCKS4a client sends, to whatever address that name \
+                           resolves to: deny the addresses the proxy must not reach on lines before it"
+            .into(),
+    }
 }
 
 fn double_colon(command: &[u8]) -> String {
@@ -782,6 +808,7 @@ mod tests {
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
             port,
+            name: None,
         };
         first_match(&r.rules, &f).map_or((0, false), |i| (r.rules[i].line, r.rules[i].action == Action::Permit))
     }

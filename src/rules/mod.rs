@@ -52,7 +52,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use command::{expand, sanitize, spawn, Spawned, Subst, MAX_SUBST_LEN, NAME_LOOKUP_TIMEOUT};
-pub use decide::{decide, outlook, Decision, Loaded, Origin, Outlook, RuleSource, Rules, BUILTIN};
+pub use decide::{decide, outlook, settled, Decision, Loaded, Origin, Outlook, RuleSource, Rules, BUILTIN};
 pub use grammar::{port_number, Parsed, MAX_LINE_LEN};
 pub use lookups::{Fixed, Lookups, System, RESOLVE_TIMEOUT};
 pub use note::{Note, NoteKind};

@@ -37,6 +37,8 @@ pub enum NoteKind {
     Nat64,
     /// A deny line that leaves the other address family open.
     OneFamily,
+    /// A line that decides by name, and what that cannot promise.
+    ByName,
 }
 
 impl NoteKind {

@@ -76,8 +76,11 @@ pub struct Rule {
     /// The source: one net, or one per address of a host name, any of
     /// which matches.
     pub src: Vec<Net>,
-    /// `None`: any destination.
+    /// `None`: any destination (or a name, `domain`).
     pub dst: Option<Vec<Net>>,
+    /// `.example.com` as the destination: the SOCKS4a names in that
+    /// domain, as [`crate::addr::name_of`] writes them, without the dot.
+    pub domain: Option<String>,
     pub port: Option<(PortOp, u16)>,
     /// `: shell_cmd`, run when this line decides a request.
     pub command: Option<Vec<u8>>,
@@ -95,6 +98,7 @@ impl Rule {
             users: None,
             src,
             dst: None,
+            domain: None,
             port: None,
             command: None,
         }
@@ -141,16 +145,22 @@ pub struct Facts<'a> {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub port: u16,
+    /// The SOCKS4a name as sent ([`crate::addr::name_of`]); `None` when
+    /// the request carries only an address.
+    pub name: Option<&'a str>,
 }
 
 /// What is known of a request before all of it is: its source, then its
-/// user-id and port once the request is read. Its destination is not
-/// known yet (not read, or a SOCKS4a name not looked up).
+/// user-id, port and name once the request is read. Its destination
+/// address is not known yet (not read, or a SOCKS4a name not looked up).
 #[derive(Debug, Clone, Copy)]
 pub struct Partial<'a> {
     pub src: IpAddr,
     pub user: Option<&'a [u8]>,
     pub port: Option<u16>,
+    /// `None` until the request is read; then the name as in
+    /// [`Facts::name`].
+    pub name: Option<Option<&'a str>>,
 }
 
 /// How far a line can match a [`Partial`], least first.
@@ -183,12 +193,27 @@ pub trait Conditions {
     /// (every user-id matches).
     fn users_hold(&self, user: &[u8]) -> Option<bool>;
     fn has_users(&self) -> bool;
+    /// The domain of a `.example.com` destination, if the line has one.
+    fn domain(&self) -> Option<&str>;
+
+    /// Whether the line's domain holds the request's name; `None` when
+    /// the line names no domain. A request that carries only an address
+    /// (`name` `None`) could be going anywhere: a `deny` by name refuses
+    /// it, a `permit` by name does not let it through.
+    fn domain_holds(&self, name: Option<&str>) -> Option<bool> {
+        let domain = self.domain()?;
+        Some(match name {
+            Some(name) => crate::addr::in_domain(name, domain),
+            None => !self.permits(),
+        })
+    }
 
     /// Whether every condition of this line holds for `f`: source,
-    /// destination, port test and user list.
+    /// destination (address or name), port test and user list.
     fn matches(&self, f: &Facts) -> bool {
         self.src_holds(f.src)
             && self.dst_holds(f.dst) != Some(false)
+            && self.domain_holds(f.name) != Some(false)
             && self.port_test().is_none_or(|(op, p)| op.holds(f.port, p))
             && self.users_hold(f.user) != Some(false)
     }
@@ -211,7 +236,10 @@ pub trait Conditions {
         let port = p.port.map_or(unknown(test.is_some()), |port| {
             known(test.map(|(op, against)| op.holds(port, against)))
         });
-        users.min(port).min(unknown(self.has_dst()))
+        let name = p
+            .name
+            .map_or(unknown(self.domain().is_some()), |name| known(self.domain_holds(name)));
+        users.min(port).min(name).min(unknown(self.has_dst()))
     }
 }
 
@@ -240,11 +268,30 @@ impl Conditions for &Rule {
     fn has_users(&self) -> bool {
         self.users.is_some()
     }
+    fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
 }
 
 /// The first of `lines` that matches `f`: its index.
 pub fn first_match<C: Conditions>(lines: impl IntoIterator<Item = C>, f: &Facts) -> Option<usize> {
     lines.into_iter().position(|l| l.matches(f))
+}
+
+/// The line that decides every request of which `p` is known, whatever
+/// is not known yet: `Some` with its index (`None`: no line matches them),
+/// when each line before it surely does not match; `None` when what is
+/// not known (a destination address, say) could change which line
+/// decides.
+pub fn settled<C: Conditions>(lines: impl IntoIterator<Item = C>, p: &Partial) -> Option<Option<usize>> {
+    for (i, line) in lines.into_iter().enumerate() {
+        match line.reach(p) {
+            Reach::Never => continue,
+            Reach::Maybe => return None,
+            Reach::Surely => return Some(Some(i)),
+        }
+    }
+    Some(None)
 }
 
 /// Whether every request of which `p` is known is denied by the first-match
