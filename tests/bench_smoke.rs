@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-#[test]
-fn bench_runs_and_writes_its_table() {
-    if !common::require("systemd-socket-activate") {
-        return;
-    }
+/// The bench client, built.
+fn bench_client() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let built = Command::new(cargo)
@@ -20,9 +17,16 @@ fn bench_runs_and_writes_its_table() {
         .status()
         .expect("run cargo");
     assert!(built.success(), "bench client does not build");
+    root.join("bench/target/debug/socks4d-bench")
+}
 
+#[test]
+fn bench_runs_and_writes_its_table() {
+    if !common::require("systemd-socket-activate") {
+        return;
+    }
     let out = std::env::temp_dir().join(format!("socks4d-bench-smoke-{}.txt", std::process::id()));
-    let run = Command::new(root.join("bench/target/debug/socks4d-bench"))
+    let run = Command::new(bench_client())
         .arg("--bin")
         .arg(common::bin())
         // The same binary again as the static build: its columns and ratios.
@@ -100,4 +104,57 @@ fn bench_runs_and_writes_its_table() {
             assert!(c.parse::<f64>().is_ok(), "rules row {n}: {c:?}\n{table}");
         }
     }
+}
+
+#[test]
+fn handlers_mode_measures_each_build_started_alone() {
+    // A second name for the same build: a build compared with itself.
+    let other = std::env::temp_dir().join(format!("socks4d-bench-other-{}", std::process::id()));
+    let _ = std::fs::remove_file(&other);
+    std::os::unix::fs::symlink(common::bin(), &other).unwrap();
+    let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results.txt");
+    let results_before = std::fs::read(&results).ok();
+    let run = Command::new(bench_client())
+        .args(["--handlers", "3", "--rounds", "2", "--bin"])
+        .arg(common::bin())
+        .arg("--compare")
+        .arg(&other)
+        .args(["--extra", "--ident off --log-stderr"])
+        .output()
+        .expect("run bench");
+    let _ = std::fs::remove_file(&other);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "bench --handlers failed: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        stdout.starts_with("socks4d handlers: 2 round(s), 3 handlers per build and round"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| build | CPU µs per handler | minor page faults per handler |"),
+        "{stdout}"
+    );
+    for build in [common::bin(), other] {
+        let row = format!("| {} | ", build.display());
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&row))
+            .unwrap_or_else(|| panic!("{row}\n{stdout}"));
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // | build | CPU | faults |: each a median with the rounds' range,
+        // and a handler makes page faults.
+        for c in &cells[2..4] {
+            let median: f64 = c.split(' ').next().unwrap().parse().unwrap_or(-1.0);
+            assert!(median >= 0.0 && c.contains('['), "{c:?} in {line}");
+        }
+        assert!(
+            cells[3].split(' ').next().unwrap().parse::<f64>().unwrap() > 0.0,
+            "{line}"
+        );
+    }
+    // Without --out, this mode writes no file: the bench's results stay.
+    assert_eq!(std::fs::read(&results).ok(), results_before);
 }

@@ -10,6 +10,9 @@
 //!        [--rules N,N,...|none] [--c-relay PATH]
 //!        [--external NAME=ADDR]... [--external-floor NAME=ADDR]... [--only-external]
 //!        [--account-tree PID]
+//!        socks4d-bench --handlers N --bin PATH [--bin-static PATH]
+//!        [--compare PATH]... [--extra "ARGS"] [--rounds N] [--wrap "PROGRAM ARGS"]
+//!        [--out FILE]
 //!
 //! `--rules` (default 1,100,1000,20000) adds, for each count, socks4d under
 //! the same launcher with a rules file of that many lines, read as text
@@ -35,15 +38,24 @@
 //! each external variant's sequential connections is that variant's "CPU
 //! µs per conn", all the container spent on a connection (systemd,
 //! journald, the service).
+//!
+//! `--handlers N` measures the builds alone instead (`--bin`, `--bin-static`
+//! and each `--compare`): each started directly for one connection, as
+//! inetd does, N per build and round, and what each handler cost, from
+//! `wait4` (handlers.rs). The report is printed, and written only to
+//! `--out`.
 
 mod account;
 mod dests;
+mod handlers;
 mod measure;
 mod options;
 mod report;
 mod rounds;
 mod variants;
 
+use dests::Dests;
+use options::Opts;
 use variants::Kind;
 
 fn main() {
@@ -55,21 +67,34 @@ fn main() {
         }
     };
     let d = dests::start(o.bytes);
-    let dir = std::env::temp_dir().join(format!("socks4d-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let vars = variants::start(&o, &dir);
-
-    let (started, load_before) = (report::utc_now(), report::load());
-    let measured = rounds::run(&o, &d, &vars);
-    let names: Vec<&str> = vars.iter().filter(|v| v.kind != Kind::Rules).map(|v| v.name).collect();
-    let out = report::write(&o, &measured, &names, &started, &load_before);
+    let (out, ok) = if o.handlers > 0 {
+        handlers::run(&o, &d)
+    } else {
+        side_by_side(&o, &d)
+    };
     print!("{out}");
-    if let Err(e) = std::fs::write(&o.out, &out) {
-        eprintln!("socks4d-bench: {}: {e}", o.out);
+    let path = o.out.as_deref().or((o.handlers == 0).then_some("bench/results.txt"));
+    if let Some(path) = path {
+        if let Err(e) = std::fs::write(path, &out) {
+            eprintln!("socks4d-bench: {path}: {e}");
+        }
     }
-    drop(vars);
-    let _ = std::fs::remove_dir_all(&dir);
-    if !measured.failures.is_empty() {
+    if !ok {
         std::process::exit(1);
     }
+}
+
+/// The variants side by side: the report, and whether nothing failed.
+fn side_by_side(o: &Opts, d: &Dests) -> (String, bool) {
+    let dir = std::env::temp_dir().join(format!("socks4d-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vars = variants::start(o, &dir);
+    // The run starts once the variants are up.
+    let (started, load_before) = (report::utc_now(), report::load());
+    let measured = rounds::run(o, d, &vars);
+    let names: Vec<&str> = vars.iter().filter(|v| v.kind != Kind::Rules).map(|v| v.name).collect();
+    let out = report::write(o, &measured, &names, &started, &load_before);
+    drop(vars);
+    let _ = std::fs::remove_dir_all(&dir);
+    (out, measured.failures.is_empty())
 }

@@ -42,16 +42,21 @@ fn open(v: &Variant, dst: SocketAddr) -> io::Result<(TcpStream, Duration)> {
                 return Err(io::Error::other("floor echoed wrong bytes"));
             }
         }
-        _ => {
-            s.write_all(&socks_req(dst))?;
-            let mut r = [0u8; 8];
-            s.read_exact(&mut r)?;
-            if r[0] != 0 || r[1] != 0x5a {
-                return Err(io::Error::other(format!("refused: {r:02x?}")));
-            }
-        }
+        _ => socks_connect(&mut s, dst)?,
     }
     Ok((s, t.elapsed()))
+}
+
+/// Asks the SOCKS4 server at the other end of `s` to CONNECT to `dst`,
+/// and reads its grant.
+pub fn socks_connect(s: &mut TcpStream, dst: SocketAddr) -> io::Result<()> {
+    s.write_all(&socks_req(dst))?;
+    let mut r = [0u8; 8];
+    s.read_exact(&mut r)?;
+    if r[0] != 0 || r[1] != 0x5a {
+        return Err(io::Error::other(format!("refused: {r:02x?}")));
+    }
+    Ok(())
 }
 
 /// Sends `bytes` to the sink; bytes per second.
@@ -141,7 +146,12 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 
 /// One request/response connection with every byte checked.
 fn exchange(v: &Variant, d: &Dests, seed: u8) -> io::Result<()> {
-    let (mut s, _) = open(v, d.echo)?;
+    echo(&mut open(v, d.echo)?.0, seed)
+}
+
+/// One message to the echo destination at the other end of `s` and back,
+/// every byte checked.
+pub fn echo(s: &mut TcpStream, seed: u8) -> io::Result<()> {
     let msg: Vec<u8> = (0..MSG)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect();

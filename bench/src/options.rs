@@ -12,7 +12,9 @@ pub struct Opts {
     pub latency: usize,
     pub conns: usize,
     pub idle: usize,
-    pub out: String,
+    /// Where the report is written too; the side-by-side bench's default
+    /// is bench/results.txt.
+    pub out: Option<String>,
     pub dante: bool,
     /// Proxies started by someone else: name, address, and whether it is a
     /// floor (a handler that echoes the request back).
@@ -24,6 +26,13 @@ pub struct Opts {
     pub rules: Vec<usize>,
     /// bench/c-relay.c built: the least a per-connection relay does.
     pub c_relay: Option<String>,
+    /// Handlers per build and round for `--handlers` (handlers.rs); 0: the
+    /// side-by-side bench instead.
+    pub handlers: usize,
+    /// More builds for `--handlers`.
+    pub compare: Vec<String>,
+    /// `--handlers` runs each handler under this program and arguments.
+    pub wrap: Vec<String>,
 }
 
 /// The options from `args` (the arguments after the program's name), or
@@ -38,13 +47,16 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
         latency: 500,
         conns: 2000,
         idle: 200,
-        out: "bench/results.txt".into(),
+        out: None,
         dante: true,
         external: Vec::new(),
         only_external: false,
         account_tree: None,
         rules: vec![1, 100, 1000, 20_000],
         c_relay: None,
+        handlers: 0,
+        compare: Vec::new(),
+        wrap: Vec::new(),
     };
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or(format!("{a} needs a value"));
@@ -58,7 +70,7 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--latency" => o.latency = num(val()?)? as usize,
             "--conns" => o.conns = num(val()?)? as usize,
             "--idle" => o.idle = num(val()?)? as usize,
-            "--out" => o.out = val()?,
+            "--out" => o.out = Some(val()?),
             "--no-dante" => o.dante = false,
             "--external" | "--external-floor" => {
                 let v = val()?;
@@ -69,6 +81,9 @@ pub fn parse(mut args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--only-external" => o.only_external = true,
             "--account-tree" => o.account_tree = Some(num(val()?)? as u32),
             "--c-relay" => o.c_relay = Some(val()?),
+            "--handlers" => o.handlers = num(val()?)? as usize,
+            "--compare" => o.compare.push(val()?),
+            "--wrap" => o.wrap = val()?.split_whitespace().map(String::from).collect(),
             "--rules" => {
                 let v = val()?;
                 o.rules = if v.is_empty() || v == "none" {

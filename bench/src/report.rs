@@ -148,7 +148,7 @@ impl Samples {
     }
 
     /// "median [min–max]", the median alone for one sample, "-" for none.
-    fn cell(&self, fig: &str, var: &str) -> String {
+    pub fn cell(&self, fig: &str, var: &str) -> String {
         let Some(v) = self.get(fig, var) else {
             return "-".into();
         };
@@ -208,6 +208,17 @@ pub fn load() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// The header's line on when the run was and under what load, and a blank
+/// line; `started` and `load_before` were taken before the rounds.
+pub fn when(started: &str, load_before: &str) -> String {
+    format!(
+        "run {started} to {} UTC, {} CPUs; load average (1, 5, 15 min) {load_before} at the start, {} at the end\n\n",
+        utc_now(),
+        thread::available_parallelism().map_or(0, |n| n.get()),
+        load()
+    )
+}
+
 /// The whole report: the header (what was run, when, under what load),
 /// the figures of the variants `names`, the ratios, the scale table and
 /// the failures. `started` and `load_before` were taken before the rounds.
@@ -222,12 +233,7 @@ pub fn write(o: &Opts, m: &Measured, names: &[&str], started: &str, load_before:
         o.conns,
         o.idle
     );
-    out += &format!(
-        "run {started} to {} UTC, {} CPUs; load average (1, 5, 15 min) {load_before} at the start, {} at the end\n\n",
-        utc_now(),
-        thread::available_parallelism().map_or(0, |n| n.get()),
-        load()
-    );
+    out += &when(started, load_before);
     out += &format!("| {:<28} |", "figure");
     for n in names {
         out += &format!(" {n:<24} |");
@@ -261,11 +267,17 @@ pub fn write(o: &Opts, m: &Measured, names: &[&str], started: &str, load_before:
     if !o.rules.is_empty() {
         out += &rules_table(s, &o.rules);
     }
-    if !m.failures.is_empty() {
-        out += "\nfailures:\n";
-        for f in &m.failures {
-            out += &format!("  {f}\n");
-        }
+    out + &failure_lines(&m.failures)
+}
+
+/// The failures, if any, after a blank line.
+pub fn failure_lines(failures: &[String]) -> String {
+    if failures.is_empty() {
+        return String::new();
+    }
+    let mut out = "\nfailures:\n".to_string();
+    for f in failures {
+        out += &format!("  {f}\n");
     }
     out
 }
