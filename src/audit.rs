@@ -252,6 +252,9 @@ fn syslog_line(facility: Facility, pid: u32, level: Level, line: &str, at: std::
         Level::Error => Severity::LOG_ERR,
     };
     let secs = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // musl's time_t is 64 bits already; the libc crate's deprecation
+    // note is about its own definition changing to match.
+    #[allow(deprecated)]
     let t = nix::libc::time_t::try_from(secs).unwrap_or(0);
     // SAFETY: `tm` is plain data that localtime_r fills in; `t` lives
     // for the call. No safe interface to the C library's time zone

@@ -147,13 +147,20 @@ fn check(fd: OwnedFd, what: &str) -> Found {
 /// so that nothing written there can reach the client, and so that the
 /// socket is really closed when its owner is dropped.
 fn quiet_std_fds(socket: &impl AsFd) {
+    let (on_out, on_err) = (
+        same_file(socket, io::stdout().as_fd()),
+        same_file(socket, io::stderr().as_fd()),
+    );
+    if !(on_out || on_err) {
+        return;
+    }
     let Ok(null) = OpenOptions::new().write(true).open("/dev/null") else {
         return;
     };
-    if same_file(socket, io::stdout().as_fd()) {
+    if on_out {
         let _ = nix::unistd::dup2_stdout(&null);
     }
-    if same_file(socket, io::stderr().as_fd()) {
+    if on_err {
         let _ = nix::unistd::dup2_stderr(&null);
     }
 }

@@ -76,7 +76,7 @@ pub fn hints(cfg: &Config, log: &Log) -> Vec<String> {
 pub fn run(listeners: Vec<TcpListener>, cfg: &Config, log: &Log) -> Result<()> {
     let trust = crate::rules::Trust::new(&cfg.user);
     crate::privilege::drop_root(&cfg.user)?;
-    let policy = Policy::load(cfg, &trust, log);
+    let policy = Policy::load_watched(cfg, &trust, log);
     if let Ok(r) = &policy.rules {
         if r.origin == crate::rules::Origin::Builtin {
             log.info(&format!(

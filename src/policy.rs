@@ -33,26 +33,38 @@ impl Policy {
     /// Reads the rules file, the files it names, and the route file. Files
     /// are believed as [`Trust`] says: root's (or the starting user's)
     /// and writable by no one else, never `--user`'s. Errors are logged,
-    /// each with its line; every request then gets 0x5B.
+    /// each with its line; every request then gets 0x5B. For one
+    /// connection: nothing is watched ([`Policy::changed`] says none).
     pub fn load(cfg: &Config, trust: &Trust, log: &Log) -> Policy {
-        let mut paths: Vec<PathBuf> = vec![cfg.rules_file.clone(), rules::frozen::path_for(&cfg.rules_file)];
-        paths.extend(cfg.route_file.clone());
-        paths.push(PathBuf::from(rules::SERVICES_FILE));
-        let before: Vec<Option<Identity>> = paths.iter().map(|p| identity(p)).collect();
         let routes = route::load(cfg.route_file.as_deref(), trust);
         if let Err(errors) = &routes {
             for e in errors {
                 log.error(&format!("config error: {e}; no service until it is fixed"));
             }
         }
-        let rules = load_rules(cfg, trust, log);
-        if let Ok(r) = &rules {
+        Policy {
+            rules: load_rules(cfg, trust, log),
+            routes,
+            trust: trust.clone(),
+            files: Vec::new(),
+        }
+    }
+
+    /// As [`Policy::load`], for a long-running socks4d: with the identity
+    /// of each file it was read from, for [`Policy::changed`].
+    pub fn load_watched(cfg: &Config, trust: &Trust, log: &Log) -> Policy {
+        let mut paths: Vec<PathBuf> = vec![cfg.rules_file.clone(), rules::frozen::path_for(&cfg.rules_file)];
+        paths.extend(cfg.route_file.clone());
+        paths.push(PathBuf::from(rules::SERVICES_FILE));
+        let before: Vec<Option<Identity>> = paths.iter().map(|p| identity(p)).collect();
+        let mut policy = Policy::load(cfg, trust, log);
+        if let Ok(r) = &policy.rules {
             paths.extend(r.files.iter().cloned());
         }
         // A file that changed while it was read is recorded as it was
         // before, so that the next connection finds it changed and reads
         // it again.
-        let files = paths
+        policy.files = paths
             .into_iter()
             .enumerate()
             .map(|(i, path)| {
@@ -64,12 +76,7 @@ impl Policy {
                 (path, then)
             })
             .collect();
-        Policy {
-            rules,
-            routes,
-            trust: trust.clone(),
-            files,
-        }
+        policy
     }
 
     /// The first file the policy was read from that has changed since
@@ -81,9 +88,9 @@ impl Policy {
             .map(|(path, _)| path.as_path())
     }
 
-    /// The policy read again, with the same trust.
+    /// The policy read again, with the same trust, and watched.
     pub fn reload(&self, cfg: &Config, log: &Log) -> Policy {
-        Policy::load(cfg, &self.trust, log)
+        Policy::load_watched(cfg, &self.trust, log)
     }
 }
 
