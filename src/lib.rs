@@ -4,6 +4,7 @@
 pub mod addr;
 pub mod audit;
 pub mod bind;
+pub mod chain;
 pub mod check;
 pub mod config;
 pub mod confine;
@@ -12,6 +13,7 @@ pub mod intake;
 pub mod listen;
 pub mod net;
 pub mod outcome;
+pub mod parent;
 pub mod policy;
 pub mod privilege;
 pub mod proxy;
