@@ -822,6 +822,162 @@ pub fn http_connect(stream: &TcpStream, target: Target<'_>, deadline: Deadline) 
     })
 }
 
+/// One request to put to a parent: what it speaks, what to ask, as whom.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub protocol: Protocol,
+    pub command: Command,
+    pub target: Target<'a>,
+    /// The user-id a SOCKS4 request carries.
+    pub user: &'a [u8],
+    /// SOCKS5's user and password, offered when the parent asks.
+    pub credentials: Option<&'a Credentials>,
+}
+
+/// The parent that said yes: the connection to it (non-blocking, with
+/// keepalive), its address, and its answer.
+#[derive(Debug)]
+pub struct Hop {
+    pub stream: TcpStream,
+    pub parent: SocketAddr,
+    pub opened: Opened,
+}
+
+/// Why no parent of a list said yes. Each text names the parents tried
+/// and what each did, for the audit line's `detail=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failed {
+    /// A parent answered no ([`ParentError::Refused`]); the parents after
+    /// it were not asked.
+    Refused(String),
+    /// The request cannot be put to a parent of this protocol.
+    Unusable(String),
+    /// Every parent was unreachable, or broke the protocol.
+    Unreached(String),
+    /// The deadline passed.
+    Timeout(String),
+    /// The source address for the connection to a parent could not be
+    /// taken (`--route`, `--outgoing-address`).
+    Source(String),
+    /// No descriptor for a socket.
+    FdLimit(String),
+}
+
+impl Failed {
+    /// The audit line's `reason=`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failed::Refused(_) => "parent-refused",
+            Failed::Unusable(_) => "parent-unusable",
+            Failed::Unreached(_) => "parent-failed",
+            Failed::Timeout(_) => "connect-timeout",
+            Failed::Source(_) => "source-failed",
+            Failed::FdLimit(_) => "fd-limit",
+        }
+    }
+
+    /// The audit line's `detail=`.
+    pub fn detail(&self) -> &str {
+        match self {
+            Failed::Refused(s)
+            | Failed::Unusable(s)
+            | Failed::Unreached(s)
+            | Failed::Timeout(s)
+            | Failed::Source(s)
+            | Failed::FdLimit(s) => s,
+        }
+    }
+}
+
+/// Puts `ask` to `parents` in order, all before `deadline`: connects to
+/// each (from the address `source` gives for it, if any) and asks, until
+/// one says yes. Each parent has an equal share of the time left, the
+/// last one all of it. A parent that cannot be reached, breaks the
+/// protocol or does not answer within its share is passed over for the
+/// next; a parent's no, a request no parent of the protocol could take,
+/// the deadline and a source address that cannot be taken end the walk.
+/// Every connection but the one returned is closed.
+pub fn open(
+    ask: &Ask<'_>,
+    parents: &[SocketAddr],
+    source: impl Fn(SocketAddr) -> Option<std::net::IpAddr>,
+    deadline: Deadline,
+) -> Result<Hop, Failed> {
+    // What no parent could take is refused before any is connected to.
+    check(ask)?;
+    let mut tried: Vec<String> = Vec::new();
+    let all = |tried: &[String], last: String| {
+        let mut t = tried.to_vec();
+        t.push(last);
+        t.join("; ")
+    };
+    for (i, &parent) in parents.iter().enumerate() {
+        let name = format!("parent {}", crate::audit::addr(parent));
+        let last = i + 1 == parents.len();
+        // Each parent gets an equal share of the time left, the last all
+        // of it: one that accepts and then says nothing cannot take the
+        // others' turn.
+        let share = match deadline.remaining() {
+            Some(left) if !last => Deadline::after(left / (parents.len() - i) as u32),
+            _ => deadline,
+        };
+        let from = source(parent).map(|ip| SocketAddr::new(ip, 0));
+        let stream = match net::connect_from(parent, from, share) {
+            Ok(s) => s,
+            Err(net::ConnectError::Bind(e)) => {
+                let src = from.map(|f| f.ip().to_string()).unwrap_or_default();
+                return Err(Failed::Source(all(&tried, format!("{name}: source {src}: {e}"))));
+            }
+            Err(net::ConnectError::Socket(e) | net::ConnectError::Connect(e)) => {
+                let line = format!("{name}: {e}");
+                if e.kind() == io::ErrorKind::TimedOut && (last || deadline.remaining().is_none()) {
+                    return Err(Failed::Timeout(all(&tried, line)));
+                }
+                if net::is_fd_limit(&e) {
+                    return Err(Failed::FdLimit(all(&tried, format!("{line}{}", net::nofile_note()))));
+                }
+                tried.push(line);
+                continue;
+            }
+        };
+        net::keepalive(&stream);
+        let answer = match ask.command {
+            Command::Connect => connect(ask.protocol, &stream, ask.target, ask.user, ask.credentials, share),
+            Command::Bind => bind(ask.protocol, &stream, ask.target, ask.user, ask.credentials, share),
+        };
+        match answer {
+            Ok(opened) => return Ok(Hop { stream, parent, opened }),
+            Err(e @ ParentError::Broken(_)) => tried.push(format!("{name}: {e}")),
+            Err(e @ ParentError::Timeout) if !last && deadline.remaining().is_some() => {
+                tried.push(format!("{name}: {e}"))
+            }
+            Err(e @ ParentError::Refused(_)) => return Err(Failed::Refused(all(&tried, format!("{name} {e}")))),
+            Err(e @ ParentError::Unusable(_)) => return Err(Failed::Unusable(all(&tried, format!("{name}: {e}")))),
+            Err(e @ ParentError::Timeout) => return Err(Failed::Timeout(all(&tried, format!("{name}: {e}")))),
+        }
+    }
+    if tried.is_empty() {
+        tried.push("no parent address".into());
+    }
+    Err(Failed::Unreached(tried.join("; ")))
+}
+
+/// Whether `ask` can be put in its protocol at all: the request encodes,
+/// and an HTTP parent is not asked to BIND.
+fn check(ask: &Ask<'_>) -> Result<(), Failed> {
+    let encoded = match (ask.protocol, ask.command) {
+        (Protocol::Http, Command::Bind) => Err(ParentError::Unusable(
+            "an HTTP parent cannot BIND (CONNECT is all it does); route BIND through a SOCKS parent or direct".into(),
+        )),
+        (Protocol::Http, Command::Connect) => http_request(ask.target).map(drop),
+        (Protocol::Socks5, command) => socks5_request(command, ask.target)
+            .and_then(|_| ask.credentials.map(socks5_auth).transpose())
+            .map(drop),
+        (p, command) => socks4_request(command, ask.target, ask.user, p == Protocol::Socks4a).map(drop),
+    };
+    encoded.map_err(|e| Failed::Unusable(format!("{} parent: {e}", ask.protocol.name())))
+}
+
 /// How the wait for BIND's second reply through a parent ended.
 #[derive(Debug)]
 pub enum Call {
