@@ -160,36 +160,46 @@ impl Line {
     }
 }
 
-/// The line in the file's own form, written so that it parses back to
-/// the same line: explicit ports, nets as `addr/prefix` where the mask
-/// allows, user lists expanded.
-impl fmt::Display for Line {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Line {
+    /// The line in the file's own form, written so that it parses back to
+    /// the same line: explicit ports, nets as `addr/prefix` where the mask
+    /// allows, user lists expanded, bytes as they were.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out: Vec<u8> = Vec::new();
         match &self.action {
-            Action::Direct => f.write_str("direct")?,
-            Action::Deny => f.write_str("deny")?,
+            Action::Direct => out.extend_from_slice(b"direct"),
+            Action::Deny => out.extend_from_slice(b"deny"),
             Action::Parent(via) => {
-                f.write_str(via.protocol.name())?;
+                out.extend_from_slice(via.protocol.name().as_bytes());
                 let list: Vec<String> = via.parents.iter().map(Parent::to_string).collect();
-                write!(f, " @={}", list.join(","))?;
+                out.extend_from_slice(format!(" @={}", list.join(",")).as_bytes());
                 if let Some(s) = &via.credentials {
-                    write!(f, " %={}", s.path.display())?;
+                    out.extend_from_slice(b" %=");
+                    out.extend_from_slice(s.path.as_os_str().as_bytes());
                 }
             }
         }
         if let Some(users) = &self.users {
-            let list: Vec<String> = users.iter().map(|u| String::from_utf8_lossy(u).into_owned()).collect();
-            write!(f, " *={}", list.join(","))?;
+            out.extend_from_slice(b" *=");
+            out.extend_from_slice(&users.join(&b","[..]));
         }
-        match &self.dst {
-            Dst::Any => f.write_str(" 0/0")?,
-            Dst::Net(n) => write!(f, " {}", show_net(*n))?,
-            Dst::Domain(d) => write!(f, " .{d}")?,
-        }
+        let dst = match &self.dst {
+            Dst::Any => " 0/0".to_string(),
+            Dst::Net(n) => format!(" {}", show_net(*n)),
+            Dst::Domain(d) => format!(" .{d}"),
+        };
+        out.extend_from_slice(dst.as_bytes());
         if let Some((op, p)) = self.port {
-            write!(f, " {} {p}", op_name(op))?;
+            out.extend_from_slice(format!(" {} {p}", op_name(op)).as_bytes());
         }
-        Ok(())
+        out
+    }
+}
+
+/// [`Line::to_bytes`], bytes that are not UTF-8 replaced.
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.to_bytes()))
     }
 }
 
@@ -483,10 +493,11 @@ fn destination(fields: &[&[u8]], at: &mut usize) -> Result<Dst, String> {
     }
     let s = text_of(t).ok_or_else(|| format!("destination {} is not text", show(t)))?;
     if let Some(domain) = s.strip_prefix('.') {
-        let domain = domain.strip_suffix('.').unwrap_or(domain);
+        // A name as the resolver takes it, a final dot allowed.
         if !is_host_name(domain) {
             return Err(format!("destination {} is not .domain.name", show(t)));
         }
+        let domain = domain.strip_suffix('.').unwrap_or(domain);
         return Ok(Dst::Domain(domain.to_ascii_lowercase()));
     }
     if s.contains('/') {
@@ -932,6 +943,7 @@ mod tests {
                     direct 10.0.0.0 ffff::\n\
                     direct 10.0.0.0/33\n\
                     direct . \n\
+                    direct .example.org..\n\
                     direct 0/0 eq\n\
                     direct 0/0 eq 70000\n\
                     direct 0/0 between 5\n\
@@ -941,7 +953,7 @@ mod tests {
                     socks5 @=10.0.0.1 @=10.0.0.2 0/0\n";
         let errs = errors(text);
         let lines: Vec<&str> = errs.iter().map(|e| e.split(':').nth(1).unwrap()).collect();
-        let want: Vec<String> = (1..=32).map(|n| n.to_string()).collect();
+        let want: Vec<String> = (1..=33).map(|n| n.to_string()).collect();
         assert_eq!(lines, want, "{errs:#?}");
         for (i, want) in [
             "chain.conf:1: unknown action \"route\"",
@@ -968,6 +980,7 @@ mod tests {
             "no mask after destination 10.0.0.0",
             "not of one family",
             "prefix /33",
+            "not .domain.name",
             "not .domain.name",
             "no port after",
             "above 65535",

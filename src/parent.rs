@@ -49,6 +49,9 @@ const MAX_STATUS_SHOWN: usize = 128;
 /// RFC 1929 and RFC 1928 carry a user, a password and a name with a
 /// length byte.
 pub const MAX_FIELD_LEN: usize = 255;
+/// Why a BIND cannot go through an HTTP parent.
+const HTTP_NO_BIND: &str =
+    "an HTTP parent cannot BIND (CONNECT is all it does); route BIND through a SOCKS parent or direct";
 /// Reading buffer: longer than the longest answer, so that a parser
 /// answers before it fills.
 const BUFFER_LEN: usize = MAX_HTTP_HEAD_LEN + 1;
@@ -561,13 +564,11 @@ struct Answers<'s> {
 }
 
 impl<'s> Answers<'s> {
-    fn new(stream: &'s TcpStream, early: &[u8], deadline: Deadline) -> Answers<'s> {
-        let mut buf = vec![0u8; BUFFER_LEN.max(early.len() + 1)];
-        buf[..early.len()].copy_from_slice(early);
+    fn new(stream: &'s TcpStream, deadline: Deadline) -> Answers<'s> {
         Answers {
             stream,
-            buf,
-            have: early.len(),
+            buf: vec![0u8; BUFFER_LEN],
+            have: 0,
             deadline,
         }
     }
@@ -643,9 +644,7 @@ pub fn bind(
         Protocol::Socks4 => socks4_bind(stream, target, user, false, deadline),
         Protocol::Socks4a => socks4_bind(stream, target, user, true, deadline),
         Protocol::Socks5 => socks5_bind(stream, target, credentials, deadline),
-        Protocol::Http => Err(ParentError::Unusable(
-            "an HTTP parent cannot BIND (CONNECT is all it does); route BIND through a SOCKS parent or direct".into(),
-        )),
+        Protocol::Http => Err(ParentError::Unusable(HTTP_NO_BIND.into())),
     }
 }
 
@@ -670,13 +669,18 @@ pub fn socks4_bind(
     names: bool,
     deadline: Deadline,
 ) -> Result<Opened, ParentError> {
-    let mut opened = socks4_ask(stream, Command::Bind, target, user, names, deadline)?;
+    socks4_ask(stream, Command::Bind, target, user, names, deadline).map(|o| listening(o, stream))
+}
+
+/// BIND's first reply with an unspecified address made the address the
+/// parent was reached at.
+fn listening(mut opened: Opened, stream: &TcpStream) -> Opened {
     if let (Some(bound), Ok(parent)) = (opened.bound, stream.peer_addr()) {
         if bound.ip().is_unspecified() {
             opened.bound = Some(SocketAddr::new(net::unmap(parent).ip(), bound.port()));
         }
     }
-    Ok(opened)
+    opened
 }
 
 fn socks4_ask(
@@ -689,7 +693,7 @@ fn socks4_ask(
 ) -> Result<Opened, ParentError> {
     let req = socks4_request(command, target, user, names)?;
     send(stream, &req, deadline, "SOCKS4 request")?;
-    let mut answers = Answers::new(stream, &[], deadline);
+    let mut answers = Answers::new(stream, deadline);
     let reply = answers.next("SOCKS4 reply", socks4_reply)?;
     socks4_granted(&reply)?;
     Ok(Opened {
@@ -727,13 +731,7 @@ pub fn socks5_bind(
     credentials: Option<&Credentials>,
     deadline: Deadline,
 ) -> Result<Opened, ParentError> {
-    let mut opened = socks5_ask(stream, Command::Bind, target, credentials, deadline)?;
-    if let (Some(bound), Ok(parent)) = (opened.bound, stream.peer_addr()) {
-        if bound.ip().is_unspecified() {
-            opened.bound = Some(SocketAddr::new(net::unmap(parent).ip(), bound.port()));
-        }
-    }
-    Ok(opened)
+    socks5_ask(stream, Command::Bind, target, credentials, deadline).map(|o| listening(o, stream))
 }
 
 fn socks5_ask(
@@ -747,7 +745,7 @@ fn socks5_ask(
     let req = socks5_request(command, target)?;
     let auth = credentials.map(socks5_auth).transpose()?;
     send(stream, &socks5_greeting(credentials), deadline, "SOCKS5 greeting")?;
-    let mut answers = Answers::new(stream, &[], deadline);
+    let mut answers = Answers::new(stream, deadline);
     match answers.next("SOCKS5 method choice", socks5_choice)? {
         METHOD_NONE => {}
         METHOD_PASSWORD => {
@@ -811,7 +809,7 @@ fn socks5_bound(reply: &Socks5Reply) -> Option<SocketAddr> {
 pub fn http_connect(stream: &TcpStream, target: Target<'_>, deadline: Deadline) -> Result<Opened, ParentError> {
     let req = http_request(target)?;
     send(stream, &req, deadline, "CONNECT request")?;
-    let mut answers = Answers::new(stream, &[], deadline);
+    let mut answers = Answers::new(stream, deadline);
     let head = answers.next("HTTP response", http_response)?;
     if !(200..300).contains(&head.status) {
         return Err(ParentError::Refused(head.line));
@@ -966,9 +964,7 @@ pub fn open(
 /// and an HTTP parent is not asked to BIND.
 fn check(ask: &Ask<'_>) -> Result<(), Failed> {
     let encoded = match (ask.protocol, ask.command) {
-        (Protocol::Http, Command::Bind) => Err(ParentError::Unusable(
-            "an HTTP parent cannot BIND (CONNECT is all it does); route BIND through a SOCKS parent or direct".into(),
-        )),
+        (Protocol::Http, Command::Bind) => Err(ParentError::Unusable(HTTP_NO_BIND.into())),
         (Protocol::Http, Command::Connect) => http_request(ask.target).map(drop),
         (Protocol::Socks5, command) => socks5_request(command, ask.target)
             .and_then(|_| ask.credentials.map(socks5_auth).transpose())
@@ -1006,7 +1002,7 @@ pub fn await_call(
     let socks5 = match protocol {
         Protocol::Socks4 | Protocol::Socks4a => false,
         Protocol::Socks5 => true,
-        Protocol::Http => return Err(ParentError::Unusable("an HTTP parent cannot BIND".into())),
+        Protocol::Http => return Err(ParentError::Unusable(HTTP_NO_BIND.into())),
     };
     let mut buf = vec![0u8; BUFFER_LEN.max(early.len() + 1)];
     buf[..early.len()].copy_from_slice(early);
