@@ -488,6 +488,9 @@ pub struct Record {
     pub bind: Option<SocketAddr>,
     /// BIND: the address(es) the inbound connection must come from.
     pub expect: Option<String>,
+    /// With a chain file (`--chain`): how the request left, `direct` or
+    /// the parent (`socks5:192.0.2.1:1080`); `None` without one.
+    pub hop: Option<String>,
 }
 
 impl Record {
@@ -507,6 +510,7 @@ impl Record {
             ident_user: None,
             bind: None,
             expect: None,
+            hop: None,
         }
     }
 
@@ -527,6 +531,7 @@ impl Record {
             .opt("bind", self.bind.map(addr))
             .opt("expect", self.expect.as_deref())
             .opt("src", self.src.map(addr))
+            .opt("hop", self.hop.as_deref())
             .opt("via", self.via.map(addr))
     }
 
@@ -540,6 +545,7 @@ impl Record {
             .opt("reply", reply.map(|c| format!("{c:02x}")))
             .field("reason", reason)
             .opt_quoted("detail", detail.map(str::as_bytes))
+            .opt("hop", self.hop.as_deref())
             .opt("via", self.via.map(addr))
     }
 
@@ -558,6 +564,7 @@ impl Record {
             .opt("relay", relay)
             .opt_quoted("detail", detail.map(str::as_bytes))
             .opt("src", self.src.map(addr))
+            .opt("hop", self.hop.as_deref())
             .opt("via", self.via.map(addr))
     }
 }

@@ -115,15 +115,18 @@ pub enum Dst {
 
 impl Dst {
     /// Whether a request to `dst` (its address, if known) by `name` (its
-    /// SOCKS4a name, if any, lower case without a final dot) matches.
-    fn matches(&self, dst: Option<IpAddr>, name: Option<&str>) -> bool {
+    /// SOCKS4a name, if any, lower case without a final dot) matches:
+    /// `None` when that cannot be told without the address (a request
+    /// known only by its name, and a net narrower than a whole family).
+    fn matches(&self, dst: Option<IpAddr>, name: Option<&str>) -> Option<bool> {
         match self {
-            Dst::Any => true,
+            Dst::Any => Some(true),
             Dst::Net(n) => match dst {
-                Some(ip) => n.contains(ip),
-                None => matches!(n, Net::V4 { mask: 0, .. } | Net::V6 { mask: 0, .. }),
+                Some(ip) => Some(n.contains(ip)),
+                None if matches!(n, Net::V4 { mask: 0, .. } | Net::V6 { mask: 0, .. }) => Some(true),
+                None => None,
             },
-            Dst::Domain(d) => name.is_some_and(|n| in_domain(n, d)),
+            Dst::Domain(d) => Some(name.is_some_and(|n| in_domain(n, d))),
         }
     }
 }
@@ -152,11 +155,15 @@ pub struct Line {
 
 impl Line {
     /// Whether this line matches a request of `user` to `dst` by `name`
-    /// (normalised) on `port`.
-    fn matches(&self, user: &[u8], dst: Option<IpAddr>, name: Option<&str>, port: u16) -> bool {
-        self.dst.matches(dst, name)
-            && self.port.is_none_or(|(op, p)| op.holds(port, p))
-            && self.users.as_ref().is_none_or(|list| list.iter().any(|u| u == user))
+    /// (normalised) on `port`; `None` when that needs the address.
+    fn matches(&self, user: &[u8], dst: Option<IpAddr>, name: Option<&str>, port: u16) -> Option<bool> {
+        let others = self.port.is_none_or(|(op, p)| op.holds(port, p))
+            && self.users.as_ref().is_none_or(|list| list.iter().any(|u| u == user));
+        if others {
+            self.dst.matches(dst, name)
+        } else {
+            Some(false)
+        }
     }
 }
 
@@ -250,32 +257,46 @@ impl Chain {
 /// used.
 pub type Loaded = Result<Chain, Vec<Error>>;
 
-/// The line that decides a request of claimed user-id `user` to
-/// destination `dst` (its address, when known: the address the rules
-/// judged, [`crate::addr::judged`]) by SOCKS4a name `name` (as sent;
-/// letter case and a final dot do not matter), on `port`: the first
-/// that matches.
+/// How the chain routes a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed<'c> {
+    /// This line decides: the first that matches.
+    By(&'c Line),
+    /// No line matches: the request is refused.
+    Unmatched,
+    /// The request is known only by its name, and a line by address could
+    /// match it before any line decides: its addresses are needed.
+    NeedsAddress,
+}
+
+/// How `chain` routes a request of claimed user-id `user` to destination
+/// `dst` (its address, when known: the address the rules judged,
+/// [`crate::addr::judged`]) by SOCKS4a name `name` (as sent; letter case
+/// and a final dot do not matter), on `port`: by the first line that
+/// matches.
 ///
-/// `None`, no line matches, means the request is refused: the chain
-/// sends nothing where no line said to, so a file meant to send
-/// everything through a parent cannot leak a request it forgot out
-/// through this host's own address, and a destination this host cannot
-/// reach directly is refused at once instead of at the connect timeout.
-/// A file that wants the rest sent direct ends with `direct 0/0`.
+/// No line matching means the request is refused: the chain sends
+/// nothing where no line said to, so a file meant to send everything
+/// through a parent cannot leak a request it forgot out through this
+/// host's own address, and a destination this host cannot reach directly
+/// is refused at once instead of at the connect timeout. A file that
+/// wants the rest sent direct ends with `direct 0/0`.
 ///
-/// A request known only by its name matches `.domain` lines, `0/0` and
-/// the nets of a whole family (`0.0.0.0 0.0.0.0`, `::/0`); other address
-/// lines need the address. A request by address matches no `.domain`
+/// A request known only by its name (`dst` `None`) matches `.domain`
+/// lines, `0/0` and the nets of a whole family (`0.0.0.0 0.0.0.0`,
+/// `::/0`); when a narrower net could match it first, it is
+/// [`Routed::NeedsAddress`]. A request by address matches no `.domain`
 /// line.
-pub fn decide<'c>(
-    chain: &'c Chain,
-    user: &[u8],
-    dst: Option<IpAddr>,
-    name: Option<&str>,
-    port: u16,
-) -> Option<&'c Line> {
+pub fn decide<'c>(chain: &'c Chain, user: &[u8], dst: Option<IpAddr>, name: Option<&str>, port: u16) -> Routed<'c> {
     let name = name.map(|n| n.strip_suffix('.').unwrap_or(n));
-    chain.lines.iter().find(|l| l.matches(user, dst, name, port))
+    for line in &chain.lines {
+        match line.matches(user, dst, name, port) {
+            Some(true) => return Routed::By(line),
+            Some(false) => continue,
+            None => return Routed::NeedsAddress,
+        }
+    }
+    Routed::Unmatched
 }
 
 /// What a credential file is read through.
@@ -296,8 +317,10 @@ impl Secrets for rules::Fixed {
 
 /// The real file system: a credential file is read when `trust` believes
 /// it (root's, or the starting user's, and writable by no one else, on a
-/// believed path) and it is open to no one but its owner (mode 0600 or
-/// 0400).
+/// believed path) and others than its owner and its group cannot read it
+/// (mode 0600, 0400, 0640 or 0440). The group is for a socks4d that never
+/// runs as root (socks4d@.service as `User=socks4d`, say) or reads its
+/// files after leaving root (`--listen`): `root:socks4d` mode 0640.
 pub struct SystemSecrets {
     trust: Trust,
     /// The files read, in order.
@@ -316,16 +339,30 @@ impl SystemSecrets {
 impl Secrets for SystemSecrets {
     fn read(&mut self, path: &Path) -> Result<Vec<u8>, String> {
         self.read.push(path.to_path_buf());
-        let (file, meta) = self.trust.open(path).map_err(|e| trust::describe(&e))?;
+        let (file, meta) = self.trust.open(path).map_err(|e| unreadable(&e))?;
         let mode = meta.mode() & 0o7777;
-        if mode & 0o077 != 0 {
+        if mode & 0o037 != 0 {
             return Err(format!(
-                "open to others than its owner (mode {mode:04o}); a file that holds a password must be mode \
-                 0600 or 0400"
+                "open to others than its owner and its group (mode {mode:04o}); a file that holds a password \
+                 must be mode 0600 or 0400 (or 0640 with a group socks4d runs in)"
             ));
         }
-        trust::read_capped(&file, meta.len(), MAX_SECRET_LEN).map_err(|e| trust::describe(&e))
+        trust::read_capped(&file, meta.len(), MAX_SECRET_LEN).map_err(|e| unreadable(&e))
     }
+}
+
+/// Why a credential file could not be read, with what to do when this
+/// process may not read it.
+fn unreadable(e: &std::io::Error) -> String {
+    let why = trust::describe(e);
+    if e.kind() != std::io::ErrorKind::PermissionDenied {
+        return why;
+    }
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    format!(
+        "{why}; socks4d reads it as uid {uid} gid {gid}: make it root:GROUP mode 0640 with a group socks4d runs \
+         in, or start socks4d as root"
+    )
 }
 
 /// Parses the text of chain file `file`: every line is checked, and every
@@ -777,9 +814,14 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// The line number that decides, 0 for none.
-    fn which(c: &Chain, user: &str, dst: Option<&str>, name: Option<&str>, port: u16) -> usize {
-        decide(c, user.as_bytes(), dst.map(ip), name, port).map_or(0, |l| l.line)
+    /// The line number that decides, 0 for none, -1 when the address
+    /// is needed.
+    fn which(c: &Chain, user: &str, dst: Option<&str>, name: Option<&str>, port: u16) -> i64 {
+        match decide(c, user.as_bytes(), dst.map(ip), name, port) {
+            Routed::By(l) => l.line as i64,
+            Routed::Unmatched => 0,
+            Routed::NeedsAddress => -1,
+        }
     }
 
     #[test]
@@ -864,19 +906,41 @@ mod tests {
             ("u", Some("10.1.2.3"), Some("www.example.org"), 80, 1),
             ("mallory", Some("192.0.2.1"), None, 80, 2),
             ("u", Some("192.0.2.1"), Some("WWW.Example.ORG."), 80, 3),
-            ("u", None, Some("example.org"), 80, 3),
-            ("u", None, Some("badexample.org"), 8080, 4),
+            // By name only, a narrower net that could match first needs
+            // the address.
+            ("u", None, Some("example.org"), 80, -1),
+            ("mallory", None, Some("example.org"), 80, -1),
             ("u", Some("192.0.2.1"), None, 8080, 4),
             ("u", Some("192.0.2.1"), None, 80, 0),
             ("u", Some("2001:db8::1"), None, 80, 5),
-            // By name only: whole-family nets match, narrower ones do not.
-            ("u", None, Some("host.example.net"), 80, 5),
+            // By name only: whole-family nets match.
+            ("u", None, Some("host.example.net"), 80, -1),
             // A request by address matches no .domain line.
             ("u", Some("198.51.100.1"), None, 443, 0),
         ] {
             assert_eq!(which(&c, user, dst, name, port), want, "{user} {dst:?} {name:?} {port}");
         }
-        assert_eq!(which(&chain("direct 10.0.0.0/8\n"), "u", None, Some("a.b"), 1), 0);
+        assert_eq!(which(&chain("direct 10.0.0.0/8\n"), "u", None, Some("a.b"), 1), -1);
+        // Lines by name and whole-family nets decide names without their
+        // addresses; a narrower net for other users or ports does not
+        // stand in the way.
+        let c = chain(
+            "direct *=alice 10.0.0.0/8\n\
+             deny 192.0.2.0/24 eq 25\n\
+             socks5 @=10.0.0.1 .example.org\n\
+             sockd @=10.0.0.2 0.0.0.0 0.0.0.0 ge 1024\n\
+             http @=10.0.0.3 ::/0\n",
+        );
+        for (user, name, port, want) in [
+            ("bob", "www.example.org", 80, 3),
+            ("alice", "www.example.org", 80, -1),
+            ("bob", "www.example.org", 25, -1),
+            ("bob", "other.example", 8080, 4),
+            ("bob", "other.example", 80, 5),
+        ] {
+            assert_eq!(which(&c, user, None, Some(name), port), want, "{user} {name} {port}");
+        }
+        assert_eq!(which(&chain("direct .a.b\n"), "u", None, Some("c.d"), 1), 0);
         assert_eq!(which(&chain(""), "u", Some("10.0.0.1"), None, 1), 0);
     }
 
@@ -1044,16 +1108,18 @@ mod tests {
         for (mode, ok) in [
             (0o600, true),
             (0o400, true),
-            (0o640, false),
+            (0o640, true),
+            (0o440, true),
             (0o604, false),
             (0o644, false),
+            (0o641, false),
         ] {
             std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
             let got = SystemSecrets::new(&trust).read(&secret);
             assert_eq!(got.is_ok(), ok, "{mode:o}: {got:?}");
             if let Err(why) = got {
                 assert!(
-                    why.contains(&format!("mode {mode:04o}")) && why.contains("0600 or 0400"),
+                    why.contains(&format!("mode {mode:04o}")) && why.contains("0600 or 0400 (or 0640"),
                     "{why}"
                 );
             }

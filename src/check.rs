@@ -1,13 +1,15 @@
 //! The administrator's questions, answered without serving:
-//! `--check-config` (is the rules file, and the route file, usable; what
-//! would a classic sockd have read otherwise) and `--explain` (which line
-//! decides this request, and how). Each answer is a [`Report`] that the
+//! `--check-config` (are the rules file, the route file and the chain
+//! file usable; what would a classic sockd have read otherwise) and
+//! `--explain` (which line decides this request, and how it leaves). Each answer is a [`Report`] that the
 //! caller prints.
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use crate::addr;
 use crate::audit::{self, Log};
+use crate::chain::{self, Action, Chain, Routed};
 use crate::config::{Config, Outgoing, Query, EXIT_SETUP, EXIT_USAGE};
 use crate::route::{self, Route, Routes};
 use crate::rules::{self, Trust};
@@ -94,7 +96,8 @@ pub fn config(cfg: &Config) -> Report {
         }
     };
     let routes_ok = check_routes(cfg, &trust, &mut r);
-    if rules_ok && routes_ok {
+    let chain_ok = check_chain(cfg, &trust, &mut r);
+    if rules_ok && routes_ok && chain_ok {
         r
     } else {
         r.fail(EXIT_SETUP)
@@ -139,15 +142,51 @@ fn check_routes(cfg: &Config, trust: &Trust, r: &mut Report) -> bool {
             ));
             true
         }
-        Err(errors) => {
-            r.err.extend(errors.iter().map(ToString::to_string));
+        Err(errors) => unusable(r, path, &errors),
+    }
+}
+
+/// A file that cannot be used: each error, then the summary line.
+fn unusable(r: &mut Report, path: &Path, errors: &[impl ToString]) -> bool {
+    r.err.extend(errors.iter().map(ToString::to_string));
+    r.out(format!(
+        "{}: {} error(s); no service until fixed",
+        path.display(),
+        errors.len()
+    ));
+    false
+}
+
+/// `--check-config` for `--chain FILE`: each error with its line, the
+/// warnings of [`chain::notes`], then a summary line. False when the file
+/// cannot be used.
+fn check_chain(cfg: &Config, trust: &Trust, r: &mut Report) -> bool {
+    let Some(path) = &cfg.chain_file else {
+        return true;
+    };
+    match chain::load(path, trust) {
+        Ok(chain) => {
+            let notes = chain::notes(&chain);
+            for (line, note) in &notes {
+                r.err(match line {
+                    Some(n) => format!("{}:{n}: warning: {note}", chain.file),
+                    None => format!("{}: warning: {note}", chain.file),
+                });
+            }
+            let parents = chain
+                .lines
+                .iter()
+                .filter(|l| matches!(l.action, Action::Parent(_)))
+                .count();
             r.out(format!(
-                "{}: {} error(s); no service until fixed",
-                path.display(),
-                errors.len()
+                "{}: {} lines ({parents} through parents), OK{}",
+                chain.file,
+                chain.lines.len(),
+                count_warnings(notes.len())
             ));
-            false
+            true
         }
+        Err(errors) => unusable(r, path, &errors),
     }
 }
 
@@ -163,10 +202,15 @@ pub fn explain(cfg: &Config, query: &Query) -> Report {
     let mut r = Report::default();
     let trust = Trust::new(&cfg.user);
     let checked = rules::load_checked(&cfg.rules_file, cfg.rules_file_named, &trust);
-    let (loaded, routes) = match (checked.loaded, route::load(cfg.route_file.as_deref(), &trust)) {
-        (Ok(loaded), Ok(routes)) => (loaded, routes),
-        (rules, routes) => {
-            let errors = rules.err().into_iter().chain(routes.err()).flatten();
+    let chain = cfg
+        .chain_file
+        .as_deref()
+        .map(|path| chain::load(path, &trust))
+        .transpose();
+    let (loaded, routes, chain) = match (checked.loaded, route::load(cfg.route_file.as_deref(), &trust), chain) {
+        (Ok(loaded), Ok(routes), Ok(chain)) => (loaded, routes, chain),
+        (rules, routes, chain) => {
+            let errors = rules.err().into_iter().chain(routes.err()).chain(chain.err()).flatten();
             r.err.extend(errors.map(|e| e.to_string()));
             return r.fail(EXIT_SETUP);
         }
@@ -188,6 +232,9 @@ pub fn explain(cfg: &Config, query: &Query) -> Report {
         cfg,
         notes: &checked.notes,
         routes: &routes,
+        chain: chain.as_ref(),
+        user,
+        port,
     };
     let src = src_ip.to_canonical();
     let Some(name) = name else {
@@ -204,7 +251,7 @@ pub fn explain(cfg: &Config, query: &Query) -> Report {
         r.out(format!(
             "destination: {name}, decided by its name, whatever its addresses"
         ));
-        why.decision(&mut r, &d, None);
+        why.decision(&mut r, &d, None, Some(&name));
         return r;
     }
     match crate::net::resolve(&name, port, crate::net::Deadline::after(rules::RESOLVE_TIMEOUT)) {
@@ -226,11 +273,15 @@ pub fn explain(cfg: &Config, query: &Query) -> Report {
     r
 }
 
-/// What `--explain` says of a decision, with the file's notes and routes.
+/// What `--explain` says of a decision, with the file's notes, the
+/// routes and the chain, for a request of `user` on `port`.
 struct Why<'a> {
     cfg: &'a Config,
     notes: &'a [rules::Note],
     routes: &'a Routes,
+    chain: Option<&'a Chain>,
+    user: &'a str,
+    port: u16,
 }
 
 impl Why<'_> {
@@ -274,12 +325,13 @@ impl Why<'_> {
             port,
             name,
         };
-        self.decision(r, &rules::decide(loaded, &facts), Some(dst_ip));
+        self.decision(r, &rules::decide(loaded, &facts), Some(dst_ip), name);
     }
 
     /// The deciding line, its ident mode, command and warnings, and for a
-    /// permit the source of the CONNECT to `dst` (when it is known).
-    fn decision(&self, r: &mut Report, d: &rules::Decision, dst: Option<IpAddr>) {
+    /// permit the way out of a request to `dst` (when it is known) by
+    /// `name` (when it has one): the chain's line and the source.
+    fn decision(&self, r: &mut Report, d: &rules::Decision, dst: Option<IpAddr>, name: Option<&str>) {
         let Some(rule) = d.rule else {
             r.out(format!("{}: no rule matches", d.label()));
             r.out("decision: deny".into());
@@ -296,8 +348,64 @@ impl Why<'_> {
         for n in self.notes.iter().filter(|n| n.line == rule.line) {
             r.out(format!("warning: {}", n.message));
         }
-        if let (true, Some(dst)) = (d.permit(), dst) {
+        if !d.permit() {
+            return;
+        }
+        let direct = self.explain_chain(r, dst, name);
+        if let (true, Some(dst)) = (direct, dst) {
             explain_source(self.cfg, self.routes, dst, r);
+        }
+    }
+
+    /// `--explain`'s lines on the chain file's line for a permitted
+    /// request, if there is a chain file. True when the request leaves
+    /// directly.
+    fn explain_chain(&self, r: &mut Report, dst: Option<IpAddr>, name: Option<&str>) -> bool {
+        let Some(chain) = self.chain else {
+            return true;
+        };
+        let judged = dst.map(addr::judged);
+        match chain::decide(chain, self.user.as_bytes(), judged, name, self.port) {
+            Routed::By(line) => {
+                r.out(format!("chain: {}: {}", chain.label(line), line.text));
+                match &line.action {
+                    Action::Direct => {
+                        r.out("hop: direct".into());
+                        true
+                    }
+                    Action::Deny => {
+                        r.out("hop: none: refused (91, reason=chain-denied)".into());
+                        false
+                    }
+                    Action::Parent(via) => {
+                        let list: Vec<String> = via.parents.iter().map(ToString::to_string).collect();
+                        let asked = match (dst, name) {
+                            (None, Some(n)) if via.protocol.takes_names() => format!("{n}, not looked up here"),
+                            (Some(ip), _) => ip.to_string(),
+                            _ => "its addresses, looked up here".into(),
+                        };
+                        r.out(format!(
+                            "hop: {} parent {}, tried in order, asked for {asked}",
+                            via.protocol.name(),
+                            list.join(", ")
+                        ));
+                        false
+                    }
+                }
+            }
+            Routed::Unmatched => {
+                r.out(format!("chain: {}: no line matches", chain.file));
+                r.out("hop: none: refused (91, reason=chain-denied)".into());
+                false
+            }
+            Routed::NeedsAddress => {
+                r.out(format!(
+                    "chain: {}: a line by address may match first: the name is looked up and each address \
+                     routed as it is",
+                    chain.file
+                ));
+                false
+            }
         }
     }
 }

@@ -73,6 +73,9 @@ pub struct Config {
     pub writable: Vec<PathBuf>,
     /// `--route`: the route file, if any.
     pub route_file: Option<PathBuf>,
+    /// `--chain`: the chain file, if any; without one every request
+    /// leaves this host directly.
+    pub chain_file: Option<PathBuf>,
     /// `--outgoing-address`: the source of CONNECTs no route decides.
     pub outgoing: Outgoing,
     /// `--proxy-protocol`: the peers (load balancers) whose connections
@@ -137,6 +140,7 @@ impl Default for Config {
             readable: Vec::new(),
             writable: Vec::new(),
             route_file: None,
+            chain_file: None,
             outgoing: Outgoing::Kernel,
             proxy_protocol: Vec::new(),
             compile: false,
@@ -186,6 +190,7 @@ Rules and requests
   --ident-timeout SECS        (15)
   --no-socks4a                refuse SOCKS4a requests (host names)
   --route FILE                the outgoing address by destination (classic sockd.route)
+  --chain FILE                which requests leave through a parent proxy (none: all direct)
   --outgoing-address ADDR|same    where CONNECTs leave from (the kernel's choice)
   --bind-address ADDR         where BIND listens (the route to the application server)
   --bind-ports LO-HI          BIND ports, chosen at random (any)
@@ -204,7 +209,7 @@ Checking
   --explain USER SRC DST PORT which rule decides that request
   -h, --help; -V, --version
 
-See socks4d(8) and socks4d.conf(5).";
+See socks4d(8), socks4d.conf(5) and socks4d.chain(5).";
 
 /// Parses the arguments after the program name.
 pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, String> {
@@ -304,6 +309,7 @@ pub fn parse_args<I: IntoIterator<Item = String>>(args: I) -> Result<Action, Str
                 list.push(PathBuf::from(v));
             }
             "--route" => cfg.route_file = Some(PathBuf::from(value("a file")?)),
+            "--chain" => cfg.chain_file = Some(PathBuf::from(value("a file")?)),
             "--outgoing-address" => {
                 let v = value("an IP address or `same`")?;
                 cfg.outgoing = outgoing(cfg.outgoing, &v)?;
@@ -515,6 +521,11 @@ mod tests {
     fn route_outgoing_and_proxy_options() {
         let c = serve("");
         assert_eq!((c.route_file, c.outgoing), (None, Outgoing::Kernel));
+        assert_eq!(c.chain_file, None);
+        assert_eq!(
+            serve("--chain /etc/socks4d.chain").chain_file,
+            Some(PathBuf::from("/etc/socks4d.chain"))
+        );
         assert!(c.proxy_protocol.is_empty());
         let c = serve("--route /etc/socks4d.route --outgoing-address same --proxy-protocol 127.0.0.9,10.0.0.0/8 --proxy-protocol=::1");
         assert_eq!(c.route_file, Some(PathBuf::from("/etc/socks4d.route")));
@@ -548,6 +559,7 @@ mod tests {
             ),
             ("--proxy-protocol 127.0.0.1,lb", "lb is not an IP address"),
             ("--route", "needs a file"),
+            ("--chain", "needs a file"),
         ] {
             let err = parse_args(args(a)).unwrap_err();
             assert!(err.contains(want), "{a}: {err}");

@@ -69,6 +69,19 @@ pub fn hints(cfg: &Config, log: &Log) -> Vec<String> {
     hints
 }
 
+/// Blocks the signals a long-running socks4d reads from its signalfd
+/// (SIGCHLD, SIGTERM, SIGINT, SIGHUP), so that one sent while it starts
+/// (a `systemctl reload` at once, say) waits for it instead of killing
+/// it. Call before the listening sockets are bound or taken.
+pub fn hold_signals() -> nix::Result<SigSet> {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block()?;
+    Ok(mask)
+}
+
 /// Serves `listeners` as `--user`: drops root (the ports are bound),
 /// reads the policy as that user, with the trust of the user socks4d was
 /// started as (as it will on every reload), says when the built-in policy
@@ -92,8 +105,8 @@ pub fn run(listeners: Vec<TcpListener>, cfg: &Config, log: &Log) -> Result<()> {
 /// user socks4d already runs as. Children are reaped as they exit; at
 /// most `cfg.max_children` run at once, and a connection over the cap is
 /// closed at once and logged. The policy is read again when one of its
-/// files has changed, checked before each connection is handed on, and
-/// at once on SIGHUP. On a stop signal the listening sockets are closed,
+/// files has changed or it is in error ([`Policy::stale`]), checked
+/// before each connection is handed on, and at once on SIGHUP. On a stop signal the listening sockets are closed,
 /// the children are sent SIGTERM and waited for, and the function
 /// returns.
 pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, mut policy: Policy, log: &Log) -> Result<()> {
@@ -103,11 +116,7 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, mut policy: Policy, log:
     // Each child confines itself further with this plan, made once here.
     let plan = confine::Plan::new(cfg);
 
-    let mut mask = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        mask.add(s);
-    }
-    mask.thread_block().context("block signals")?;
+    let mask = hold_signals().context("block signals")?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).context("signalfd")?;
 
     for l in &listeners {
@@ -183,8 +192,7 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, mut policy: Policy, log:
                 );
                 continue; // dropping the stream closes it
             }
-            if let Some(file) = policy.changed() {
-                let why = format!("{} changed", file.display());
+            if let Some(why) = policy.stale() {
                 policy = reload(&policy, cfg, log, &why);
             }
             // SAFETY: the child runs on the one thread fork leaves it.
@@ -235,9 +243,15 @@ pub fn serve(listeners: Vec<TcpListener>, cfg: &Config, mut policy: Policy, log:
 /// refuses every request until a later reload succeeds.
 fn reload(policy: &Policy, cfg: &Config, log: &Log, why: &str) -> Policy {
     let fresh = policy.reload(cfg, log);
-    let outcome = match (&fresh.rules, &fresh.routes) {
-        (Ok(_), Ok(_)) => "ok",
-        _ => "errors; no service until they are fixed",
+    // A policy in error is read at each connection: a line only when
+    // something came of it.
+    if !policy.usable() && fresh.errors() == policy.errors() {
+        return fresh;
+    }
+    let outcome = if fresh.usable() {
+        "ok"
+    } else {
+        "errors; no service until they are fixed"
     };
     log.info(
         Line::new("reload")

@@ -57,6 +57,15 @@ fn run(args: Result<Vec<String>, String>) -> u8 {
     };
 
     if !cfg.listen.is_empty() {
+        // Before the port is open: a SIGHUP from then on is a reload.
+        if let Err(e) = listen::hold_signals() {
+            return setup_error(
+                &open_log(&cfg, true),
+                &cfg,
+                true,
+                &anyhow::anyhow!("block signals: {e}"),
+            );
+        }
         return match listen::bind(&cfg) {
             Ok(listeners) => serve_listeners(&cfg, listeners, true),
             Err(e) => setup_error(&open_log(&cfg, true), &cfg, true, &e),
@@ -85,7 +94,13 @@ fn run(args: Result<Vec<String>, String>) -> u8 {
             }
             session::serve_one(conn, &cfg, &confine::Plan::new(&cfg), policy, &log)
         }
-        Found::Listeners(listeners, stderr_allowed) => serve_listeners(&cfg, listeners, stderr_allowed),
+        Found::Listeners(listeners, stderr_allowed) => {
+            if let Err(e) = listen::hold_signals() {
+                let log = open_log(&cfg, stderr_allowed);
+                return setup_error(&log, &cfg, stderr_allowed, &anyhow::anyhow!("block signals: {e}"));
+            }
+            serve_listeners(&cfg, listeners, stderr_allowed)
+        }
         Found::SetupError(why, stderr_allowed) => {
             open_log(&cfg, stderr_allowed).error(&format!("setup error: {why}"));
             EXIT_SETUP

@@ -3,6 +3,7 @@
 //! the detail (errno text, which line) goes to the log only.
 
 use crate::addr::Unusable;
+use crate::parent::Failed;
 use crate::proxy;
 use crate::request::{Foreign, Invalid, REPLY_BAD_USERID, REPLY_NO_IDENTD, REPLY_REJECTED};
 
@@ -28,6 +29,12 @@ pub enum Refusal {
     Denied(String),
     /// The rules file could not be used; no service until it is fixed.
     ConfigError(String),
+    /// The rules permit the request, but the chain file sends it nowhere:
+    /// a `deny` line, or no line. The detail names the line.
+    ChainDenied(String),
+    /// The chain file's parents did not take the request; [`Failed`]
+    /// says how, and names each parent tried.
+    Parent(Failed),
     /// The SOCKS4a hostname did not resolve.
     ResolveFailed(String),
     ConnectRefused(String),
@@ -96,6 +103,8 @@ impl Refusal {
             Refusal::Socks4aDisabled => "socks4a-disabled",
             Refusal::Denied(_) => "denied",
             Refusal::ConfigError(_) => "config-error",
+            Refusal::ChainDenied(_) => "chain-denied",
+            Refusal::Parent(f) => f.reason(),
             Refusal::ResolveFailed(_) => "resolve-failed",
             Refusal::ConnectRefused(_) => "connect-refused",
             Refusal::ConnectTimeout => "connect-timeout",
@@ -129,6 +138,7 @@ impl Refusal {
             Refusal::ClientError(s)
             | Refusal::Denied(s)
             | Refusal::ConfigError(s)
+            | Refusal::ChainDenied(s)
             | Refusal::ResolveFailed(s)
             | Refusal::ConnectRefused(s)
             | Refusal::ConnectFailed(s)
@@ -139,6 +149,7 @@ impl Refusal {
             | Refusal::NoMemory(s)
             | Refusal::SourceFailed(s)
             | Refusal::Unusable(_, s) => Some(s.clone()),
+            Refusal::Parent(f) => Some(f.detail().to_string()),
             Refusal::ProxyInvalid(e) => Some(e.to_string()),
             Refusal::ProxyClosed => Some("closed within the PROXY header".into()),
             _ => None,
@@ -179,6 +190,19 @@ mod tests {
             assert_eq!((r.reply(), r.reason()), (Some(0x5B), reason));
         }
         assert_eq!(Refusal::SourceFailed("x".into()).reply(), Some(0x5B));
+        // The chain's refusals: 91, each with its reason.
+        for (r, reason) in [
+            (Refusal::ChainDenied("chain:1".into()), "chain-denied"),
+            (Refusal::Parent(Failed::Refused("x".into())), "parent-refused"),
+            (Refusal::Parent(Failed::Unusable("x".into())), "parent-unusable"),
+            (Refusal::Parent(Failed::Unreached("x".into())), "parent-failed"),
+        ] {
+            assert_eq!((r.reply(), r.reason()), (Some(0x5B), reason));
+            assert_eq!(
+                r.detail().as_deref(),
+                Some(if reason == "chain-denied" { "chain:1" } else { "x" })
+            );
+        }
         let r = Refusal::Unusable(Unusable::Unspecified, "0.0.0.0:80".into());
         assert_eq!((r.reply(), r.reason()), (Some(0x5B), "dst-unspecified"));
         let r = Refusal::Unusable(Unusable::Compatible, "[::7f00:1]:80".into());

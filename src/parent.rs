@@ -874,6 +874,20 @@ impl Failed {
         }
     }
 
+    /// The same failure, its text after `before` (what was said of
+    /// parents that were never asked).
+    pub fn after(self, before: &str) -> Failed {
+        let join = |s: String| format!("{before}; {s}");
+        match self {
+            Failed::Refused(s) => Failed::Refused(join(s)),
+            Failed::Unusable(s) => Failed::Unusable(join(s)),
+            Failed::Unreached(s) => Failed::Unreached(join(s)),
+            Failed::Timeout(s) => Failed::Timeout(join(s)),
+            Failed::Source(s) => Failed::Source(join(s)),
+            Failed::FdLimit(s) => Failed::FdLimit(join(s)),
+        }
+    }
+
     /// The audit line's `detail=`.
     pub fn detail(&self) -> &str {
         match self {

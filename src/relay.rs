@@ -430,6 +430,13 @@ impl Relay {
         Relay::prepare_with(DEFAULT_MODE, pending)
     }
 
+    /// The relay with `early` to go to the client before anything the
+    /// destination sends: what a parent proxy sent after its answer.
+    pub fn early_down(mut self, early: &[u8]) -> Relay {
+        self.down.pending = early.to_vec();
+        self
+    }
+
     /// [`Relay::prepare`] with the way bytes are moved chosen by the caller.
     pub fn prepare_with(mode: Mode, pending: &[u8]) -> io::Result<Relay> {
         Ok(Relay {

@@ -1,7 +1,8 @@
 //! One connection, from its first byte to its exit, read top to bottom
 //! in [`connection`]: who the client is (a trusted balancer's PROXY
-//! header) → the request → the rules → ident → connect or bind → the
-//! decision line → the reply → the relay. Every path ends in an
+//! header) → the request → the rules → ident → connect or bind, directly
+//! or through a parent proxy of the chain file → the decision line → the
+//! reply → the relay. Every path ends in an
 //! [`Outcome`], and [`finish`] writes its last lines once: nothing is
 //! relayed unless its decision line was written (a logger that takes no
 //! line within the log timeout turns a grant into a refusal), and every
@@ -21,12 +22,14 @@ use nix::sys::socket::{self, MsgFlags};
 use crate::addr::{self, Unusable};
 use crate::audit::{self, Level, Line, Log, Record};
 use crate::bind::{self, Inbound};
+use crate::chain::{self, Action, Chain, Routed, Via};
 use crate::config::Config;
 use crate::confine;
 use crate::ident::{self, Answer, Mode};
 use crate::intake::Conn;
 use crate::net::{self, ConnectError, Deadline, Unread};
 use crate::outcome::Refusal;
+use crate::parent::{self, Ask, Call, Failed, Hop, Target};
 use crate::policy::Policy;
 use crate::proxy::{self, Header};
 use crate::relay;
@@ -156,6 +159,7 @@ fn connection(
             Outcome::Relayed(relay.run(client, dest, cfg.idle_timeout))
         }
         Granted::Bind(bound) => answer_call(client, bound, cfg, rec, log),
+        Granted::BindParent(hop, protocol, relay) => answer_parent_call(client, hop, protocol, relay, cfg, rec, log),
     }
 }
 
@@ -276,14 +280,18 @@ fn arrive(conn: Conn, cfg: &Config, rec: &mut Record) -> Result<Arrival, Outcome
 
 /// A granted request, ready for its reply.
 enum Granted {
-    /// Connected to the destination.
+    /// Connected to the destination, or to a parent that did.
     Connect {
         dest: TcpStream,
-        /// The relay, with what the client sent after its request.
+        /// The relay, with what the client sent after its request (and
+        /// what a parent sent after its answer).
         relay: relay::Relay,
     },
     /// Listening for the application server's call.
     Bind(Bound),
+    /// A parent listens for the call: its first reply is had, and it
+    /// speaks this protocol.
+    BindParent(Hop, parent::Protocol, relay::Relay),
 }
 
 /// BIND's listening socket, ready for the first reply.
@@ -349,18 +357,69 @@ fn answer_call(client: TcpStream, bound: Bound, cfg: &Config, rec: &Record, log:
         Err(e) => return Outcome::Unanswered(Unanswered::Failed(e.to_string())),
     };
     net::keepalive(&caller);
-    // As for the decision line: no relay without its accept line.
-    let line = rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None);
-    if let Err(e) = log.write(Level::Info, line.as_str()) {
-        if send_reply(&client, REPLY_REJECTED, None).is_ok() {
-            net::close_after(&client, LINGER_TIME);
-        }
-        return Outcome::Unanswered(Unanswered::LogFailed(peer, format!("accept line: {e}")));
-    }
-    if let Err(e) = send_reply(&client, REPLY_GRANTED, Some(peer)) {
-        return Outcome::ClientLost(e);
+    if let Err(outcome) = second_reply(&client, peer, rec, log) {
+        return outcome;
     }
     Outcome::Relayed(bound.relay.run(client, caller, cfg.idle_timeout))
+}
+
+/// BIND's accept line, then its second reply naming the caller. As for
+/// the decision line: no relay without its accept line, and a client
+/// whose accept line could not be written gets 91.
+fn second_reply(client: &TcpStream, peer: SocketAddr, rec: &Record, log: &Log) -> Result<(), Outcome> {
+    let line = rec.accept_line(Some(peer), Some(REPLY_GRANTED), "granted", None);
+    if let Err(e) = log.write(Level::Info, line.as_str()) {
+        if send_reply(client, REPLY_REJECTED, None).is_ok() {
+            net::close_after(client, LINGER_TIME);
+        }
+        return Err(Outcome::Unanswered(Unanswered::LogFailed(
+            peer,
+            format!("accept line: {e}"),
+        )));
+    }
+    send_reply(client, REPLY_GRANTED, Some(peer)).map_err(Outcome::ClientLost)
+}
+
+/// BIND through a parent, after the decision line: the first reply with
+/// where the parent listens, the wait for the parent's second reply,
+/// the accept line, the second reply, then the relay. The parent turns
+/// away callers that are not the application server; its refusal is the
+/// client's 91.
+fn answer_parent_call(
+    client: TcpStream,
+    hop: Hop,
+    protocol: parent::Protocol,
+    relay: relay::Relay,
+    cfg: &Config,
+    rec: &Record,
+    log: &Log,
+) -> Outcome {
+    if let Err(e) = send_reply(&client, REPLY_GRANTED, rec.bind) {
+        return Outcome::ClientLost(e);
+    }
+    let deadline = Deadline::after(cfg.connect_timeout);
+    let opened = match parent::await_call(protocol, &hop.stream, &hop.opened.early, &client, deadline) {
+        Ok(Call::Called(opened)) => opened,
+        Ok(Call::Timeout) => return Outcome::Unanswered(Unanswered::Timeout),
+        Ok(Call::ClientGone(why)) => return Outcome::Unanswered(Unanswered::ClientGone(why)),
+        Err(e) => {
+            if send_reply(&client, REPLY_REJECTED, None).is_ok() {
+                net::close_after(&client, LINGER_TIME);
+            }
+            let parent = audit::addr(hop.parent);
+            return Outcome::Unanswered(Unanswered::Failed(format!("parent {parent} second reply: {e}")));
+        }
+    };
+    // The caller as the parent names it; the unspecified address when it
+    // names none.
+    let peer = opened
+        .bound
+        .unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
+    if let Err(outcome) = second_reply(&client, peer, rec, log) {
+        return outcome;
+    }
+    let relay = relay.early_down(&opened.early);
+    Outcome::Relayed(relay.run(client, hop.stream, cfg.idle_timeout))
 }
 
 /// The accept line of the `n`th caller of a BIND that was not the
@@ -402,7 +461,10 @@ fn send_reply(client: &TcpStream, code: u8, addr: Option<SocketAddr>) -> io::Res
 /// address, and addresses are tried in the resolver's order, those denied
 /// skipped. The command of the line the request ends with runs (the
 /// line that permitted the address connected to, or that refused the
-/// request).
+/// request). With a chain file, each permitted address leaves the way
+/// its chain line says; a name that the rules and the chain decide by
+/// name alone, for a parent that takes names, is not looked up here
+/// ([`Walk::by_name`]).
 fn exchange(
     arrival: &Arrival,
     cfg: &Config,
@@ -436,6 +498,10 @@ fn exchange(
 
     let rules = policy.rules.as_ref().map_err(|e| config_error(e))?;
     let routes = policy.routes.as_ref().map_err(|e| config_error(e))?;
+    let chain = match &policy.chain {
+        None => None,
+        Some(loaded) => Some(loaded.as_ref().map_err(|e| config_error(e))?),
+    };
     if req.hostname.is_some() {
         if !cfg.socks4a {
             return Err(Refusal::Socks4aDisabled);
@@ -451,39 +517,46 @@ fn exchange(
             return Err(denied(&d, rec));
         }
     }
-    let candidates = destinations(&req, cfg)?;
-    let decisions: Vec<(SocketAddr, Decision)> = candidates
-        .iter()
-        .map(|&dst| {
-            let facts = Facts {
-                user: &req.userid,
-                src,
-                dst: addr::judged(dst.ip()),
-                port: dst.port(),
-                name: name.as_deref(),
-            };
-            (dst, rules::decide(rules, &facts))
-        })
-        .collect();
     let mut ident = IdentCheck::default();
     let walk = Walk {
-        decisions: &decisions,
         arrival,
         cfg,
         routes,
+        chain,
         req: &req,
+        name: name.as_deref(),
     };
-    let ended = match req.command {
-        Command::Connect => walk.connect(rec, &mut ident),
-        Command::Bind => walk.bind(rec, &mut ident),
+    let by_name = match (&name, req.command) {
+        (Some(name), Command::Connect) => walk.by_name(rules, name, rec, &mut ident),
+        _ => None,
     };
-    let (decision, result) = match ended {
-        Ended::Denied => {
-            let (dst, d) = decisions[0];
-            rec.dst = Some(dst);
-            (d, Err(denied(&d, rec)))
+    let (decision, result) = match by_name {
+        Some(ended) => ended,
+        None => {
+            let candidates = destinations(&req, cfg)?;
+            let decisions: Vec<(SocketAddr, Decision)> = candidates
+                .iter()
+                .map(|&dst| {
+                    let facts = Facts {
+                        user: &req.userid,
+                        src,
+                        dst: addr::judged(dst.ip()),
+                        port: dst.port(),
+                        name: name.as_deref(),
+                    };
+                    (dst, rules::decide(rules, &facts))
+                })
+                .collect();
+            let ended = match req.command {
+                Command::Connect => walk.connect(&decisions, rec, &mut ident),
+                Command::Bind => walk.bind(&decisions, rec, &mut ident),
+            };
+            ended.unwrap_or_else(|| {
+                let (dst, d) = decisions[0];
+                rec.dst = Some(dst);
+                (d, Err(denied(&d, rec)))
+            })
         }
-        Ended::With(d, result) => (d, result),
     };
     let hook = match ident.asked {
         Some(Ident::Unavailable) => rules.no_identd.as_ref(),
@@ -494,38 +567,51 @@ fn exchange(
     let granted = result?;
     let relay = prepare_relay(&pending)?;
     Ok(match granted {
-        Reached::Connect(dest) => Granted::Connect { dest, relay },
+        Reached::Connect(dest, early) => Granted::Connect {
+            dest,
+            relay: relay.early_down(&early),
+        },
         Reached::Bind(listener, expect) => Granted::Bind(Bound {
             listener,
             expect,
             relay,
         }),
+        Reached::BindParent(hop, protocol) => Granted::BindParent(hop, protocol, relay),
     })
 }
 
-/// A request's addresses, each with its decision, and what the walk
-/// over them works with.
-struct Walk<'a, 'r> {
-    decisions: &'a [(SocketAddr, Decision<'r>)],
+/// What the walk over a request's addresses works with.
+struct Walk<'a> {
     arrival: &'a Arrival,
     cfg: &'a Config,
     routes: &'a Routes,
+    /// `None` without `--chain`: every request leaves directly.
+    chain: Option<&'a Chain>,
     req: &'a Request,
+    /// The SOCKS4a name, as name rules match it.
+    name: Option<&'a str>,
 }
 
-/// How the walk over a request's addresses ended.
-enum Ended<'r> {
-    /// No address is permitted: the first address's decision refuses.
-    Denied,
-    /// The line of the address the request ends with, and the outcome.
-    With(Decision<'r>, Result<Reached, Refusal>),
-}
+/// How a request ended: the line of the address it ends with (the one
+/// that permitted the address connected to, or that refused it), and the
+/// outcome. `None`: no address is permitted.
+type Ended<'r> = Option<(Decision<'r>, Result<Reached, Refusal>)>;
 
 /// A destination reached, before the relay is prepared.
 enum Reached {
-    Connect(TcpStream),
+    /// The connection, and what must reach the client before anything
+    /// read from it: what a parent sent after its answer.
+    Connect(TcpStream, Vec<u8>),
     /// BIND's listening socket and the addresses the call may come from.
     Bind(TcpListener, Vec<IpAddr>),
+    /// BIND through a parent, its first reply had.
+    BindParent(Hop, parent::Protocol),
+}
+
+/// The way a permitted request leaves, as the chain file says.
+enum Way<'c> {
+    Direct,
+    Parent(&'c Via),
 }
 
 /// The refusal of decision `d`, recorded in `rec`.
@@ -538,33 +624,111 @@ fn denied(d: &Decision<'_>, rec: &mut Record) -> Refusal {
     })
 }
 
-impl<'r> Walk<'_, 'r> {
+impl Walk<'_> {
     /// Whether a request under decision `d` may go on, by its line's ident
     /// mode.
     fn ident_ok(&self, d: &Decision<'_>, rec: &mut Record, ident: &mut IdentCheck) -> Result<(), Refusal> {
         ident.verify(d.ident(self.cfg.ident), self.arrival, &self.req.userid, self.cfg, rec)
     }
 
+    /// The chain's way for a permitted request to `dst` (its address,
+    /// judged; `None` when known only by its name) on `port`: direct
+    /// without a chain file; a refusal for a `deny` line or no line;
+    /// `Ok(None)` when a request known only by its name needs its
+    /// addresses first.
+    fn way(&self, dst: Option<IpAddr>, port: u16) -> Result<Option<Way<'_>>, Refusal> {
+        let Some(chain) = self.chain else {
+            return Ok(Some(Way::Direct));
+        };
+        match chain::decide(chain, &self.req.userid, dst, self.name, port) {
+            Routed::NeedsAddress => Ok(None),
+            Routed::Unmatched => Err(Refusal::ChainDenied(format!("{}: no line matches", chain.file))),
+            Routed::By(line) => match &line.action {
+                Action::Direct => Ok(Some(Way::Direct)),
+                Action::Deny => Err(Refusal::ChainDenied(format!("{}: {}", chain.label(line), line.text))),
+                Action::Parent(via) => Ok(Some(Way::Parent(via))),
+            },
+        }
+    }
+
+    /// CONNECT by a SOCKS4a name that the rules decide by name alone and
+    /// the chain sends to a parent that takes names: the parent is asked
+    /// for the name, which is not looked up here. A name the chain refuses
+    /// is refused without a lookup too. `None` when the request needs its
+    /// addresses: the rules or the chain may decide it by address, or it
+    /// leaves directly.
+    fn by_name<'r>(&self, rules: &'r Rules, name: &str, rec: &mut Record, ident: &mut IdentCheck) -> Ended<'r> {
+        self.chain?;
+        let known = Partial {
+            src: self.arrival.client.ip(),
+            user: Some(&self.req.userid),
+            port: Some(self.req.port),
+            name: Some(Some(name)),
+        };
+        let d = rules::settled(rules, &known).filter(Decision::permit)?;
+        let via = match self.way(None, self.req.port) {
+            Ok(Some(Way::Parent(via))) if via.protocol.takes_names() => via,
+            Ok(_) => return None,
+            Err(refusal) => {
+                rec.rule = Some(d.label());
+                rec.ident = Some("off".into());
+                return Some((d, Err(refusal)));
+            }
+        };
+        rec.rule = Some(d.label());
+        let target = Target::Name(name, self.req.port);
+        let result = self
+            .ident_ok(&d, rec, ident)
+            .and_then(|()| {
+                self.through(
+                    via,
+                    Command::Connect,
+                    target,
+                    rec,
+                    Deadline::after(self.cfg.connect_timeout),
+                )
+            })
+            .map(|hop| Reached::Connect(hop.stream, hop.opened.early));
+        Some((d, result))
+    }
+
     /// CONNECT: each permitted address in turn, with its own line's ident
-    /// mode, until one connects; all within one `--connect-timeout`.
-    fn connect(&self, rec: &mut Record, ident: &mut IdentCheck) -> Ended<'r> {
-        let (cfg, req) = (self.cfg, self.req);
-        let deadline = Deadline::after(cfg.connect_timeout);
-        let mut ended = Ended::Denied;
-        for &(dst, d) in self.decisions.iter().filter(|(_, d)| d.permit()) {
+    /// mode and its own way out, until one connects; all within one
+    /// `--connect-timeout`.
+    fn connect<'r>(
+        &self,
+        decisions: &[(SocketAddr, Decision<'r>)],
+        rec: &mut Record,
+        ident: &mut IdentCheck,
+    ) -> Ended<'r> {
+        let deadline = Deadline::after(self.cfg.connect_timeout);
+        let mut ended = None;
+        for &(dst, d) in decisions.iter().filter(|(_, d)| d.permit()) {
             rec.dst = Some(dst);
             rec.rule = Some(d.label());
-            rec.src = None;
-            let result = self.ident_ok(&d, rec, ident).and_then(|()| {
-                let own = self.arrival.own.ip();
-                let from = source_for(dst.ip(), req.hostname.as_deref(), self.routes, cfg, own);
-                connect(dst, from, deadline, rec)
-            });
+            (rec.src, rec.hop) = (None, None);
+            let result = match self.way(Some(addr::judged(dst.ip())), dst.port()) {
+                Ok(Some(Way::Parent(via))) => self.ident_ok(&d, rec, ident).and_then(|()| {
+                    self.through(via, Command::Connect, Target::Addr(dst), rec, deadline)
+                        .map(|hop| Reached::Connect(hop.stream, hop.opened.early))
+                }),
+                Ok(_) => self.ident_ok(&d, rec, ident).and_then(|()| {
+                    let own = self.arrival.own.ip();
+                    let from = source_for(dst.ip(), self.req.hostname.as_deref(), self.routes, self.cfg, own);
+                    rec.hop = self.chain.map(|_| "direct".into());
+                    connect(dst, from, deadline, rec).map(|s| Reached::Connect(s, Vec::new()))
+                }),
+                Err(refusal) => Err(refusal),
+            };
             let last = matches!(
                 result,
-                Ok(_) | Err(Refusal::ConnectTimeout | Refusal::FdLimit(_) | Refusal::IdentMismatch)
+                Ok(_)
+                    | Err(Refusal::ConnectTimeout
+                        | Refusal::FdLimit(_)
+                        | Refusal::IdentMismatch
+                        | Refusal::Parent(Failed::Timeout(_) | Failed::FdLimit(_)))
             );
-            ended = Ended::With(d, result.map(Reached::Connect));
+            ended = Some((d, result));
             if last {
                 break;
             }
@@ -575,18 +739,22 @@ impl<'r> Walk<'_, 'r> {
     /// BIND: the first permitted address's line decides, and the call may
     /// come from the IPv4 addresses that same line permits (the reply
     /// carries only IPv4); a call from an address another line decides is
-    /// not expected.
-    fn bind(&self, rec: &mut Record, ident: &mut IdentCheck) -> Ended<'r> {
+    /// not expected. Through a parent, the parent is asked to expect the
+    /// first of them, and turns away other callers itself.
+    fn bind<'r>(
+        &self,
+        decisions: &[(SocketAddr, Decision<'r>)],
+        rec: &mut Record,
+        ident: &mut IdentCheck,
+    ) -> Ended<'r> {
         let line = |d: &Decision| d.rule.map(|r| r.line);
-        let permitted = || self.decisions.iter().filter(|(_, d)| d.permit());
+        let permitted = || decisions.iter().filter(|(_, d)| d.permit());
         let Some(&(first, d)) = permitted().find(|(a, _)| a.is_ipv4()) else {
-            if let Some(&(dst, d)) = permitted().next() {
-                rec.dst = Some(dst);
-                rec.rule = Some(d.label());
-                let why = "the application server has no IPv4 address".into();
-                return Ended::With(d, Err(Refusal::BindFailed(why)));
-            }
-            return Ended::Denied;
+            let &(dst, d) = permitted().next()?;
+            rec.dst = Some(dst);
+            rec.rule = Some(d.label());
+            let why = "the application server has no IPv4 address".into();
+            return Some((d, Err(Refusal::BindFailed(why))));
         };
         rec.dst = Some(first);
         rec.rule = Some(d.label());
@@ -594,19 +762,105 @@ impl<'r> Walk<'_, 'r> {
             .filter(|(a, other)| a.is_ipv4() && line(other) == line(&d))
             .map(|(a, _)| a.ip())
             .collect();
-        let name = self.req.hostname.as_deref();
-        let result = self
-            .ident_ok(&d, rec, ident)
-            .and_then(|()| listen_for_call(&expect, name, self.routes, self.cfg))
-            .map(|listener| {
-                let shown: Vec<String> = expect.iter().map(IpAddr::to_string).collect();
-                rec.expect = Some(shown.join(","));
-                rec.bind = listener.local_addr().ok().map(net::unmap);
-                rec.src = rec.bind;
-                Reached::Bind(listener, expect)
-            });
-        Ended::With(d, result)
+        let way = match self.way(Some(addr::judged(first.ip())), first.port()) {
+            Ok(way) => way,
+            Err(refusal) => return Some((d, Err(refusal))),
+        };
+        let result = self.ident_ok(&d, rec, ident).and_then(|()| match way {
+            Some(Way::Parent(via)) => {
+                let deadline = Deadline::after(self.cfg.connect_timeout);
+                let hop = self.through(via, Command::Bind, Target::Addr(first), rec, deadline)?;
+                rec.expect = Some(first.ip().to_string());
+                match hop.opened.bound.map(net::unmap) {
+                    Some(bound @ SocketAddr::V4(_)) => {
+                        rec.bind = Some(bound);
+                        Ok(Reached::BindParent(hop, via.protocol))
+                    }
+                    other => {
+                        let shown = other.map_or_else(|| "a name".to_string(), audit::addr);
+                        Err(Refusal::BindFailed(format!(
+                            "parent {} listens on {shown}, which a SOCKS4 reply cannot carry",
+                            audit::addr(hop.parent)
+                        )))
+                    }
+                }
+            }
+            _ => {
+                rec.hop = self.chain.map(|_| "direct".into());
+                let name = self.req.hostname.as_deref();
+                listen_for_call(&expect, name, self.routes, self.cfg).map(|listener| {
+                    let shown: Vec<String> = expect.iter().map(IpAddr::to_string).collect();
+                    rec.expect = Some(shown.join(","));
+                    rec.bind = listener.local_addr().ok().map(net::unmap);
+                    rec.src = rec.bind;
+                    Reached::Bind(listener, expect)
+                })
+            }
+        });
+        Some((d, result))
     }
+
+    /// Puts `command` for `target` to the parents of `via`, in order,
+    /// before `deadline`, each connected to from the address `--route` or
+    /// `--outgoing-address` gives for it. Records the hop and the source
+    /// in `rec`.
+    fn through(
+        &self,
+        via: &Via,
+        command: Command,
+        target: Target<'_>,
+        rec: &mut Record,
+        deadline: Deadline,
+    ) -> Result<Hop, Refusal> {
+        rec.hop = Some(via.protocol.name().into());
+        let (parents, unresolved) = parent_addresses(via, deadline);
+        let ask = Ask {
+            protocol: via.protocol,
+            command,
+            target,
+            user: &self.req.userid,
+            credentials: via.credentials.as_ref().map(|s| &s.credentials),
+        };
+        let own = self.arrival.own.ip();
+        let source = |p: SocketAddr| source_for(p.ip(), None, self.routes, self.cfg, own);
+        match parent::open(&ask, &parents, source, deadline) {
+            Ok(hop) => {
+                rec.hop = Some(parent::hop(via.protocol, hop.parent));
+                rec.src = hop.stream.local_addr().ok().map(net::unmap);
+                Ok(hop)
+            }
+            Err(failed) if unresolved.is_empty() => Err(Refusal::Parent(failed)),
+            Err(failed) => Err(Refusal::Parent(failed.after(&unresolved.join("; ")))),
+        }
+    }
+}
+
+/// The addresses of `via`'s parents, in order: each name looked up
+/// (before `deadline`), every address it has in the resolver's order.
+/// What could not be looked up, or is no address to connect to, is left
+/// out and said in the second list.
+fn parent_addresses(via: &Via, deadline: Deadline) -> (Vec<SocketAddr>, Vec<String>) {
+    let (mut found, mut unresolved) = (Vec::new(), Vec::new());
+    for p in &via.parents {
+        let addrs = match &p.host {
+            chain::Host::Addr(ip) => vec![SocketAddr::new(*ip, p.port)],
+            chain::Host::Name(name) => match net::resolve(name, p.port, deadline) {
+                Ok(addrs) => addrs,
+                Err(e) => {
+                    unresolved.push(format!("parent {p}: {e}"));
+                    continue;
+                }
+            },
+        };
+        for a in addrs {
+            match addr::canonical(a.ip()) {
+                Ok(ip) if !found.contains(&SocketAddr::new(ip, a.port())) => found.push(SocketAddr::new(ip, a.port())),
+                Ok(_) => {}
+                Err(why) => unresolved.push(format!("parent {p}: {}: {}", a.ip(), why.why())),
+            }
+        }
+    }
+    (found, unresolved)
 }
 
 /// The relay's pipes and buffers, had before the grant.

@@ -91,6 +91,11 @@ impl Daemon {
 /// `username`), refusing connections to 127.0.0.1 port `blocked`. `None`
 /// (a skip, or a failure under CI) without root or danted.
 fn dante(tag: &str, method: &str, blocked: u16) -> Option<Daemon> {
+    dante_with(tag, method, blocked, |_| {})
+}
+
+/// [`dante`], with `setup` applied to its command.
+fn dante_with(tag: &str, method: &str, blocked: u16, setup: impl FnOnce(&mut Command)) -> Option<Daemon> {
     if !require_root() || !require("danted") {
         return None;
     }
@@ -123,6 +128,7 @@ fn dante(tag: &str, method: &str, blocked: u16) -> Option<Daemon> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0);
+    setup(&mut cmd);
     let guard = Guard(cmd.spawn().expect("start danted"));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_listening(addr);
@@ -134,7 +140,8 @@ fn dante(tag: &str, method: &str, blocked: u16) -> Option<Daemon> {
     })
 }
 
-/// tinyproxy on a free loopback port, allowing CONNECT to `port` only.
+/// tinyproxy on a free loopback port, allowing CONNECT to `port` only
+/// (0: to any port).
 fn tinyproxy(tag: &str, port: u16) -> Option<Daemon> {
     if !require_root() || !require("tinyproxy") {
         return None;
@@ -147,7 +154,12 @@ fn tinyproxy(tag: &str, port: u16) -> Option<Daemon> {
         &conf,
         &format!(
             "User nobody\nGroup nogroup\nPort {listen}\nListen 127.0.0.1\nTimeout 30\nLogLevel Info\n\
-             MaxClients 20\nAllow 127.0.0.1\nConnectPort {port}\nDisableViaHeader Yes\n"
+             MaxClients 20\nAllow 127.0.0.1\n{connect}DisableViaHeader Yes\n",
+            connect = if port == 0 {
+                String::new()
+            } else {
+                format!("ConnectPort {port}\n")
+            }
         ),
     );
     let mut cmd = Command::new("tinyproxy");
@@ -765,4 +777,598 @@ fn the_source_address_of_the_connection_to_the_parent() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+// ---------------------------------------------------------------------
+// socks4d with `--chain`: what its clients get, and what it logs.
+
+/// socks4d `--listen` with rules `rules` and chain file `chain`, its log
+/// collected; `setup` changes its command first.
+struct Chained {
+    _guard: Guard,
+    addr: SocketAddr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    dir: Scratch,
+}
+
+fn chained(tag: &str, rules: &str, chain: &str, setup: impl FnOnce(&mut Command)) -> Chained {
+    let dir = Scratch::new(tag);
+    let (conf, file) = (dir.join("socks4d.conf"), dir.join("socks4d.chain"));
+    write(&conf, rules);
+    write(&file, chain);
+    let args = [
+        "--ident",
+        "off",
+        "--log-stderr",
+        "-f",
+        conf.to_str().unwrap(),
+        "--chain",
+        file.to_str().unwrap(),
+    ];
+    let (mut guard, addr) = spawn_listen_with(&args, setup);
+    let log = collect(&mut guard);
+    Chained {
+        _guard: guard,
+        addr,
+        log,
+        dir,
+    }
+}
+
+impl Chained {
+    /// The first line of `event` that contains `text`, once logged.
+    fn line(&self, event: &str, text: &str) -> String {
+        let start = Instant::now();
+        let event = format!(": {event} ");
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if let Some(l) = log.lines().find(|l| l.contains(&event) && l.contains(text)) {
+                return l.to_string();
+            }
+            assert!(start.elapsed() < IO_TIMEOUT, "no{event}line with {text:?}:\n{log}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn decision(&self, text: &str) -> String {
+        self.line("decision", text)
+    }
+
+    /// One request: the reply code, or `None` when the connection closed
+    /// without one; the connection, for the relay.
+    fn ask(&self, req: &[u8]) -> (Option<u8>, TcpStream) {
+        let mut c = connect_to(self.addr);
+        c.write_all(req).unwrap();
+        let mut reply = [0u8; 8];
+        let code = c.read_exact(&mut reply).ok().map(|()| reply[1]);
+        (code, c)
+    }
+}
+
+/// An HTTP/1.0 server on 127.0.0.1 that answers every request with a
+/// body, and the addresses its requests came from.
+struct Web {
+    addr: SocketAddr,
+    peers: std::sync::Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+}
+
+impl Web {
+    /// The address the last request came from.
+    fn last_peer(&self) -> SocketAddr {
+        *self.peers.lock().unwrap().last().expect("a request came")
+    }
+}
+
+fn web_server(body: Vec<u8>) -> Web {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let body = std::sync::Arc::new(body);
+    let peers = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            seen.lock().unwrap().extend(s.peer_addr().ok());
+            let body = body.clone();
+            thread::spawn(move || {
+                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes()).and_then(|()| s.write_all(&body));
+            });
+        }
+    });
+    Web { addr, peers }
+}
+
+/// curl through `proxy` (a URL: `socks4://`, `socks4a://`) for `url`: the
+/// body, which must come whole.
+fn curl(proxy: &str, url: &str) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "30", "--proxy", proxy, url])
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl --proxy {proxy} {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A git daemon on a free loopback port serving a bare repository with
+/// one commit: the daemon, its port and the commit.
+fn git_daemon(dir: &Path) -> (Guard, u16, String) {
+    let git = |args: &[&str], cwd: &Path| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&["init", "-q", "--bare", "r.git"], dir);
+    git(&["init", "-q"], &work);
+    git(&["commit", "-q", "--allow-empty", "-m", "one"], &work);
+    git(&["push", "-q", "../r.git", "HEAD:refs/heads/main"], &work);
+    let head = git(&["rev-parse", "HEAD"], &work).trim().to_string();
+    let port = free_port();
+    let daemon = Command::new("git")
+        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", dir.display()))
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start git daemon");
+    let guard = Guard(daemon);
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    (guard, port, head)
+}
+
+/// `git ls-remote git://HOST:PORT/r.git` through socks4d at `proxy`, the
+/// connection made by socat in SOCKS4a (the name sent): its output.
+fn git_ls_remote(dir: &Path, proxy: SocketAddr, host: &str, port: u16) -> String {
+    let script = dir.join("socks4a-proxy");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexec socat - \"SOCKS4A:{}:$1:$2,socksport={}\"\n",
+            proxy.ip(),
+            proxy.port()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("git")
+        .args(["ls-remote", &format!("git://{host}:{port}/r.git")])
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .env("GIT_PROXY_COMMAND", &script)
+        .env("LOGNAME", "carol")
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The rules of the tests below: loopback clients to anywhere, decided
+/// by the source alone (so whatever the destination's name or address).
+const PERMIT_LOOPBACK: &str = "permit 127.0.0.0/8 0/0\n";
+
+#[test]
+fn curl_and_git_through_socks4d_chained_to_dante_in_socks4() {
+    if !require("curl") || !require("git") || !require("socat") {
+        return;
+    }
+    let blocked = closed_port();
+    let Some(d) = dante("e2e4", "none", blocked.port()) else {
+        return;
+    };
+    let body = payload(300_000, 11);
+    let web = web_server(body.clone());
+    // socks4d leaves from 127.0.0.5 (--outgoing-address), for the parent
+    // too; Dante from 127.0.0.1.
+    let s = chained("e2e4", PERMIT_LOOPBACK, &format!("sockd @={} 0/0\n", d.addr), |cmd| {
+        cmd.args(["--outgoing-address", "127.0.0.5"]);
+    });
+    let hop = format!("hop=sockd:{}", d.addr);
+
+    let got = curl(&format!("socks4://{}", s.addr), &format!("http://{}/f", web.addr));
+    assert_eq!(checksum(&got), checksum(&body));
+    assert_eq!(web.last_peer().ip(), Ipv4Addr::LOCALHOST);
+    let line = s.decision(&format!("dst={}", web.addr));
+    assert!(
+        line.contains("reason=granted") && line.contains(" src=127.0.0.5:") && line.contains(&hop),
+        "{line}"
+    );
+    let end = s.line("end", &format!("dst={}", web.addr));
+    let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+    assert!(
+        end.contains(&format!(" down={} ", head.len() + body.len())) && end.contains(&hop),
+        "{end}"
+    );
+
+    // git by name: a SOCKS4 parent takes addresses only, so socks4d looks
+    // the name up and asks by address.
+    let tmp = Scratch::new("e2e4-git");
+    let (_daemon, port, head) = git_daemon(&tmp.0);
+    let listed = git_ls_remote(&tmp.0, s.addr, "localhost", port);
+    assert!(listed.contains(&head), "{listed}");
+    let line = s.decision(r#"host="localhost""#);
+    assert!(
+        line.contains(&format!("dst=127.0.0.1:{port}")) && line.contains(&hop) && line.contains(r#"user="carol""#),
+        "{line}"
+    );
+
+    // Dante refuses: 91, and the parent's answer in detail=.
+    let (code, _) = s.ask(&connect_req(blocked, b"alice"));
+    assert_eq!(code, Some(0x5B));
+    let line = s.decision(&format!("dst={blocked}"));
+    assert!(
+        line.contains("reason=parent-refused")
+            && line.contains(&format!(
+                r#"detail="parent {} refused: SOCKS4 reply 0x5b (rejected or failed)""#,
+                d.addr
+            )),
+        "{line}"
+    );
+}
+
+/// A file of the test's own for a password, `owner:group` and `mode`.
+fn secret(path: &Path, text: &str, group: &str, mode: u32) {
+    std::fs::write(path, text).unwrap();
+    let gid = nix::unistd::Group::from_name(group).unwrap().unwrap().gid;
+    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(0)), Some(gid)).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn names_go_unresolved_to_a_socks5_parent_with_a_password_past_a_dead_one() {
+    if !require("curl") || !require("git") || !require("socat") {
+        return;
+    }
+    // Only the parent knows the names under chain.example.
+    let hosts_dir = Scratch::new("e2e5-hosts");
+    let hosts = hosts_dir.join("hosts");
+    write(
+        &hosts,
+        "127.0.0.1 localhost\n127.0.0.1 web.chain.example\n127.0.0.1 git.chain.example\n",
+    );
+    let Some(d) = dante_with("e2e5", "username", closed_port().port(), |cmd| {
+        private_hosts(cmd, &hosts)
+    }) else {
+        return;
+    };
+    let _user = ParentUser::new();
+    let body = payload(100_000, 12);
+    let web = web_server(body.clone());
+    let dead = closed_port();
+    let s = chained("e2e5", PERMIT_LOOPBACK, "direct 0/0\n", |_| {});
+    let pw = s.dir.join("parent.secret");
+    let credentials = format!("{PARENT_USER}:{PARENT_PASSWORD}\n");
+    // Mode 0600 for root alone: a --listen socks4d reads its files as
+    // --user (nobody), which cannot. No service, and the log says why.
+    secret(&pw, &credentials, "root", 0o600);
+    write(
+        &s.dir.join("socks4d.chain"),
+        &format!(
+            "socks5 @={dead},{} %={} .chain.example\ndirect 0/0\n",
+            d.addr,
+            pw.display()
+        ),
+    );
+    let (code, _) = s.ask(&connect_4a("web.chain.example", web.addr.port(), b"alice"));
+    assert_eq!(code, Some(0x5B));
+    let line = s.decision("reason=config-error");
+    assert!(
+        line.contains("socks4d reads it as uid 65534") && line.contains("root:GROUP mode 0640"),
+        "{line}"
+    );
+    // Root's, readable by the group socks4d serves as: read again at the
+    // next connection.
+    secret(&pw, &credentials, "nogroup", 0o640);
+
+    let url = format!("http://web.chain.example:{}/f", web.addr.port());
+    let got = curl(&format!("socks4a://{}", s.addr), &url);
+    assert_eq!(checksum(&got), checksum(&body));
+    let line = s.decision("reason=granted");
+    assert!(
+        line.contains(r#"host="web.chain.example""#)
+            && line.contains(" dst=- ")
+            && line.contains(&format!("hop=socks5:{}", d.addr)),
+        "{line}"
+    );
+    // git by a name only the parent knows.
+    let tmp = Scratch::new("e2e5-git");
+    let (_daemon, port, head) = git_daemon(&tmp.0);
+    let listed = git_ls_remote(&tmp.0, s.addr, "git.chain.example", port);
+    assert!(listed.contains(&head), "{listed}");
+    s.decision(r#"host="git.chain.example""#);
+    // Other names are looked up here and leave directly.
+    let got = curl(
+        &format!("socks4a://{}", s.addr),
+        &format!("http://localhost:{}/f", web.addr.port()),
+    );
+    assert_eq!(checksum(&got), checksum(&body));
+    let line = s.decision(r#"host="localhost""#);
+    assert!(
+        line.contains(&format!("dst={}", web.addr)) && line.contains("hop=direct"),
+        "{line}"
+    );
+    // A password the parent does not take: 91, with its answer.
+    secret(&pw, &format!("{PARENT_USER}:not it\n"), "nogroup", 0o640);
+    let (code, _) = s.ask(&connect_4a("web.chain.example", web.addr.port(), b"alice"));
+    assert_eq!(code, Some(0x5B));
+    let line = s.decision("reason=parent-refused");
+    assert!(
+        line.contains(&format!(
+            "parent {dead}: Connection refused (os error 111); parent {} refused: SOCKS5 user/password not \
+             accepted (status 0x01)",
+            d.addr
+        )),
+        "{line}"
+    );
+    let log = s.log.lock().unwrap().clone();
+    assert!(!log.contains("pass word") && !log.contains("not it"), "{log}");
+}
+
+#[test]
+fn curl_and_git_through_a_second_socks4d_and_tinyproxy() {
+    if !require("curl") || !require("git") || !require("socat") {
+        return;
+    }
+    let Some(t) = tinyproxy("e2e-tp", 0) else { return };
+    let p = socks4d("e2e-s4", "permit 127.0.0.0/8\n");
+    let body = payload(150_000, 13);
+    let web = web_server(body.clone());
+    let s = chained(
+        "e2e-s4tp",
+        PERMIT_LOOPBACK,
+        &format!("socks4a @={} .localhost\nhttp @={} 0/0\n", p.addr, t.addr),
+        |_| {},
+    );
+    let tmp = Scratch::new("e2e-s4tp-git");
+    let (_daemon, port, head) = git_daemon(&tmp.0);
+
+    // By name, to the second socks4d, which looks the name up itself.
+    let url = format!("http://localhost:{}/f", web.addr.port());
+    assert_eq!(checksum(&curl(&format!("socks4a://{}", s.addr), &url)), checksum(&body));
+    let line = s.decision(r#"host="localhost""#);
+    assert!(
+        line.contains(" dst=- ") && line.contains(&format!("hop=socks4a:{}", p.addr)),
+        "{line}"
+    );
+    let parent = p
+        .log
+        .wait_log(|l| l.contains(r#"host="localhost""#) && l.contains("reason=granted"));
+    assert!(parent.contains(&format!("dst={}", web.addr)), "{parent}");
+    assert!(git_ls_remote(&tmp.0, s.addr, "localhost", port).contains(&head));
+    p.log.wait_log(|l| l.contains(&format!("dst=127.0.0.1:{port}")));
+
+    // By address, to tinyproxy's CONNECT.
+    let url = format!("http://{}/f", web.addr);
+    assert_eq!(checksum(&curl(&format!("socks4://{}", s.addr), &url)), checksum(&body));
+    let line = s.decision(&format!("dst={}", web.addr));
+    assert!(line.contains(&format!("hop=http:{}", t.addr)), "{line}");
+    t.wait_log(&format!("CONNECT 127.0.0.1:{}", web.addr.port()));
+    assert!(git_ls_remote(&tmp.0, s.addr, "127.0.0.1", port).contains(&head));
+    t.wait_log(&format!("CONNECT 127.0.0.1:{port}"));
+
+    // BIND through an HTTP parent: refused, saying why.
+    let (code, _) = s.ask(&bind_request(Ipv4Addr::LOCALHOST, 21));
+    assert_eq!(code, Some(0x5B));
+    let line = s.decision("cmd=bind");
+    assert!(
+        line.contains("reason=parent-unusable") && line.contains("an HTTP parent cannot BIND"),
+        "{line}"
+    );
+}
+
+/// A SOCKS4 BIND request as `alice`, for an application server at `ip`.
+fn bind_request(ip: Ipv4Addr, port: u16) -> Vec<u8> {
+    socks4d::request::encode(&socks4d::request::Request {
+        command: Cd::Bind,
+        port,
+        ip,
+        userid: b"alice".to_vec(),
+        hostname: None,
+    })
+}
+
+#[test]
+fn bind_through_socks4d_and_a_dante_parent() {
+    let Some(d) = dante("e2eb", "none", closed_port().port()) else {
+        return;
+    };
+    for protocol in ["sockd", "socks5"] {
+        let s = chained(
+            "e2eb",
+            PERMIT_LOOPBACK,
+            &format!("{protocol} @={} 0/0\n", d.addr),
+            |_| {},
+        );
+        let (code, mut c) = s.ask(&bind_request(Ipv4Addr::LOCALHOST, 21));
+        assert_eq!(code, Some(0x5A));
+        let line = s.decision("cmd=bind");
+        assert!(line.contains(&format!("hop={protocol}:{}", d.addr)), "{line}");
+        // Where Dante listens, as the first reply said.
+        let bound = line
+            .split(" bind=")
+            .nth(1)
+            .and_then(|b| b.split(' ').next())
+            .and_then(|b| b.parse::<SocketAddr>().ok())
+            .expect("bind= in the decision line");
+        let mut server = TcpStream::connect(bound).unwrap();
+        server.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        server.write_all(b"150 data follows\r\n").unwrap();
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let second = read_reply(&mut c);
+        assert_eq!(second[1], 0x5A, "{protocol}");
+        let mut got = [0u8; 18];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"150 data follows\r\n");
+        let data = payload(64_000, 14);
+        c.write_all(&data).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        let mut buf = [0u8; 8192];
+        while back.len() < data.len() {
+            match server.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => back.extend_from_slice(&buf[..n]),
+            }
+        }
+        assert_eq!(checksum(&back), checksum(&data), "{protocol}");
+        let accept = s.line("accept", "reason=granted");
+        assert!(accept.contains(&format!("hop={protocol}:{}", d.addr)), "{accept}");
+    }
+}
+
+#[test]
+fn the_chain_refuses_what_no_line_sends_and_what_a_deny_line_names() {
+    let echo = echo_server();
+    let s = chained(
+        "e2ed",
+        PERMIT_LOOPBACK,
+        &format!("deny .evil.example\ndirect 127.0.0.1/32 eq {}\n", echo.port()),
+        |_| {},
+    );
+    // A deny line by name: refused before any lookup (the name is in no
+    // resolver; a lookup would fail as resolve-failed).
+    let (code, _) = s.ask(&connect_4a("www.evil.example", echo.port(), b"alice"));
+    assert_eq!(code, Some(0x5B));
+    let line = s.decision(r#"host="www.evil.example""#);
+    let file = s.dir.join("socks4d.chain");
+    assert!(
+        line.contains("reason=chain-denied") && line.contains(&format!("{}:1: deny .evil.example", file.display())),
+        "{line}"
+    );
+    // No line: refused.
+    let other = closed_port();
+    let (code, _) = s.ask(&connect_req(other, b"alice"));
+    assert_eq!(code, Some(0x5B));
+    let line = s.decision(&format!("dst={other}"));
+    assert!(
+        line.contains("reason=chain-denied") && line.contains(&format!("{}: no line matches", file.display())),
+        "{line}"
+    );
+    // The direct line: relayed.
+    let (code, mut c) = s.ask(&connect_req(echo, b"alice"));
+    assert_eq!(code, Some(0x5A));
+    assert_eq!(send_and_read(&mut c, b"ping"), b"ping");
+    assert!(s.decision(&format!("dst={echo}")).contains("hop=direct"));
+    // A long-running socks4d reads the chain file again when it changes.
+    write(&file, "deny 0/0\n");
+    let (code, _) = s.ask(&connect_req(echo, b"bob"));
+    assert_eq!(code, Some(0x5B));
+    let line = s.decision(r#"user="bob""#);
+    assert!(
+        line.contains("reason=chain-denied") && line.contains(":1: deny 0/0"),
+        "{line}"
+    );
+    // A chain file with an error: no service, as for the rules.
+    write(&file, "sockd @=nowhere:99999 0/0\n");
+    let (code, _) = s.ask(&connect_req(echo, b"carol"));
+    assert_eq!(code, Some(0x5B));
+    assert!(s.decision(r#"user="carol""#).contains("reason=config-error"));
+}
+
+/// socks4d with `args`, not serving: its status and both outputs.
+fn socks4d_says(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_and_explain_cover_the_chain_file() {
+    let dir = Scratch::new("e2ex");
+    let (conf, chain) = (dir.join("socks4d.conf"), dir.join("socks4d.chain"));
+    write(&conf, PERMIT_LOOPBACK);
+    write(
+        &chain,
+        "socks5 @=192.0.2.1,192.0.2.2:1081 .corp.example\n\
+         sockd @=192.0.2.3 10.0.0.0/8\n\
+         deny 0/0 eq 25\n\
+         direct 0/0\n\
+         direct 192.0.2.0/24\n",
+    );
+    let (c, f) = (conf.to_str().unwrap(), chain.to_str().unwrap());
+    let (status, out, err) = socks4d_says(&["--check-config", "-f", c, "--chain", f]);
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("{f}: 5 lines (2 through parents), OK, 1 warning")),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!("{f}:5: warning: never used: line 4 matches every request")),
+        "{err}"
+    );
+
+    let explain = |dst: &str, port: &str| {
+        let (status, out, err) = socks4d_says(&["--explain", "-f", c, "--chain", f, "alice", "127.0.0.1", dst, port]);
+        assert_eq!(status, 0, "{out}{err}");
+        out
+    };
+    let out = explain("www.corp.example", "443");
+    assert!(out.contains("decided by its name"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "chain: {f}:1: socks5 @=192.0.2.1,192.0.2.2:1081 .corp.example"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("hop: socks5 parent 192.0.2.1:1080, 192.0.2.2:1081, tried in order, asked for www.corp.example, not looked up here"),
+        "{out}"
+    );
+    let out = explain("10.1.2.3", "80");
+    assert!(
+        out.contains("hop: sockd parent 192.0.2.3:1080, tried in order, asked for 10.1.2.3"),
+        "{out}"
+    );
+    let out = explain("192.0.2.9", "25");
+    assert!(out.contains("chain-denied"), "{out}");
+    let out = explain("192.0.2.9", "80");
+    assert!(out.contains("hop: direct") && out.contains("source: "), "{out}");
+
+    // Errors name their lines; the status says the file cannot be used.
+    write(&chain, "sockd @=192.0.2.1\nsocks9 @=192.0.2.1 0/0\n");
+    let (status, out, err) = socks4d_says(&["--check-config", "-f", c, "--chain", f]);
+    assert_eq!(status, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("{f}: 2 error(s); no service until fixed")),
+        "{out}"
+    );
+    assert!(
+        err.contains(&format!("{f}:1: ")) && err.contains(&format!("{f}:2: ")),
+        "{err}"
+    );
 }

@@ -168,7 +168,10 @@ fn help_lists_every_option_with_its_default() {
     let out = Command::new(bin()).arg("--help").stdin(Stdio::null()).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("See socks4d(8) and socks4d.conf(5)."), "{help}");
+    assert!(
+        help.contains("See socks4d(8), socks4d.conf(5) and socks4d.chain(5)."),
+        "{help}"
+    );
     // Every option socks4d(8) documents has its line.
     let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/man/socks4d.8")).unwrap();
     let mut seen = 0;

@@ -105,12 +105,14 @@ fn route_lines_decide_the_source_first_match_wins() {
         assert_eq!(reply_addr(&reply), peer);
         let d = line(&log, "decision");
         assert!(
-            d.contains(&format!("reason=granted detail=- bind=- expect=- src={peer} via=-")),
+            d.contains(&format!(
+                "reason=granted detail=- bind=- expect=- src={peer} hop=- via=-"
+            )),
             "{d}"
         );
         let e = line(&log, "end");
         assert!(e.contains(&format!("up={n} down={n}", n = 1 << 20)), "{e}");
-        assert!(e.ends_with(&format!("src={peer} via=-")), "{e}");
+        assert!(e.ends_with(&format!("src={peer} hop=- via=-")), "{e}");
     }
     // Without the file, the kernel picks 127.0.0.1 for a loopback peer.
     let (dst, seen, h) = recording_dest("127.0.0.1");
@@ -152,7 +154,7 @@ fn outgoing_address_decides_what_no_route_does_in_each_family() {
     h.join().unwrap();
     assert_eq!(peer.ip(), "::1".parse::<IpAddr>().unwrap());
     assert!(
-        line(&log, "decision").contains(&format!("src={} via=-", socks4d::audit::addr(peer))),
+        line(&log, "decision").contains(&format!("src={} hop=- via=-", socks4d::audit::addr(peer))),
         "{log}"
     );
 }
@@ -236,7 +238,7 @@ fn a_source_this_host_lacks_gets_5b() {
     let d = line(&log, "decision");
     assert!(d.contains("reply=5b reason=source-failed"), "{d}");
     assert!(d.contains(&format!("detail=\"192.0.2.1 for {dst}: ")), "{d}");
-    assert!(d.contains("src=192.0.2.1:0 via=-"), "{d}");
+    assert!(d.contains("src=192.0.2.1:0 hop=- via=-"), "{d}");
 }
 
 #[test]
@@ -405,7 +407,7 @@ fn bind_listens_on_the_route_address_and_the_call_back_works() {
     assert_eq!(status.code(), Some(0));
     let d = line(&log, "decision");
     assert!(
-        d.contains(&format!("bind={listen} expect=127.0.0.2 src={listen} via=-")),
+        d.contains(&format!("bind={listen} expect=127.0.0.2 src={listen} hop=- via=-")),
         "{d}"
     );
     let e = line(&log, "end");

@@ -10,7 +10,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::thread;
 
@@ -31,43 +30,6 @@ fn rules(port: u16) -> String {
          deny 0/0 127.0.0.2/32\n\
          permit 127.0.0.0/8 0/0 eq {port}\n"
     )
-}
-
-/// Runs `cmd` in a mount namespace whose /etc/hosts is `hosts`.
-fn private_hosts(cmd: &mut Command, hosts: &std::path::Path) {
-    use std::ffi::CString;
-    let (root, target) = (CString::new("/").unwrap(), CString::new("/etc/hosts").unwrap());
-    let source = CString::new(hosts.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: only async-signal-safe system calls on memory made before
-    // the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            use nix::libc;
-            let check = |rc: libc::c_int| {
-                if rc < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
-            check(libc::unshare(libc::CLONE_NEWNS))?;
-            let null = std::ptr::null();
-            check(libc::mount(
-                null,
-                root.as_ptr(),
-                null,
-                libc::MS_REC | libc::MS_PRIVATE,
-                null.cast(),
-            ))?;
-            check(libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                null,
-                libc::MS_BIND,
-                null.cast(),
-            ))
-        });
-    }
 }
 
 /// An echo server on 127.0.0.2, and on 127.0.0.3 at the same port.

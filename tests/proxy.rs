@@ -275,7 +275,7 @@ fn refused(bytes: &[u8], close: bool, extra: &[&str]) -> (String, Duration) {
     let d = line(&log, "decision");
     assert!(d.contains("decision client=- user=- cmd=- dst=-"), "{d}");
     assert!(d.contains("reply=- reason=proxy-"), "{d}");
-    assert!(d.ends_with(&format!("src=- via={via}")), "{d}");
+    assert!(d.ends_with(&format!("src=- hop=- via={via}")), "{d}");
     assert!(line(&log, "end").contains("end=refused"), "{log}");
     (d.to_string(), took)
 }

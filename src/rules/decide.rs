@@ -245,6 +245,28 @@ mod tests {
     };
 
     #[test]
+    fn a_name_is_settled_by_lines_that_every_address_matches() {
+        let settle = |text: &str| {
+            let r = super::super::parse(text.as_bytes(), "t.conf", Services::default(), &mut Fixed::default()).unwrap();
+            let p = Partial {
+                src: "127.0.0.1".parse().unwrap(),
+                user: Some(b"u"),
+                port: Some(80),
+                name: Some(Some("www.example.org")),
+            };
+            settled(&r, &p).map(|d| d.rule.map_or(0, |r| r.line))
+        };
+        // `0/0`: whatever the name resolves to.
+        assert_eq!(settle("permit 127.0.0.0/8 0/0\n"), Some(1));
+        assert_eq!(settle("deny 0/0 0/0 eq 80\npermit 0/0\n"), Some(1));
+        // One family's: the name may have addresses of the other.
+        assert_eq!(settle("permit 127.0.0.0/8 0.0.0.0 0.0.0.0\n"), None);
+        assert_eq!(settle("permit 127.0.0.0/8 10.0.0.0/8\n"), None);
+        // A line for another source never stands in the way.
+        assert_eq!(settle("deny 10.0.0.0/8 10.0.0.0/8\npermit 127.0.0.0/8 0/0\n"), Some(2));
+    }
+
+    #[test]
     fn builtin_policy() {
         let r = Rules::builtin(Services::parse(b""));
         let check = |src: &str| {

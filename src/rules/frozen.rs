@@ -511,6 +511,11 @@ impl Conditions for Line<'_> {
     fn has_dst(&self) -> bool {
         self.record.dst.count.get() != NONE
     }
+    fn dst_covers_every(&self) -> bool {
+        let nets = Parts::span(self.parts.nets, self.record.dst).unwrap_or_default();
+        let whole = |family: u32| nets.iter().any(|n| n.family.get() == family && n.mask.get() == 0);
+        whole(4) && whole(6)
+    }
     fn port_test(&self) -> Option<(PortOp, u16)> {
         op_of(self.record.op).map(|op| (op, self.record.port.get()))
     }

@@ -188,6 +188,10 @@ pub trait Conditions {
     /// line has no destination (every one matches).
     fn dst_holds(&self, ip: IpAddr) -> Option<bool>;
     fn has_dst(&self) -> bool;
+    /// Whether the destination nets hold every address of both families
+    /// (`0/0`): a line that any address matches, whatever a name
+    /// resolves to.
+    fn dst_covers_every(&self) -> bool;
     fn port_test(&self) -> Option<(PortOp, u16)>;
     /// Whether the `*=` list holds `user`; `None` when the line has none
     /// (every user-id matches).
@@ -239,7 +243,10 @@ pub trait Conditions {
         let name = p
             .name
             .map_or(unknown(self.domain().is_some()), |name| known(self.domain_holds(name)));
-        users.min(port).min(name).min(unknown(self.has_dst()))
+        users
+            .min(port)
+            .min(name)
+            .min(unknown(self.has_dst() && !self.dst_covers_every()))
     }
 }
 
@@ -258,6 +265,12 @@ impl Conditions for &Rule {
     }
     fn has_dst(&self) -> bool {
         self.dst.is_some()
+    }
+    fn dst_covers_every(&self) -> bool {
+        self.dst.as_ref().is_some_and(|d| {
+            d.iter().any(|n| matches!(n, Net::V4 { mask: 0, .. }))
+                && d.iter().any(|n| matches!(n, Net::V6 { mask: 0, .. }))
+        })
     }
     fn port_test(&self) -> Option<(PortOp, u16)> {
         self.port

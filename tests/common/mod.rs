@@ -330,10 +330,18 @@ pub fn connect_from(src: Ipv4Addr, to: SocketAddr) -> TcpStream {
     s
 }
 
-/// An address where nothing listens.
+/// An address where nothing listens, and nothing will while the tests
+/// run: a socket bound there and never listening holds the port (a
+/// connection to it is refused), so that no other test's listener takes
+/// it meanwhile.
 pub fn closed_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    use nix::sys::socket::{bind, getsockname, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, 0)).unwrap();
+    let bound: SockaddrIn = getsockname(fd.as_raw_fd()).unwrap();
+    // Held for the rest of the process.
+    std::mem::forget(fd);
+    SocketAddr::from(([127, 0, 0, 1], bound.port()))
 }
 
 /// Deterministic pseudo-random bytes.
@@ -381,8 +389,11 @@ pub fn require(program: &str) -> bool {
 }
 
 /// Finds a free loopback port (bind, read, close).
+/// A port free now, for a server a test starts (it may be taken by
+/// another meanwhile: the server's start then fails, and the test says
+/// so).
 pub fn free_port() -> u16 {
-    closed_port().port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Waits until something accepts on `addr`.
@@ -799,4 +810,41 @@ pub fn collect(guard: &mut Guard) -> Arc<Mutex<String>> {
         }
     });
     log
+}
+
+/// Runs `cmd` in a mount namespace whose /etc/hosts is `hosts`.
+pub fn private_hosts(cmd: &mut Command, hosts: &std::path::Path) {
+    use std::ffi::CString;
+    let (root, target) = (CString::new("/").unwrap(), CString::new("/etc/hosts").unwrap());
+    let source = CString::new(hosts.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: only async-signal-safe system calls on memory made before
+    // the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            use nix::libc;
+            let check = |rc: libc::c_int| {
+                if rc < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            let null = std::ptr::null();
+            check(libc::mount(
+                null,
+                root.as_ptr(),
+                null,
+                libc::MS_REC | libc::MS_PRIVATE,
+                null.cast(),
+            ))?;
+            check(libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                null,
+                libc::MS_BIND,
+                null.cast(),
+            ))
+        });
+    }
 }
