@@ -70,6 +70,7 @@ put() { # mode source target
 put 0755 "$bin" "$PREFIX/sbin/socks4d"
 put 0644 "$here/man/socks4d.8" "$PREFIX/share/man/man8/socks4d.8"
 put 0644 "$here/man/socks4d.conf.5" "$PREFIX/share/man/man5/socks4d.conf.5"
+put 0644 "$here/man/socks4d.chain.5" "$PREFIX/share/man/man5/socks4d.chain.5"
 
 # The units name /usr/sbin/socks4d; point them at the installed binary.
 for unit in socks4d.socket socks4d@.service socks4d-listen.socket socks4d-listen.service; do

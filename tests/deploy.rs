@@ -29,7 +29,7 @@ const UNITS: [&str; 4] = [
     "socks4d-listen.socket",
     "socks4d-listen.service",
 ];
-const PAGES: [&str; 2] = ["socks4d.8", "socks4d.conf.5"];
+const PAGES: [&str; 3] = ["socks4d.8", "socks4d.conf.5", "socks4d.chain.5"];
 /// How long a super-server's children get to exit after the last download.
 const CHILDREN_EXIT: Duration = Duration::from_secs(20);
 
@@ -259,6 +259,8 @@ fn man_pages_are_lint_clean() {
         "rsyslogd 8",
         "sshd 8",
         "nscd 8",
+        "danted 8",
+        "tinyproxy 8",
     ];
     for l in report
         .lines()
@@ -290,6 +292,7 @@ fn install_sh_stages_every_file() {
             "usr/share/doc/socks4d/examples/inetd.conf",
             "usr/share/doc/socks4d/examples/socks4d.conf",
             "usr/share/doc/socks4d/examples/xinetd.d/socks4d",
+            "usr/share/man/man5/socks4d.chain.5",
             "usr/share/man/man5/socks4d.conf.5",
             "usr/share/man/man8/socks4d.8",
         ],
@@ -305,6 +308,7 @@ fn install_sh_stages_every_file() {
         ("etc/socks4d.conf", "examples/socks4d.conf"),
         ("usr/share/man/man8/socks4d.8", "man/socks4d.8"),
         ("usr/share/man/man5/socks4d.conf.5", "man/socks4d.conf.5"),
+        ("usr/share/man/man5/socks4d.chain.5", "man/socks4d.chain.5"),
         ("usr/lib/systemd/system/socks4d.socket", "systemd/socks4d.socket"),
         ("usr/lib/systemd/system/socks4d@.service", "systemd/socks4d@.service"),
         (

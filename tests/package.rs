@@ -359,6 +359,7 @@ fn installed(c: &Container) {
         "/usr/sbin/socks4d",
         "/usr/share/man/man8/socks4d.8.gz",
         "/usr/share/man/man5/socks4d.conf.5.gz",
+        "/usr/share/man/man5/socks4d.chain.5.gz",
         "/usr/lib/systemd/system/socks4d.socket",
         "/usr/lib/systemd/system/socks4d@.service",
         "/usr/lib/systemd/system/socks4d-listen.socket",
