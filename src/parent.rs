@@ -218,11 +218,7 @@ pub struct Socks4Reply {
 /// The SOCKS4 reply at the start of `buf`: its version byte must be 0 and
 /// its code one of the four the protocol has.
 pub fn socks4_reply(buf: &[u8]) -> Result<Parse<Socks4Reply>, Garbled> {
-    if let Some(&vn) = buf.first() {
-        if vn != 0 {
-            return Err(Garbled(format!("not a SOCKS4 reply: version byte 0x{vn:02x}")));
-        }
-    }
+    version(buf, &[0], "a SOCKS4 reply")?;
     if let Some(&cd) = buf.get(1) {
         if !(0x5a..=0x5d).contains(&cd) {
             return Err(Garbled(format!("not a SOCKS4 reply: code 0x{cd:02x}")));
@@ -254,31 +250,32 @@ const METHOD_PASSWORD: u8 = 2;
 
 /// The SOCKS5 server's method choice, `05 METHOD`.
 pub fn socks5_choice(buf: &[u8]) -> Result<Parse<u8>, Garbled> {
-    if let Some(&v) = buf.first() {
-        if v != 5 {
-            return Err(Garbled(format!("not a SOCKS5 method choice: version byte 0x{v:02x}")));
-        }
-    }
-    match buf.get(1) {
-        None => Ok(Parse::Incomplete),
-        Some(&m) => Ok(Parse::Complete(m, 2)),
-    }
+    version(buf, &[5], "a SOCKS5 method choice")?;
+    Ok(second_byte(buf))
 }
 
 /// The RFC 1929 status, `01 STATUS`: 0 is success. (Some servers answer
 /// with version 5, the SOCKS version, rather than the sub-negotiation's
 /// 1; that is taken too.)
 pub fn socks5_auth_status(buf: &[u8]) -> Result<Parse<u8>, Garbled> {
-    if let Some(&v) = buf.first() {
-        if v != 1 && v != 5 {
-            return Err(Garbled(format!(
-                "not a user/password status (RFC 1929): version byte 0x{v:02x}"
-            )));
-        }
+    version(buf, &[1, 5], "a user/password status (RFC 1929)")?;
+    Ok(second_byte(buf))
+}
+
+/// An answer's first byte, once there is one, must be one of `allowed`;
+/// `what` names the answer in the error.
+fn version(buf: &[u8], allowed: &[u8], what: &str) -> Result<(), Garbled> {
+    match buf.first() {
+        Some(v) if !allowed.contains(v) => Err(Garbled(format!("not {what}: version byte 0x{v:02x}"))),
+        _ => Ok(()),
     }
+}
+
+/// The second byte of a two-byte answer, the whole answer.
+fn second_byte(buf: &[u8]) -> Parse<u8> {
     match buf.get(1) {
-        None => Ok(Parse::Incomplete),
-        Some(&s) => Ok(Parse::Complete(s, 2)),
+        None => Parse::Incomplete,
+        Some(&b) => Parse::Complete(b, 2),
     }
 }
 
@@ -300,11 +297,7 @@ pub struct Socks5Reply {
 /// The SOCKS5 reply at the start of `buf`, at most
 /// [`MAX_SOCKS5_REPLY_LEN`] bytes. The reserved byte is not looked at.
 pub fn socks5_reply(buf: &[u8]) -> Result<Parse<Socks5Reply>, Garbled> {
-    if let Some(&v) = buf.first() {
-        if v != 5 {
-            return Err(Garbled(format!("not a SOCKS5 reply: version byte 0x{v:02x}")));
-        }
-    }
+    version(buf, &[5], "a SOCKS5 reply")?;
     let Some(&atyp) = buf.get(3) else {
         return Ok(Parse::Incomplete);
     };
@@ -608,68 +601,27 @@ fn send(stream: &TcpStream, bytes: &[u8], deadline: Deadline, what: &str) -> Res
     net::write_all(stream, bytes, deadline, what).map_err(|e| io_error(e, what))
 }
 
-/// Asks the parent on `stream`, which speaks `protocol`, to connect to
-/// `target`, before `deadline`. `user` is the user-id a SOCKS4 request
-/// carries; `credentials` are offered to a SOCKS5 parent that asks for
-/// them. The stream stays open either way; on success it is the relay's.
-pub fn connect(
-    protocol: Protocol,
-    stream: &TcpStream,
-    target: Target<'_>,
-    user: &[u8],
-    credentials: Option<&Credentials>,
-    deadline: Deadline,
-) -> Result<Opened, ParentError> {
-    match protocol {
-        Protocol::Socks4 => socks4_connect(stream, target, user, false, deadline),
-        Protocol::Socks4a => socks4_connect(stream, target, user, true, deadline),
-        Protocol::Socks5 => socks5_connect(stream, target, credentials, deadline),
-        Protocol::Http => http_connect(stream, target, deadline),
-    }
-}
-
-/// Asks the parent to listen for a call from `target` (BIND), before
-/// `deadline`; the answer is its first reply, with where it listens.
-/// [`await_call`] then waits for the second. An HTTP parent cannot:
-/// [`ParentError::Unusable`], with nothing sent.
-pub fn bind(
-    protocol: Protocol,
-    stream: &TcpStream,
-    target: Target<'_>,
-    user: &[u8],
-    credentials: Option<&Credentials>,
-    deadline: Deadline,
-) -> Result<Opened, ParentError> {
-    match protocol {
-        Protocol::Socks4 => socks4_bind(stream, target, user, false, deadline),
-        Protocol::Socks4a => socks4_bind(stream, target, user, true, deadline),
-        Protocol::Socks5 => socks5_bind(stream, target, credentials, deadline),
+/// Asks the parent on `stream` for `ask` before `deadline`: SOCKS4
+/// requests carry `ask.user`, a SOCKS5 parent that asks for them gets
+/// `ask.credentials`. A CONNECT's answer opens the relay. A BIND's is the
+/// first reply, with where the parent listens (its address on this stream
+/// when it reports the unspecified one, as the protocol says);
+/// [`await_call`] then waits for the second. An HTTP parent cannot BIND:
+/// [`ParentError::Unusable`], with nothing sent. The stream stays open
+/// either way; on success it is the relay's.
+pub fn request(stream: &TcpStream, ask: &Ask<'_>, deadline: Deadline) -> Result<Opened, ParentError> {
+    let (command, target) = (ask.command, ask.target);
+    let opened = match ask.protocol {
+        Protocol::Socks4 => socks4_ask(stream, command, target, ask.user, false, deadline),
+        Protocol::Socks4a => socks4_ask(stream, command, target, ask.user, true, deadline),
+        Protocol::Socks5 => socks5_ask(stream, command, target, ask.credentials, deadline),
+        Protocol::Http if command == Command::Connect => http_connect(stream, target, deadline),
         Protocol::Http => Err(ParentError::Unusable(HTTP_NO_BIND.into())),
-    }
-}
-
-/// SOCKS4 (or with `names`, SOCKS4a) CONNECT.
-pub fn socks4_connect(
-    stream: &TcpStream,
-    target: Target<'_>,
-    user: &[u8],
-    names: bool,
-    deadline: Deadline,
-) -> Result<Opened, ParentError> {
-    socks4_ask(stream, Command::Connect, target, user, names, deadline)
-}
-
-/// SOCKS4 (or SOCKS4a) BIND: the first reply. A parent that reports
-/// `0.0.0.0` listens on the address this stream reached it at, as the
-/// protocol says.
-pub fn socks4_bind(
-    stream: &TcpStream,
-    target: Target<'_>,
-    user: &[u8],
-    names: bool,
-    deadline: Deadline,
-) -> Result<Opened, ParentError> {
-    socks4_ask(stream, Command::Bind, target, user, names, deadline).map(|o| listening(o, stream))
+    }?;
+    Ok(match command {
+        Command::Bind => listening(opened, stream),
+        Command::Connect => opened,
+    })
 }
 
 /// BIND's first reply with an unspecified address made the address the
@@ -712,28 +664,8 @@ fn socks4_granted(reply: &Socks4Reply) -> Result<(), ParentError> {
     }
 }
 
-/// SOCKS5 CONNECT: greeting, user and password if the parent picks them,
-/// request, reply.
-pub fn socks5_connect(
-    stream: &TcpStream,
-    target: Target<'_>,
-    credentials: Option<&Credentials>,
-    deadline: Deadline,
-) -> Result<Opened, ParentError> {
-    socks5_ask(stream, Command::Connect, target, credentials, deadline)
-}
-
-/// SOCKS5 BIND: the first reply, with where the parent listens (its
-/// address on this stream when it reports the unspecified one).
-pub fn socks5_bind(
-    stream: &TcpStream,
-    target: Target<'_>,
-    credentials: Option<&Credentials>,
-    deadline: Deadline,
-) -> Result<Opened, ParentError> {
-    socks5_ask(stream, Command::Bind, target, credentials, deadline).map(|o| listening(o, stream))
-}
-
+/// SOCKS5 CONNECT or BIND: greeting, user and password if the parent
+/// picks them, request, reply.
 fn socks5_ask(
     stream: &TcpStream,
     command: Command,
@@ -806,7 +738,7 @@ fn socks5_bound(reply: &Socks5Reply) -> Option<SocketAddr> {
 
 /// HTTP CONNECT: the request line and Host header; any 2xx status is a
 /// yes, anything else the parent's no, with its status line.
-pub fn http_connect(stream: &TcpStream, target: Target<'_>, deadline: Deadline) -> Result<Opened, ParentError> {
+fn http_connect(stream: &TcpStream, target: Target<'_>, deadline: Deadline) -> Result<Opened, ParentError> {
     let req = http_request(target)?;
     send(stream, &req, deadline, "CONNECT request")?;
     let mut answers = Answers::new(stream, deadline);
@@ -953,11 +885,7 @@ pub fn open(
             }
         };
         net::keepalive(&stream);
-        let answer = match ask.command {
-            Command::Connect => connect(ask.protocol, &stream, ask.target, ask.user, ask.credentials, share),
-            Command::Bind => bind(ask.protocol, &stream, ask.target, ask.user, ask.credentials, share),
-        };
-        match answer {
+        match request(&stream, ask, share) {
             Ok(opened) => return Ok(Hop { stream, parent, opened }),
             Err(e @ ParentError::Broken(_)) => tried.push(format!("{name}: {e}")),
             Err(e @ ParentError::Timeout) if !last && deadline.remaining().is_some() => {
