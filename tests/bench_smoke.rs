@@ -2,7 +2,7 @@
 //! assertions. It builds the bench client (bench/, its own crate) and runs
 //! it against this build of socks4d.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

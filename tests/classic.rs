@@ -3,48 +3,17 @@
 //! --check-config, and a differential test of socks4d's decisions against
 //! a model of sockd's rule loop over random classic files.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use socks4d::rules::{self, NoteKind};
-
-const EXIT: Duration = Duration::from_secs(30);
-
-/// A fresh directory for this test's files.
-fn tempdir(tag: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("socks4d-classic-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
-    dir.display().to_string()
-}
-
-fn write_conf(dir: &str, text: &str) -> String {
-    let path = format!("{dir}/sockd.conf");
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// Runs socks4d with `args`: exit code, stdout, stderr.
-fn socks4d(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).stdin(Stdio::null()).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// `--check-config` on a file that must pass: its warnings (stderr lines).
 fn warnings_of(conf: &str) -> Vec<String> {
-    let (code, out, err) = socks4d(&["--check-config", "-f", conf]);
+    let (code, out, err) = run_socks4d(&["--check-config", "-f", conf]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(" rules, OK"), "{out}");
     let lines: Vec<String> = err.lines().map(String::from).collect();
@@ -69,7 +38,7 @@ fn warnings_of(conf: &str) -> Vec<String> {
 
 /// `--explain` (with `-f` after it, as socks4d(8) writes it): stdout.
 fn explain(conf: &str, user: &str, src: &str, dst: &str, port: &str) -> String {
-    let (code, out, err) = socks4d(&["--explain", "-f", conf, user, src, dst, port]);
+    let (code, out, err) = run_socks4d(&["--explain", "-f", conf, user, src, dst, port]);
     assert_eq!(code, 0, "{out}{err}");
     out
 }
@@ -91,8 +60,8 @@ fn assert_warned(conf: &str, n: usize, phrase: &str) -> String {
 
 #[test]
 fn empty_star_equals_matches_every_user() {
-    let dir = tempdir("emptyusers");
-    let conf = write_conf(&dir, "# staff\npermit *= 10.0.0.0 255.0.0.0\n");
+    let dir = TempDir::shared("classic-emptyusers");
+    let conf = dir.write("sockd.conf", "# staff\npermit *= 10.0.0.0 255.0.0.0\n");
     assert_warned(&conf, 2, "empty *=: CSTC sockd matched every user-id");
     for user in ["alice", "nobody-at-all"] {
         let out = explain(&conf, user, "10.1.2.3", "192.0.2.1", "80");
@@ -102,8 +71,8 @@ fn empty_star_equals_matches_every_user() {
 
 #[test]
 fn ident_flag_with_more_letters_reads_the_first() {
-    let dir = tempdir("identletters");
-    let conf = write_conf(&dir, "# x\npermit ?=ident 10.0.0.0 255.0.0.0\n");
+    let dir = TempDir::shared("classic-identletters");
+    let conf = dir.write("sockd.conf", "# x\npermit ?=ident 10.0.0.0 255.0.0.0\n");
     assert_warned(&conf, 2, "write ?=i");
     let out = explain(&conf, "alice", "10.1.2.3", "192.0.2.1", "80");
     assert!(out.contains("ident: optional"), "{out}");
@@ -112,11 +81,11 @@ fn ident_flag_with_more_letters_reads_the_first() {
 
 #[test]
 fn host_names_in_address_fields_are_resolved_when_the_file_is_read() {
-    let dir = tempdir("hostname");
+    let dir = TempDir::shared("classic-hostname");
     let dst = echo_dest();
     let port = dst.addr.port();
-    let conf = write_conf(
-        &dir,
+    let conf = dir.write(
+        "sockd.conf",
         &format!("# x\ndeny 0.0.0.0 0.0.0.0 localhost 255.255.255.255 eq {port}\npermit 0.0.0.0 0.0.0.0\n"),
     );
     let w = assert_warned(&conf, 2, "host name localhost in the destination address");
@@ -132,12 +101,12 @@ fn host_names_in_address_fields_are_resolved_when_the_file_is_read() {
 
 #[test]
 fn a_host_name_that_does_not_resolve_means_no_service() {
-    let dir = tempdir("noname");
-    let conf = write_conf(
-        &dir,
+    let dir = TempDir::shared("classic-noname");
+    let conf = dir.write(
+        "sockd.conf",
         "permit 127.0.0.0 255.0.0.0\ndeny no-such-host.invalid 255.255.255.255\n",
     );
-    let (code, out, err) = socks4d(&["--check-config", "-f", &conf]);
+    let (code, out, err) = run_socks4d(&["--check-config", "-f", &conf]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(
         err.contains(&format!(
@@ -157,12 +126,12 @@ fn a_host_name_that_does_not_resolve_means_no_service() {
 
 #[test]
 fn masks_and_addresses_sockd_read_as_all_ones_are_refused() {
-    let dir = tempdir("garbage");
-    let conf = write_conf(
-        &dir,
+    let dir = TempDir::shared("classic-garbage");
+    let conf = dir.write(
+        "sockd.conf",
         "deny 10.0.0.0 255.0.O.0\npermit 0.0.0.0 0.0.0.0\ndeny 10.0.0.0! 255.0.0.0\n",
     );
-    let (code, _, err) = socks4d(&["--check-config", "-f", &conf]);
+    let (code, _, err) = run_socks4d(&["--check-config", "-f", &conf]);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!(
@@ -179,9 +148,9 @@ fn masks_and_addresses_sockd_read_as_all_ones_are_refused() {
 
 #[test]
 fn inet_addr_forms_mean_what_inet_addr_reads() {
-    let dir = tempdir("inetaddr");
-    let conf = write_conf(
-        &dir,
+    let dir = TempDir::shared("classic-inetaddr");
+    let conf = dir.write(
+        "sockd.conf",
         "# x\ndeny 010.0.0.1 255.255.255.255 10.1 255.255.255.255\npermit 0 0\n",
     );
     let w = warnings_of(&conf);
@@ -206,8 +175,11 @@ fn inet_addr_forms_mean_what_inet_addr_reads() {
 
 #[test]
 fn port_with_trailing_letters_reads_its_digits() {
-    let dir = tempdir("portdigits");
-    let conf = write_conf(&dir, "# x\ndeny 0.0.0.0 0.0.0.0 eq 23abc\npermit 0.0.0.0 0.0.0.0\n");
+    let dir = TempDir::shared("classic-portdigits");
+    let conf = dir.write(
+        "sockd.conf",
+        "# x\ndeny 0.0.0.0 0.0.0.0 eq 23abc\npermit 0.0.0.0 0.0.0.0\n",
+    );
     assert_warned(&conf, 2, "port 23abc: CSTC sockd read its leading digits, 23");
     assert!(explain(&conf, "u", "1.1.1.1", "2.2.2.2", "23").contains(":2: deny"));
     assert!(explain(&conf, "u", "1.1.1.1", "2.2.2.2", "24").contains(":3: permit"));
@@ -215,9 +187,9 @@ fn port_with_trailing_letters_reads_its_digits() {
 
 #[test]
 fn empty_command_and_empty_hook_line_run_nothing() {
-    let dir = tempdir("emptycmd");
-    let conf = write_conf(
-        &dir,
+    let dir = TempDir::shared("classic-emptycmd");
+    let conf = dir.write(
+        "sockd.conf",
         "# x\npermit 127.0.0.0 255.0.0.0 :\n#NO_IDENTD:\n#NO_IDENTD: touch /nonexistent\n",
     );
     let w = warnings_of(&conf);
@@ -230,8 +202,8 @@ fn empty_command_and_empty_hook_line_run_nothing() {
 
 #[test]
 fn double_colon_gives_the_shell_its_no_op() {
-    let dir = tempdir("dcolon");
-    let conf = write_conf(&dir, "# x\ndeny 127.0.0.0 255.0.0.0 :: /bin/echo refused %u\n");
+    let dir = TempDir::shared("classic-dcolon");
+    let conf = dir.write("sockd.conf", "# x\ndeny 127.0.0.0 255.0.0.0 :: /bin/echo refused %u\n");
     assert_warned(&conf, 2, "\"/bin/echo refused %u\" never runs; write one ':' to run it");
     let out = explain(&conf, "u", "127.0.0.1", "2.2.2.2", "80");
     assert!(
@@ -242,9 +214,9 @@ fn double_colon_gives_the_shell_its_no_op() {
 
 #[test]
 fn fields_after_a_complete_rule_are_ignored() {
-    let dir = tempdir("extra");
-    let conf = write_conf(
-        &dir,
+    let dir = TempDir::shared("classic-extra");
+    let conf = dir.write(
+        "sockd.conf",
         "# x\ndeny 10.0.0.0 255.0.0.0 eq 23 telnet only\npermit 10.0.0.0 255.0.0.0 192.0.2.7\n",
     );
     let w = warnings_of(&conf);
@@ -266,9 +238,9 @@ fn fields_after_a_complete_rule_are_ignored() {
 
 #[test]
 fn nine_field_rule_keeps_its_port_test() {
-    let dir = tempdir("nine");
-    let conf = write_conf(
-        &dir,
+    let dir = TempDir::shared("classic-nine");
+    let conf = dir.write(
+        "sockd.conf",
         "# x\npermit ?=n *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq 80\n",
     );
     assert_warned(
@@ -282,9 +254,9 @@ fn nine_field_rule_keeps_its_port_test() {
 
 #[test]
 fn eight_field_rule_with_a_service_and_a_comment_is_applied() {
-    let dir = tempdir("eighth");
-    let conf = write_conf(
-        &dir,
+    let dir = TempDir::shared("classic-eighth");
+    let conf = dir.write(
+        "sockd.conf",
         "# x\ndeny *=alice 10.0.0.0 255.0.0.0 0.0.0.0 0.0.0.0 eq telnet # no telnet\npermit 10.0.0.0 255.0.0.0\n",
     );
     assert_warned(
@@ -298,12 +270,12 @@ fn eight_field_rule_with_a_service_and_a_comment_is_applied() {
 
 #[test]
 fn line_sockd_read_in_pieces_is_read_whole() {
-    let dir = tempdir("long");
+    let dir = TempDir::shared("classic-long");
     // 1023 bytes: sockd read "... eq 102" and then "3" as a line.
     let head = "deny 10.0.0.0 255.0.0.0 eq";
     let rule = format!("{head}{}1023", " ".repeat(1023 - head.len() - 4));
     assert_eq!(rule.len(), 1023);
-    let conf = write_conf(&dir, &format!("# x\n{rule}\npermit 0.0.0.0 0.0.0.0\n"));
+    let conf = dir.write("sockd.conf", &format!("# x\n{rule}\npermit 0.0.0.0 0.0.0.0\n"));
     assert_warned(
         &conf,
         2,
@@ -315,10 +287,10 @@ fn line_sockd_read_in_pieces_is_read_whole() {
 
 #[test]
 fn user_list_files_written_with_commas_deny_as_before() {
-    let dir = tempdir("commas");
+    let dir = TempDir::shared("classic-commas");
     std::fs::write(format!("{dir}/banned"), "mallory,trudy\teve, oscar\n").unwrap();
-    let conf = write_conf(
-        &dir,
+    let conf = dir.write(
+        "sockd.conf",
         &format!("deny *={dir}/banned 0.0.0.0 0.0.0.0\npermit 127.0.0.0 255.0.0.0\n"),
     );
     assert!(warnings_of(&conf).is_empty());
@@ -332,12 +304,9 @@ fn user_list_files_written_with_commas_deny_as_before() {
 
 fn connect_as(conf: &str, user: &str) -> (u8, String) {
     let dst = echo_dest();
-    let mut s = spawn_stdin(&["--ident", "off", "--log-stderr", "-f", conf]);
-    s.client.write_all(&connect_req(dst.addr, user.as_bytes())).unwrap();
-    let code = read_reply(&mut s.client)[1];
-    let _ = s.client.shutdown(std::net::Shutdown::Write);
-    let (_, log) = finish(&mut s, EXIT);
-    (code, log)
+    let args = ["--ident", "off", "--log-stderr", "-f", conf];
+    let e = one_request(&args, &connect_req(dst.addr, user.as_bytes()), |_| {});
+    (e.code(), e.log)
 }
 
 // The differential test.
@@ -729,7 +698,7 @@ fn decisions_agree_with_a_model_of_sockds_rule_loop() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(13);
     const REQUESTS_PER_FILE: usize = 5;
-    let dir = tempdir("diff");
+    let dir = TempDir::shared("classic-diff");
     let users_file = format!("{dir}/users");
     std::fs::write(&users_file, USERS_TEXT).unwrap();
     let services_text = "telnet 23/tcp\nhttp 80/tcp www\n";

@@ -6,12 +6,9 @@
 //! user-id the client sent) and `host=` (the name it asked for, SOCKS4a,
 //! or `-` when it resolved the name itself).
 
-mod common;
-mod support;
-
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -19,8 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::*;
+use crate::common::*;
 
 /// How long one client run may take (a browser's start included).
 const CLIENT_LIMIT: Duration = Duration::from_secs(60);
@@ -208,20 +204,10 @@ fn curl_gets_93_from_an_identd_host_until_it_sends_the_login_name() {
     if !require("curl") || !require("oidentd") {
         return;
     }
-    let Some((probe, client_ip)) = identd_listener() else {
+    let Some(client_ip) = identd_address() else {
         return;
     };
-    drop(probe);
-    let oidentd = Command::new("oidentd")
-        .args(["-i", "-a", &client_ip.to_string(), "-p", "113"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start oidentd");
-    let _oidentd = Guard(oidentd);
-    wait_listening(SocketAddr::new(client_ip.into(), 113));
+    let _oidentd = oidentd(client_ip);
 
     let web = http_server(BODY.to_vec());
     let url = format!("http://{}/", by_name(web));
@@ -262,14 +248,7 @@ fn curl_gets_93_from_an_identd_host_until_it_sends_the_login_name() {
 /// A destination that accepts connections and closes them at once: ssh
 /// gives up on it, after its ProxyCommand has made the request.
 fn closing_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            drop(s);
-        }
-    });
-    addr
+    serve_each("127.0.0.1", drop)
 }
 
 /// Runs ssh to `localhost` port `dst` with `proxy_command`; ssh fails (the
@@ -411,29 +390,15 @@ fn git_repo(dir: &Path) -> String {
 /// A static HTTP/1.0 file server on 127.0.0.1 for the files under `root`
 /// (the query string ignored), enough for git's dumb HTTP protocol.
 fn file_server(root: PathBuf) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let root = root.clone();
-            thread::spawn(move || serve_file(&mut s, &root));
-        }
-    });
-    addr
+    serve_each("127.0.0.1", move |mut s| {
+        let root = root.clone();
+        thread::spawn(move || serve_file(&mut s, &root));
+    })
 }
 
 fn serve_file(s: &mut TcpStream, root: &Path) {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut req = Vec::new();
-    let mut b = [0u8; 1024];
-    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => req.extend_from_slice(&b[..n]),
-        }
-    }
-    let head = String::from_utf8_lossy(&req);
+    let Some(head) = read_http_head(s) else { return };
     let path = head.split(' ').nth(1).unwrap_or("/");
     let path = path.split('?').next().unwrap().trim_start_matches('/');
     let file = (!path.split('/').any(|c| c == ".."))

@@ -2,51 +2,15 @@
 //! values can and cannot make a command do, what a command inherits, how
 //! long it may run and how many run, and the log line of one that fails.
 
-mod common;
-
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-
-const EXIT: Duration = Duration::from_secs(30);
-
-/// A fresh directory for one test's files, writable by the user commands
-/// run as (nobody, when the tests run as root).
-struct Dir(String);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let dir = std::env::temp_dir().join(format!("socks4d-commands-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
-        Dir(dir.display().to_string())
-    }
-
-    fn at(&self, name: &str) -> String {
-        format!("{}/{name}", self.0)
-    }
-
-    /// Writes the rules file; returns its path.
-    fn conf(&self, text: &str) -> String {
-        let path = self.at("socks4d.conf");
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::common::*;
 
 /// One CONNECT as `user` through a socks4d started inetd-style with
 /// `args`, after `setup` (environment, descriptors, namespaces); returns
@@ -56,19 +20,9 @@ fn one(args: &[&str], user: &[u8], setup: impl FnOnce(&mut std::process::Command
     let dst = echo_dest();
     let mut all = vec!["--ident", "off", "--log-stderr"];
     all.extend_from_slice(args);
-    let mut s = spawn_on_with(socket_pair(), &all, &[], setup);
-    s.client.write_all(&connect_req(dst.addr, user)).unwrap();
-    let code = read_reply(&mut s.client)[1];
-    let _ = s.client.shutdown(std::net::Shutdown::Write);
-    let (status, log) = finish(&mut s, EXIT);
-    assert_eq!(status.code(), Some(0), "{log}");
-    (code, log)
-}
-
-/// The lines of `log` for `event`.
-fn lines<'a>(log: &'a str, event: &str) -> Vec<&'a str> {
-    let tag = format!("]: {event} ");
-    log.lines().filter(|l| l.contains(&tag)).collect()
+    let e = one_request(&all, &connect_req(dst.addr, user), setup);
+    assert_eq!(e.status.code(), Some(0), "{}", e.log);
+    (e.code(), e.log)
 }
 
 /// What the substitution mapping makes of each spelling, as socks4d.conf(5)
@@ -99,12 +53,12 @@ const SPELLINGS: &[(&[u8], &str)] = &[
 /// /bin/echo prints it instead of its help, its version, or taking -n.
 #[test]
 fn a_user_id_is_never_an_option_of_echo() {
-    let dir = Dir::new("echo");
-    let out = dir.at("out");
-    let conf = dir.conf(&format!("deny 127.0.0.0/8 : /bin/echo %u >> {out}\n"));
+    let dir = TempDir::shared("commands-echo");
+    let out = dir.file("out");
+    let conf = dir.write("socks4d.conf", &format!("deny 127.0.0.0/8 : /bin/echo %u >> {out}\n"));
     for (user, want) in SPELLINGS {
         let _ = std::fs::remove_file(&out);
-        let (code, log) = one(&["-f", &conf, "--writable", &dir.0], user, |_| {});
+        let (code, log) = one(&["-f", &conf, "--writable", &dir.to_string()], user, |_| {});
         assert_eq!(code, 0x5B, "{log}");
         let got = std::fs::read_to_string(&out).unwrap_or_default();
         assert_eq!(
@@ -120,14 +74,14 @@ fn a_user_id_is_never_an_option_of_echo() {
 /// every user-id, and nothing anywhere else.
 #[test]
 fn a_user_id_is_never_a_path_for_mkdir() {
-    let dir = Dir::new("mkdir");
-    let seen = dir.at("a/seen");
+    let dir = TempDir::shared("commands-mkdir");
+    let seen = dir.file("a/seen");
     std::fs::create_dir_all(&seen).unwrap();
-    std::fs::set_permissions(dir.at("a"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::set_permissions(dir.file("a"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     std::fs::set_permissions(&seen, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
-    let conf = dir.conf(&format!("deny 127.0.0.0/8 : /bin/mkdir -p {seen}/%u\n"));
+    let conf = dir.write("socks4d.conf", &format!("deny 127.0.0.0/8 : /bin/mkdir -p {seen}/%u\n"));
     for (user, want) in SPELLINGS {
-        let (code, log) = one(&["-f", &conf, "--writable", &dir.0], user, |_| {});
+        let (code, log) = one(&["-f", &conf, "--writable", &dir.to_string()], user, |_| {});
         assert_eq!(code, 0x5B, "{log}");
         assert!(
             Path::new(&seen).join(want).is_dir(),
@@ -149,9 +103,9 @@ fn a_user_id_is_never_a_path_for_mkdir() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     top.sort();
-    assert_eq!(top, ["a", "socks4d.conf"], "what is in {}", dir.0);
+    assert_eq!(top, ["a", "socks4d.conf"], "what is in {dir}");
     assert_eq!(
-        std::fs::read_dir(dir.at("a")).unwrap().count(),
+        std::fs::read_dir(dir.file("a")).unwrap().count(),
         1,
         "more than seen/ in a/"
     );
@@ -164,9 +118,12 @@ fn a_user_id_is_never_an_option_of_logger() {
     if !require_root() || !require("logger") {
         return;
     }
-    let dir = Dir::new("logger");
+    let dir = TempDir::shared("commands-logger");
     let syslog = FakeSyslog::start();
-    let conf = dir.conf("deny 127.0.0.0/8 : /usr/bin/logger -t socks4d-cmd %u@%A\n");
+    let conf = dir.write(
+        "socks4d.conf",
+        "deny 127.0.0.0/8 : /usr/bin/logger -t socks4d-cmd %u@%A\n",
+    );
     let (code, log) = one(&["-f", &conf], b"-V", |cmd| private_dev(cmd, Some(&syslog.path)));
     assert_eq!(code, 0x5B, "{log}");
     let text = syslog.wait_for(IO_TIMEOUT, |t| t.contains("socks4d-cmd"));
@@ -186,16 +143,17 @@ fn an_ident_answer_cannot_redirect_a_hook() {
     if !require_root() || !require("logger") {
         return;
     }
-    let dir = Dir::new("badid");
+    let dir = TempDir::shared("commands-badid");
     let syslog = FakeSyslog::start();
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_nonblocking(true).unwrap();
     let claimed = format!("--port={}", udp.local_addr().unwrap().port());
-    let conf = dir.conf(
+    let conf = dir.write(
+        "socks4d.conf",
         "permit 127.0.0.0/8\n\
          #BAD_ID: /usr/bin/logger -p auth.warning -t socks4d-cmd %U on %A claimed %u\n",
     );
-    let Some(identd) = fake_identd("--server=127.0.0.1") else {
+    let Some(identd) = identd_naming("--server=127.0.0.1") else {
         return;
     };
     let dst = echo_dest();
@@ -234,18 +192,8 @@ fn an_ident_answer_cannot_redirect_a_hook() {
 /// An identd on port 113 of a loopback address of its own that answers
 /// every query with USERID `user`; returns that address, from which the
 /// client must connect. `None` without root (a skip, or a failure in CI).
-fn fake_identd(user: &'static str) -> Option<Ipv4Addr> {
-    let (l, ip) = identd_listener()?;
-    thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-            let mut q = String::new();
-            let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut q);
-            let mut s = s;
-            let _ = write!(s, "{} : USERID : UNIX : {user}\r\n", q.trim_end());
-        }
-    });
-    Some(ip)
+fn identd_naming(user: &str) -> Option<Ipv4Addr> {
+    fake_identd(Identd::Answer(format!("USERID : UNIX : {user}"))).map(|(ip, _)| ip)
 }
 
 /// A command sees PATH (and the PWD its shell sets) and nothing else of
@@ -253,15 +201,16 @@ fn fake_identd(user: &'static str) -> Option<Ipv4Addr> {
 /// started with secrets in its environment and an extra descriptor open.
 #[test]
 fn a_command_inherits_no_environment_and_no_descriptor() {
-    let dir = Dir::new("inherit");
-    let (env, fds) = (dir.at("env"), dir.at("fds"));
-    let conf = dir.conf(&format!(
-        "deny 127.0.0.0/8 : env > {env}; ls -l /proc/self/fd > {fds}\n"
-    ));
+    let dir = TempDir::shared("commands-inherit");
+    let (env, fds) = (dir.file("env"), dir.file("fds"));
+    let conf = dir.write(
+        "socks4d.conf",
+        &format!("deny 127.0.0.0/8 : env > {env}; ls -l /proc/self/fd > {fds}\n"),
+    );
     let secret = std::fs::File::open("/etc/hostname").unwrap();
     let raw = secret.as_raw_fd();
     let (code, log) = one(
-        &["-f", &conf, "--writable", &dir.0, "--readable", "/proc"],
+        &["-f", &conf, "--writable", &dir.to_string(), "--readable", "/proc"],
         b"x",
         |cmd| {
             cmd.env("SECRET_TOKEN", "hunter2")
@@ -311,9 +260,11 @@ fn a_command_inherits_no_environment_and_no_descriptor() {
 /// confinement; the log says so, with the shell's message.
 #[test]
 fn a_command_that_fails_is_logged_with_its_error() {
-    let dir = Dir::new("fails");
-    let conf = dir
-        .conf("deny *=bonnie,clyde 127.0.0.0/8 : /bin/echo rejected %u >>/tmp/x\npermit 127.0.0.0/8 : kill -SEGV $$\n");
+    let dir = TempDir::shared("commands-fails");
+    let conf = dir.write(
+        "socks4d.conf",
+        "deny *=bonnie,clyde 127.0.0.0/8 : /bin/echo rejected %u >>/tmp/x\npermit 127.0.0.0/8 : kill -SEGV $$\n",
+    );
     let (code, log) = one(&["-f", &conf], b"bonnie", |_| {});
     assert_eq!(code, 0x5B);
     let l = lines(&log, "command");
@@ -370,14 +321,15 @@ fn sleeping(arg: &str) -> Vec<u32> {
 /// socks4d until then.
 #[test]
 fn a_command_is_killed_at_its_time_limit() {
-    let dir = Dir::new("limit");
+    let dir = TempDir::shared("commands-limit");
     let (a, b) = (
         format!("31.{}", std::process::id()),
         format!("32.{}", std::process::id()),
     );
-    let conf = dir.conf(&format!(
-        "deny *=slow 127.0.0.0/8 : /bin/sleep {a}\ndeny 127.0.0.0/8 : /bin/sleep {b} & echo left\n"
-    ));
+    let conf = dir.write(
+        "socks4d.conf",
+        &format!("deny *=slow 127.0.0.0/8 : /bin/sleep {a}\ndeny 127.0.0.0/8 : /bin/sleep {b} & echo left\n"),
+    );
     for (user, arg, line_no) in [(&b"slow"[..], &a, 1), (b"bg", &b, 2)] {
         let t = Instant::now();
         let (code, log) = one(&["-f", &conf, "--command-timeout", "2"], user, |_| {});
@@ -404,9 +356,9 @@ fn a_command_is_killed_at_its_time_limit() {
 /// commands are killed, and the next client is served.
 #[test]
 fn commands_count_against_max_children() {
-    let dir = Dir::new("cap");
+    let dir = TempDir::shared("commands-cap");
     let arg = format!("20.{}", std::process::id());
-    let conf = dir.conf(&format!("deny 127.0.0.0/8 : /bin/sleep {arg}\n"));
+    let conf = dir.write("socks4d.conf", &format!("deny 127.0.0.0/8 : /bin/sleep {arg}\n"));
     let (mut guard, proxy) = spawn_listen(&[
         "--ident",
         "off",
@@ -418,16 +370,7 @@ fn commands_count_against_max_children() {
         "--command-timeout",
         "4",
     ]);
-    let log = Arc::new(Mutex::new(String::new()));
-    let stderr = guard.0.stderr.take().unwrap();
-    let sink = log.clone();
-    thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut s = sink.lock().unwrap();
-            s.push_str(&l);
-            s.push('\n');
-        }
-    });
+    let log = Log::of(&mut guard.0);
     // wait_listening's probe connection ends without a command.
     thread::sleep(Duration::from_millis(300));
     let dst: SocketAddr = "127.0.0.1:9".parse().unwrap();
@@ -453,7 +396,7 @@ fn commands_count_against_max_children() {
     thread::sleep(Duration::from_millis(500));
     let running = sleeping(&arg);
     assert_eq!(running.len(), 5, "command processes: {running:?}");
-    let text = wait_log(&log, |t| lines(t, "command").len() >= 5);
+    let text = log.wait_for(|t| lines(t, "command").len() >= 5);
     assert_eq!(
         lines(&text, "refused")
             .iter()
@@ -485,19 +428,6 @@ fn commands_count_against_max_children() {
     }
 }
 
-/// Waits until `pred` holds for the log so far; returns it.
-fn wait_log(log: &Mutex<String>, pred: impl Fn(&str) -> bool) -> String {
-    let start = Instant::now();
-    loop {
-        let text = log.lock().unwrap().clone();
-        if pred(&text) {
-            return text;
-        }
-        assert!(start.elapsed() < IO_TIMEOUT, "log never got there:\n{text}");
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// When no process can be made for a command (here `RLIMIT_NPROC`), the
 /// log says that it did not start, and why.
 #[test]
@@ -505,8 +435,8 @@ fn a_command_that_cannot_start_is_logged() {
     if !require_root() {
         return;
     }
-    let dir = Dir::new("nproc");
-    let conf = dir.conf("deny 127.0.0.0/8 : /bin/true\n");
+    let dir = TempDir::shared("commands-nproc");
+    let conf = dir.write("socks4d.conf", "deny 127.0.0.0/8 : /bin/true\n");
     let (code, log) = one(&["-f", &conf], b"x", |cmd| {
         rlimit(cmd, nix::sys::resource::Resource::RLIMIT_NPROC, 0)
     });
@@ -526,17 +456,20 @@ fn a_command_that_cannot_start_is_logged() {
 /// writes a `command` line.
 #[test]
 fn the_man_page_commands_work_under_the_default_confinement() {
-    let dir = Dir::new("manpage");
-    let (log_dir, spool) = (dir.at("log"), dir.at("spool"));
+    let dir = TempDir::shared("commands-manpage");
+    let (log_dir, spool) = (dir.file("log"), dir.file("spool"));
     for d in [&log_dir, &spool] {
         std::fs::create_dir(d).unwrap();
         std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     }
-    let conf = dir.conf(&format!(
-        "deny *=bonnie,clyde 0.0.0.0/0 : echo rejected user=%u from=%a >> {log_dir}/rejected\n\
+    let conf = dir.write(
+        "socks4d.conf",
+        &format!(
+            "deny *=bonnie,clyde 0.0.0.0/0 : echo rejected user=%u from=%a >> {log_dir}/rejected\n\
          permit 127.0.0.0/8\n\
          #BAD_ID: echo \"%U on %A claimed %u\" > {spool}/%p\n"
-    ));
+        ),
+    );
     let writable = ["--writable", log_dir.as_str(), "--writable", spool.as_str()];
     let mut args = vec!["-f", conf.as_str()];
     args.extend_from_slice(&writable);
@@ -548,7 +481,7 @@ fn the_man_page_commands_work_under_the_default_confinement() {
     );
     assert!(lines(&log, "command").is_empty(), "{log}");
 
-    let Some(identd) = fake_identd("mallory") else { return };
+    let Some(identd) = identd_naming("mallory") else { return };
     let dst = echo_dest();
     let mut all = vec!["--ident", "required", "--log-stderr"];
     all.extend_from_slice(&args);
@@ -569,7 +502,10 @@ fn the_man_page_commands_work_under_the_default_confinement() {
         return;
     }
     let syslog = FakeSyslog::start();
-    let conf = dir.conf("permit 127.0.0.0/8 : logger -t socks4d -- %u@%A to %Z:%S\n");
+    let conf = dir.write(
+        "socks4d.conf",
+        "permit 127.0.0.0/8 : logger -t socks4d -- %u@%A to %Z:%S\n",
+    );
     let (code, log) = one(&["-f", &conf], b"alice", |cmd| private_dev(cmd, Some(&syslog.path)));
     assert_eq!(code, 0x5A);
     let text = syslog.wait_for(IO_TIMEOUT, |t| t.contains("socks4d:"));

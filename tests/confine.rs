@@ -11,9 +11,6 @@
 //! around socks4d, and check the gap's log line and the rest of the
 //! confinement.
 
-mod common;
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
@@ -27,12 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nix::libc;
 use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
-use support::{probe, TempDir};
-
-const EXIT: Duration = Duration::from_secs(30);
 
 /// The files of the `/home` and `/root` checks; the probe has the same
 /// paths.
@@ -263,7 +257,9 @@ impl Have {
     fn kernel() -> Have {
         let abi = landlock_abi();
         if abi < 6 {
-            eprintln!("SKIPPED: Landlock ABI {abi} (< 6) here: signal and abstract-socket scoping not checked");
+            unchecked(format_args!(
+                "Landlock ABI {abi} (< 6) here: signal and abstract-socket scoping"
+            ));
         }
         Have {
             landlock: abi >= 1,
@@ -320,17 +316,17 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let root = nix::unistd::getuid().is_root();
+        let root = require_that(
+            nix::unistd::getuid().is_root(),
+            "not root: the /home and /root read checks (they need files only root can make) \
+             and the drop to nobody are left out",
+        );
         let (uid, gid) = if root {
             let nobody = nix::unistd::User::from_name("nobody")
                 .unwrap()
                 .expect("user nobody, which socks4d drops to");
             (nobody.uid.as_raw(), nobody.gid.as_raw())
         } else {
-            eprintln!(
-                "SKIPPED: not root: the /home and /root read checks (they need files only root can \
-                 make) and the drop to nobody"
-            );
             (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
         };
         Env {
@@ -454,7 +450,7 @@ impl Env {
             e.push(("abstract_outside", "denied EPERM".into()));
         }
         if have.seccomp {
-            for &k in support::SECCOMP_DENIED {
+            for &k in crate::common::SECCOMP_DENIED {
                 e.push((k, "denied EPERM".into()));
             }
             e.push(("clone3", "denied ENOSYS".into()));

@@ -1,9 +1,6 @@
 //! CONNECT end to end through the real binary: stdin, fd 3 and --listen
 //! intake, relay integrity, half-close, refusals and audit lines.
 
-mod common;
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::OwnedFd;
@@ -12,8 +9,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::http_server;
+use crate::common::*;
 
 const EXIT: Duration = Duration::from_secs(20);
 

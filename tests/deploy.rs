@@ -3,9 +3,6 @@
 //! install.sh into a staging directory, and the inetd and xinetd examples
 //! under a real openbsd-inetd and a real xinetd serving curl downloads.
 
-mod common;
-mod support;
-
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -14,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::*;
-use support::*;
+use crate::common::*;
 
 /// Options given to socks4d after the ones each test needs.
 const SOCKS4D_ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
@@ -488,21 +484,6 @@ fn openbsd_inetd_serves_the_example_line() {
         std::net::TcpStream::connect(proxy).is_err(),
         "{proxy} still accepts after inetd stopped"
     );
-}
-
-/// A destination that keeps every connection open until the list is
-/// cleared.
-fn holder() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let h = held.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            h.lock().unwrap().push(s);
-        }
-    });
-    (addr, held)
 }
 
 /// examples/xinetd.d/socks4d, adapted: an unlisted service on

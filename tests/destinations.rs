@@ -5,22 +5,16 @@
 //! `--listen`), against destinations that count the connections they
 //! get: a denied destination must get none.
 
-mod common;
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::{top, TempDir};
-
-const EXIT: Duration = Duration::from_secs(30);
+use crate::common::*;
 
 /// The rules file of the finding: keep the proxy off its own host, then
 /// permit loopback clients.
@@ -74,7 +68,7 @@ enum Start {
 const STARTS: [Start; 3] = [Start::Inetd, Start::SocketUnit, Start::Listen];
 
 /// A `--listen` process, its IPv4 and IPv6 addresses and its log.
-type Listening = (Guard, (SocketAddr, SocketAddr), Arc<Mutex<String>>);
+type Listening = (Guard, (SocketAddr, SocketAddr), Log);
 
 /// A socks4d started one way, whose log lines can be read per client.
 struct Proxy {
@@ -93,7 +87,7 @@ impl Proxy {
             let (mut guard, addr) = spawn_listen(&refs);
             wait_listening(v6.parse().unwrap());
             let addr = (addr, v6.parse::<SocketAddr>().unwrap());
-            let log = collect(&mut guard);
+            let log = Log::of(&mut guard.0);
             (guard, addr, log)
         });
         Proxy { start, args, listen }
@@ -110,20 +104,14 @@ impl Proxy {
                 let _ = c.write_all(req);
                 let code = reply_code(&mut c);
                 drop(c);
-                let start = Instant::now();
-                loop {
-                    let text = log.lock().unwrap().clone();
-                    let mine: String = text
-                        .lines()
+                let mine = |text: &str| -> String {
+                    text.lines()
                         .filter(|l| l.contains(&tag))
                         .map(|l| format!("{l}\n"))
-                        .collect();
-                    if mine.contains("]: end ") {
-                        return (code, mine);
-                    }
-                    assert!(start.elapsed() < EXIT, "no end line for {tag} in:\n{text}");
-                    thread::sleep(Duration::from_millis(10));
-                }
+                        .collect()
+                };
+                let text = log.wait_for(|t| mine(t).contains("]: end "));
+                (code, mine(&text))
             }
             None => {
                 let refs: Vec<&str> = self.args.iter().map(String::as_str).collect();

@@ -4,56 +4,32 @@
 //! truncated, rewritten or replaced while socks4d runs never kills a
 //! handler nor decides a request from bytes that were not checked.
 
-mod common;
-
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use socks4d::rules;
 
-const EXIT: Duration = Duration::from_secs(30);
-const ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
-
-fn tempdir(tag: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("socks4d-frozen-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.display().to_string()
-}
-
-fn socks4d(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).stdin(Stdio::null()).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 fn compile(conf: &str) -> (i32, String, String) {
-    socks4d(&["--check-config", "--compile", "-f", conf])
+    run_socks4d(&["--check-config", "--compile", "-f", conf])
 }
 
 /// One CONNECT under `conf` (socks4d started inetd style): the reply
 /// code and the log. The handler must exit normally.
 fn connect(conf: &str) -> (u8, String) {
     let dst = echo_dest();
-    let mut args: Vec<&str> = ARGS.to_vec();
-    args.extend_from_slice(&["-f", conf]);
-    let mut s = spawn_stdin(&args);
-    s.client.write_all(&connect_req(dst.addr, b"u")).unwrap();
-    let mut reply = [0u8; 8];
-    let got = s.client.read_exact(&mut reply);
-    let _ = s.client.shutdown(std::net::Shutdown::Write);
-    let (status, log) = finish(&mut s, EXIT);
-    assert!(got.is_ok() && status.code() == Some(0), "{status:?}:\n{log}");
-    (reply[1], log)
+    let args = ["--ident", "off", "--log-stderr", "-f", conf];
+    let e = one_request(&args, &connect_req(dst.addr, b"u"), |_| {});
+    assert!(
+        e.reply.is_some() && e.status.code() == Some(0),
+        "{:?}:\n{}",
+        e.status,
+        e.log
+    );
+    (e.code(), e.log)
 }
 
 /// Whether the connection that wrote `log` decided from the frozen file:
@@ -64,7 +40,7 @@ fn used_frozen(conf: &str, log: &str) -> bool {
 
 #[test]
 fn a_compiled_file_serves_until_the_text_changes() {
-    let dir = tempdir("serve");
+    let dir = TempDir::new("frozen-serve");
     let conf = format!("{dir}/socks4d.conf");
     std::fs::write(&conf, "deny 10.0.0.0/8\npermit 127.0.0.0/8\n").unwrap();
     let (code, out, err) = compile(&conf);
@@ -72,7 +48,7 @@ fn a_compiled_file_serves_until_the_text_changes() {
     assert!(out.contains(&format!("{conf}.frozen: written, 2 rules")), "{out}");
     let meta = std::fs::metadata(format!("{conf}.frozen")).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o644);
-    let (_, out, _) = socks4d(&["--check-config", "-f", &conf]);
+    let (_, out, _) = run_socks4d(&["--check-config", "-f", &conf]);
     assert!(out.contains(&format!("{conf}.frozen: current, 2 rules")), "{out}");
 
     let (code, log) = connect(&conf);
@@ -92,19 +68,18 @@ fn a_compiled_file_serves_until_the_text_changes() {
         )),
         "{log}"
     );
-    let (_, out, _) = socks4d(&["--check-config", "-f", &conf]);
+    let (_, out, _) = run_socks4d(&["--check-config", "-f", &conf]);
     assert!(out.contains("not used: the rules file has changed"), "{out}");
 
     // Compiled again: served from it, with the new rules.
     assert_eq!(compile(&conf).0, 0);
     let (code, log) = connect(&conf);
     assert_eq!((code, used_frozen(&conf, &log)), (0x5B, true), "{log}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_frozen_file_others_may_write_means_no_service() {
-    let dir = tempdir("trust");
+    let dir = TempDir::new("frozen-trust");
     let conf = format!("{dir}/socks4d.conf");
     std::fs::write(&conf, "permit 127.0.0.0/8\n").unwrap();
     assert_eq!(compile(&conf).0, 0);
@@ -118,11 +93,12 @@ fn a_frozen_file_others_may_write_means_no_service() {
         log.contains(&format!("config error: {why}; no service until it is fixed")),
         "{log}"
     );
-    let (code, _, err) = socks4d(&["--check-config", "-f", &conf]);
+    let (code, _, err) = run_socks4d(&["--check-config", "-f", &conf]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains(&why), "{err}");
 
-    if nix::unistd::geteuid().is_root() {
+    let owner_check = "not root: the check of a frozen file owned by the service user";
+    if require_that(is_root(), owner_check) {
         // Owned by the user socks4d serves as.
         std::fs::set_permissions(&frozen, std::fs::Permissions::from_mode(0o644)).unwrap();
         let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
@@ -137,12 +113,11 @@ fn a_frozen_file_others_may_write_means_no_service() {
             "{log}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn files_with_errors_or_host_names_are_not_compiled() {
-    let dir = tempdir("refuse");
+    let dir = TempDir::new("frozen-refuse");
     let conf = format!("{dir}/socks4d.conf");
     std::fs::write(&conf, "permit 127.0.0.0/8\nallow everyone\n").unwrap();
     let (code, _, err) = compile(&conf);
@@ -154,12 +129,11 @@ fn files_with_errors_or_host_names_are_not_compiled() {
     assert_eq!(code, 1);
     assert!(err.contains(&format!("{conf}:1: a host name")), "{err}");
     assert!(!std::path::Path::new(&format!("{conf}.frozen")).exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_changed_user_list_makes_the_frozen_file_stale() {
-    let dir = tempdir("users");
+    let dir = TempDir::new("frozen-users");
     let conf = format!("{dir}/socks4d.conf");
     let users = format!("{dir}/users");
     std::fs::write(&users, "u\n").unwrap();
@@ -174,7 +148,6 @@ fn a_changed_user_list_makes_the_frozen_file_stale() {
         log.contains(&format!("{users} has changed since it was compiled")),
         "{log}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Writes a frozen file for `conf` that records `conf`'s identity as it is
@@ -197,7 +170,7 @@ fn forge(conf: &str, text: &str) {
 
 #[test]
 fn connections_decide_from_the_frozen_file() {
-    let dir = tempdir("forged");
+    let dir = TempDir::new("frozen-forged");
     let conf = format!("{dir}/socks4d.conf");
     std::fs::write(&conf, "permit 127.0.0.0/8\n").unwrap();
     forge(&conf, "deny 127.0.0.0/8\n");
@@ -205,7 +178,6 @@ fn connections_decide_from_the_frozen_file() {
     assert_eq!(code, 0x5B, "{log}");
     assert!(line(&log, "decision").contains(&format!("rule={conf}:1 ")), "{log}");
     assert!(used_frozen(&conf, &log), "{log}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// One CONNECT to `l`: the reply code, or `None` when the connection
@@ -236,7 +208,7 @@ fn rewrite(path: &str, bytes: &[u8]) {
 
 #[test]
 fn a_frozen_file_changed_under_a_running_listen_never_kills_a_handler() {
-    let dir = tempdir("listen");
+    let dir = TempDir::new("frozen-listen");
     let conf = format!("{dir}/socks4d.conf");
     let frozen = format!("{conf}.frozen");
     std::fs::write(&conf, "deny 10.0.0.0/8\npermit 127.0.0.0/8\n").unwrap();
@@ -283,7 +255,6 @@ fn a_frozen_file_changed_under_a_running_listen_never_kills_a_handler() {
         rewrite(&frozen, &good);
     }
     drop(l);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -291,7 +262,7 @@ fn a_frozen_file_rewritten_while_connections_read_it() {
     // inetd style, each connection reads the frozen file afresh while
     // another process rewrites it in place: each gets the right answer,
     // from the frozen file or from the text.
-    let dir = tempdir("race");
+    let dir = TempDir::new("frozen-race");
     let conf = format!("{dir}/socks4d.conf");
     let frozen = format!("{conf}.frozen");
     let mut text = String::new();
@@ -329,13 +300,12 @@ fn a_frozen_file_rewritten_while_connections_read_it() {
     let rounds = writer.join().unwrap();
     assert!(rounds > 0);
     eprintln!("{from_frozen} of 40 connections decided from the frozen file; {rounds} rewrites");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_frozen_file_of_megabytes_decides_as_its_text() {
     // Past 2 MiB the copy is made in huge pages; the decision is the same.
-    let dir = tempdir("large");
+    let dir = TempDir::new("frozen-large");
     let conf = format!("{dir}/socks4d.conf");
     let mut text = String::new();
     for i in 0..14_000 {
@@ -355,5 +325,4 @@ fn a_frozen_file_of_megabytes_decides_as_its_text() {
     assert_eq!(code, 0x5A, "{log}");
     assert!(used_frozen(&conf, &log), "{log}");
     assert!(line(&log, "decision").contains(&format!("rule={conf}:14001 ")), "{log}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,9 +5,6 @@
 //! permit one and deny the other by the address HAProxy saw; the audit
 //! lines name the real clients and, with `via=`, the balancer.
 
-mod common;
-mod support;
-
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -15,8 +12,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::{http_server, require_program, run_with_input, TempDir};
+use crate::common::*;
 
 /// The balancer's source address toward the socks4d hosts.
 const BALANCER: &str = "127.0.0.9";
@@ -242,8 +238,8 @@ fn two_socks4d_behind_haproxy_see_the_real_clients() {
 /// another host fails against it.
 #[test]
 fn ident_through_haproxy_with_the_real_oidentd() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root, to run oidentd on port 113 (CI runs as root)");
+    // Root, to run oidentd on port 113.
+    if !require_root() {
         return;
     }
     let Some(program) = require_program("haproxy", &["haproxy"]) else {
@@ -252,22 +248,14 @@ fn ident_through_haproxy_with_the_real_oidentd() {
     if !require("curl") || !require("oidentd") {
         return;
     }
-    let identd_addr = format!("{PERMITTED}:113");
-    if TcpStream::connect(&identd_addr).is_ok() {
-        eprintln!("SKIPPED: something already listens on {identd_addr}");
+    let identd_addr = format!("{PERMITTED}:{IDENT_PORT}");
+    let taken = TcpStream::connect(&identd_addr).is_ok();
+    if !require_that(!taken, format!("something else listens on {identd_addr}")) {
         return;
     }
     let user = "socks4dtest";
     let u = system_user(user);
-    let oidentd = Command::new("oidentd")
-        .args(["-i", "-a", PERMITTED, "-p", "113"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start oidentd");
-    let _oidentd = Guard(oidentd);
-    wait_listening(identd_addr.parse().unwrap());
+    let _oidentd = oidentd(PERMITTED.parse().unwrap());
 
     let dir = TempDir::new("haproxy-ident");
     let rules = dir.path().join("socks4d.conf");

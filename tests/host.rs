@@ -4,16 +4,13 @@
 //! server that never answers. Each case checks the reply, the log lines,
 //! and that the process ends within its bound.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
-const EXIT: Duration = Duration::from_secs(30);
 /// The log timeout the logger cases use.
 const LOG_TIMEOUT: Duration = Duration::from_secs(2);
 /// Slack on top of a bound: two vCPUs shared with other work.
@@ -221,30 +218,6 @@ fn listen_mode_with_a_stuck_logger_leaves_no_handler_behind() {
     assert_eq!(read_reply(&mut c)[1], 0x5A);
 }
 
-/// Waits until `pid` has no live child, at most [`IO_TIMEOUT`].
-fn wait_no_children(pid: u32) {
-    let start = Instant::now();
-    while !live_children(pid).is_empty() {
-        assert!(start.elapsed() < IO_TIMEOUT, "children of {pid} still alive");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Closes every descriptor above 2 in the child before exec, as a
-/// super-server does: descriptors this multi-threaded test process holds
-/// without close-on-exec (cargo's jobserver, say) would otherwise count
-/// against a limit the test sets.
-fn close_inherited(cmd: &mut std::process::Command) {
-    // SAFETY: close_range(2) is async-signal-safe; it runs after the
-    // standard streams are in place.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, || {
-            nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-}
-
 /// The lowest descriptor number `pid` has free: the next one it would
 /// get, and so the smallest RLIMIT_NOFILE that leaves it none.
 fn lowest_free_fd(pid: u32) -> u64 {
@@ -254,42 +227,6 @@ fn lowest_free_fd(pid: u32) -> u64 {
         .filter_map(|e| e.file_name().to_string_lossy().parse::<u64>().ok())
         .collect();
     (0..).find(|n| !open.contains(n)).unwrap()
-}
-
-/// User and system CPU of `pid` so far, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-/// Reads the --listen parent's stderr on a thread; the text so far.
-fn collect_stderr(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<String>> {
-    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let mut err = child.stderr.take().unwrap();
-    let t = text.clone();
-    thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            t.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    text
-}
-
-fn wait_text(text: &std::sync::Mutex<String>, want: &str) -> String {
-    let start = Instant::now();
-    loop {
-        let t = text.lock().unwrap().clone();
-        if t.contains(want) {
-            return t;
-        }
-        assert!(start.elapsed() < IO_TIMEOUT, "no {want:?} in:\n{t}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// How a log line ends an EMFILE error from std, in either build: the
@@ -351,7 +288,7 @@ fn a_handler_short_of_descriptors_copies_or_refuses() {
     assert!(names_emfile(&log), "{log}");
     // As root the privilege drop cannot read the password file: a set-up
     // error. Otherwise the rules file cannot be read: no service.
-    if nix::unistd::geteuid().is_root() {
+    if is_root() {
         assert_eq!(status.code(), Some(1), "{log}");
     } else {
         assert!(line(&log, "decision").contains("reason=config-error"), "{log}");
@@ -367,11 +304,11 @@ fn listen_at_its_descriptor_limit_refuses_with_5b_and_does_not_spin() {
     let limit = {
         let (mut probe, _) = spawn_listen_with(&["--ident", "off", "--log-stderr"], close_inherited);
         let pid = probe.0.id();
-        let log = collect_stderr(&mut probe.0);
-        wait_text(&log, "listening");
+        let log = Log::of(&mut probe.0);
+        log.wait_contains("listening");
         // Once the connection spawn_listen made to see it listen is gone.
-        wait_text(&log, "]: end ");
-        wait_no_children(pid);
+        log.wait_contains("]: end ");
+        wait_no_children(pid, IO_TIMEOUT);
         thread::sleep(Duration::from_millis(100));
         lowest_free_fd(pid)
     };
@@ -380,8 +317,8 @@ fn listen_at_its_descriptor_limit_refuses_with_5b_and_does_not_spin() {
         rlimit(c, nix::sys::resource::Resource::RLIMIT_NOFILE, limit)
     });
     let pid = guard.0.id();
-    let log = collect_stderr(&mut guard.0);
-    wait_text(&log, "listening");
+    let log = Log::of(&mut guard.0);
+    log.wait_contains("listening");
     let echo = echo_server();
     let cpu_before = cpu_ticks(pid);
     for i in 0..5 {
@@ -390,7 +327,7 @@ fn listen_at_its_descriptor_limit_refuses_with_5b_and_does_not_spin() {
         assert_eq!(read_reply(&mut c)[1], 0x5B, "connection {i}");
         assert!(closed(&mut c));
     }
-    let text = wait_text(&log, "reason=fd-limit");
+    let text = log.wait_contains("reason=fd-limit");
     assert!(
         text.contains(&format!("{EMFILE_TEXT}; RLIMIT_NOFILE is {limit}")),
         "{text}"
@@ -419,11 +356,11 @@ fn listen_when_fork_fails_refuses_logs_and_keeps_serving() {
         rlimit(c, nix::sys::resource::Resource::RLIMIT_NPROC, 2)
     });
     let pid = guard.0.id();
-    let log = collect_stderr(&mut guard.0);
+    let log = Log::of(&mut guard.0);
     // The connection spawn_listen made to see it listen has been served
     // and its handler is gone.
-    wait_text(&log, "]: end ");
-    wait_no_children(pid);
+    log.wait_contains("]: end ");
+    wait_no_children(pid, IO_TIMEOUT);
     let echo = echo_server();
     // One relay holds the one child allowed.
     let mut held = connect_to(proxy);
@@ -436,13 +373,13 @@ fn listen_when_fork_fails_refuses_logs_and_keeps_serving() {
         assert_eq!(read_reply(&mut c)[1], 0x5B, "connection {i}");
         assert!(closed(&mut c));
     }
-    let text = wait_text(&log, "reason=fork-failed");
+    let text = log.wait_contains("reason=fork-failed");
     assert!(text.contains("detail=\"EAGAIN"), "{text}");
     assert!(cpu_ticks(pid) - cpu_before < 50);
     // The child ends; the next connection is served.
     held.shutdown(Shutdown::Write).unwrap();
     read_all(&mut held);
-    wait_no_children(pid);
+    wait_no_children(pid, IO_TIMEOUT);
     let mut c = connect_to(proxy);
     c.write_all(&connect_req(echo, b"")).unwrap();
     assert_eq!(read_reply(&mut c)[1], 0x5A);
@@ -454,10 +391,10 @@ fn a_relay_whose_process_is_killed_resets_both_peers_and_the_parent_says_so() {
     // What the OOM killer does to a handler over its cgroup's memory.max.
     let (mut guard, proxy) = spawn_listen(&["--ident", "off", "--log-stderr"]);
     let pid = guard.0.id();
-    let log = collect_stderr(&mut guard.0);
+    let log = Log::of(&mut guard.0);
     // The connection spawn_listen made to see it listen is served and gone.
-    wait_text(&log, "]: end ");
-    wait_no_children(pid);
+    log.wait_contains("]: end ");
+    wait_no_children(pid, IO_TIMEOUT);
     let (tx, rx) = std::sync::mpsc::channel();
     let dst = dest(move |mut s| {
         // Send part of a download, then read until the proxy goes away.
@@ -480,24 +417,8 @@ fn a_relay_whose_process_is_killed_resets_both_peers_and_the_parent_says_so() {
     assert!(r.is_err(), "the client got a clean end of stream from a killed relay");
     let at_dest = rx.recv_timeout(IO_TIMEOUT).unwrap();
     assert!(at_dest.is_err(), "the destination got a clean end of stream");
-    let text = wait_text(&log, "]: killed ");
+    let text = log.wait_contains("]: killed ");
     assert!(text.contains(&format!("pid={} signal=SIGKILL", children[0])), "{text}");
-}
-
-/// Makes the command run as `user` (set in pre_exec, before exec).
-fn run_as(cmd: &mut std::process::Command, user: &str) -> nix::unistd::User {
-    let u = nix::unistd::User::from_name(user).unwrap().expect("user");
-    let (uid, gid) = (u.uid, u.gid);
-    // SAFETY: setgroups, setgid and setuid are async-signal-safe.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
-            nix::unistd::setgroups(&[gid])?;
-            nix::unistd::setgid(gid)?;
-            nix::unistd::setuid(uid)?;
-            Ok(())
-        });
-    }
-    u
 }
 
 /// Relays `len` bytes each way through a granted connection and checks
@@ -524,8 +445,7 @@ fn over_the_pipe_quota_relays_copy_byte_for_byte_and_say_so() {
         .trim()
         .parse()
         .unwrap();
-    if soft == 0 {
-        eprintln!("SKIPPED: fs.pipe-user-pages-soft is 0 (no quota to exhaust)");
+    if !require_that(soft != 0, "fs.pipe-user-pages-soft is 0 (no quota to exhaust)") {
         return;
     }
     // The user's pipes, all but the 2 x 64 pages of one relay, held by a
@@ -593,18 +513,10 @@ fn a_stalled_name_server_gets_5b_within_the_connect_timeout_and_the_handler_exit
     // name server on 127.0.0.1:53 that takes queries and never answers;
     // socks4d also gets a mount namespace whose /etc/resolv.conf names it
     // and lets the resolver wait 30 s.
-    let dir = std::env::temp_dir().join(format!("socks4d-resolv-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("resolv.conf");
+    let dir = TempDir::new("resolv");
+    let conf = dir.path().join("resolv.conf");
     std::fs::write(&conf, "nameserver 127.0.0.1\noptions timeout:30 attempts:1\n").unwrap();
-    let result = thread::spawn(move || {
-        // SAFETY: unshare(2) of this thread's network namespace only.
-        assert_eq!(unsafe { nix::libc::unshare(nix::libc::CLONE_NEWNET) }, 0, "unshare");
-        let up = std::process::Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .unwrap();
-        assert!(up.success());
+    let result = in_own_network(move || {
         let _black_hole = std::net::UdpSocket::bind("127.0.0.1:53").unwrap();
         let mut s = spawn_on_with(
             socket_pair(),
@@ -619,10 +531,7 @@ fn a_stalled_name_server_gets_5b_within_the_connect_timeout_and_the_handler_exit
         let status = wait_exit(&mut s.child, Duration::from_secs(2) + SLACK);
         let exited = t.elapsed();
         (reply, answered, exited, status, stderr_of(&mut s.child))
-    })
-    .join()
-    .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    });
     let (reply, answered, exited, status, log) = result;
     assert_eq!(reply[1], 0x5B, "{log}");
     assert!(

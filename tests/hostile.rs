@@ -2,8 +2,6 @@
 //! reply code, a closed socket, a log line) and checks that the process
 //! exits; every wait has a deadline.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
@@ -11,9 +9,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
-const EXIT: Duration = Duration::from_secs(30);
 const ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
 
 fn args(extra: &[&'static str]) -> Vec<&'static str> {
@@ -242,7 +239,9 @@ fn blackholed_destination_ends_at_the_connect_timeout() {
     let fd = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Stream,
-        nix::sys::socket::SockFlag::empty(),
+        // Not inherited by what other tests start meanwhile: it would
+        // outlive this test there.
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         None,
     )
     .unwrap();
@@ -277,7 +276,7 @@ fn socket2_nonblocking_connect(to: SocketAddr) -> std::os::fd::OwnedFd {
     let fd = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Stream,
-        nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+        nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         None,
     )
     .unwrap();
@@ -286,14 +285,6 @@ fn socket2_nonblocking_connect(to: SocketAddr) -> std::os::fd::OwnedFd {
         &nix::sys::socket::SockaddrStorage::from(to),
     );
     fd
-}
-
-/// Fields 14 and 15 of /proc/PID/stat: user and system CPU in ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -411,11 +402,9 @@ fn misbehaving_identd_ends_within_the_ident_timeout_with_5c() {
 
 #[test]
 fn ten_megabyte_rules_file_is_refused_by_name() {
-    let dir = std::env::temp_dir().join(format!("socks4d-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("huge.conf");
+    let dir = TempDir::new("hostile");
+    let conf = dir.file("huge.conf");
     std::fs::write(&conf, vec![b'#'; 10 << 20]).unwrap();
-    let conf = conf.display().to_string();
     let conf: &'static str = Box::leak(conf.into_boxed_str());
     let (got, log, _) = one_shot(&["-f", conf], &connect_req(closed_port(), b""));
     assert_eq!(got[..2], [0, 0x5B]);

@@ -3,9 +3,6 @@
 //! socat, ncat and OpenBSD netcat. Every transfer is checked by checksum,
 //! and the audit lines by what each client is known to send.
 
-mod common;
-mod support;
-
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -14,8 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::*;
+use crate::common::*;
 
 /// Options given to socks4d after the ones each test needs.
 const SOCKS4D_ARGS: &[&str] = &["--ident", "off", "--log-stderr"];

@@ -2,29 +2,12 @@
 //! `--listen`, a trusted load balancer not counted as one source, and
 //! the request timeout that frees a slot held by a silent client.
 
-mod common;
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use support::TempDir;
-
-fn wait_log(log: &Arc<Mutex<String>>, what: &str, count: usize) -> String {
-    let start = Instant::now();
-    loop {
-        let text = log.lock().unwrap().clone();
-        if text.matches(what).count() >= count {
-            return text;
-        }
-        assert!(start.elapsed() < IO_TIMEOUT, "{count} x {what:?} not in:\n{text}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+use crate::common::*;
 
 /// Whether the proxy closed `s` without a reply within a second (a held
 /// connection stays open, waiting for its request).
@@ -53,11 +36,11 @@ fn one_address_holds_at_most_max_per_source_handlers() {
     let dir = TempDir::new("limits-source");
     let conf = conf(&dir);
     let (mut guard, addr) = spawn_listen(&["--ident", "off", "--log-stderr", "-f", &conf, "--max-per-source", "4"]);
-    let log = collect(&mut guard);
+    let log = Log::of(&mut guard.0);
     let hog = Ipv4Addr::new(127, 0, 0, 61);
     let mut held: Vec<TcpStream> = (0..4).map(|_| connect_from(hog, addr)).collect();
     // The four are accepted and waiting for their requests.
-    wait_log(&log, "listening", 1);
+    log.wait_count("listening", 1);
     thread::sleep(Duration::from_millis(300));
     for _ in 0..6 {
         let mut s = connect_from(hog, addr);
@@ -66,7 +49,7 @@ fn one_address_holds_at_most_max_per_source_handlers() {
             "a connection over the per-source limit was kept"
         );
     }
-    let text = wait_log(&log, "reason=max-per-source limit=4", 6);
+    let text = log.wait_count("reason=max-per-source limit=4", 6);
     assert!(text.contains("refused client=127.0.0.61:"), "{text}");
     for s in &mut held {
         assert!(!closed_at_once(s), "a connection within the limit was closed");
@@ -96,10 +79,10 @@ fn the_default_per_source_limit_leaves_room_for_others() {
     let dir = TempDir::new("limits-default");
     let conf = conf(&dir);
     let (mut guard, addr) = spawn_listen(&["--ident", "off", "--log-stderr", "-f", &conf, "--max-children", "64"]);
-    let log = collect(&mut guard);
+    let log = Log::of(&mut guard.0);
     let hog = Ipv4Addr::new(127, 0, 0, 63);
     let conns: Vec<TcpStream> = (0..100).map(|_| connect_from(hog, addr)).collect();
-    let text = wait_log(&log, "reason=max-per-source limit=32", 68);
+    let text = log.wait_count("reason=max-per-source limit=32", 68);
     assert!(!text.contains("reason=max-children"), "{text}");
     let echo = echo_server();
     for i in 0..5 {
@@ -127,7 +110,7 @@ fn a_trusted_balancer_is_not_one_source() {
         "--proxy-protocol",
         "127.0.0.64",
     ]);
-    let log = collect(&mut guard);
+    let log = Log::of(&mut guard.0);
     let balancer = Ipv4Addr::new(127, 0, 0, 64);
     let echo = echo_server();
     // Six clients at once through the balancer, each holding its relay.
@@ -145,7 +128,7 @@ fn a_trusted_balancer_is_not_one_source() {
         assert_eq!(read_reply(&mut c)[1], 0x5a, "client {i} through the balancer");
         open.push(c);
     }
-    let text = log.lock().unwrap().clone();
+    let text = log.text();
     assert!(!text.contains("reason=max-per-source"), "{text}");
     // A client connecting directly is held to the limit.
     let direct = Ipv4Addr::new(127, 0, 0, 65);
@@ -153,7 +136,7 @@ fn a_trusted_balancer_is_not_one_source() {
     thread::sleep(Duration::from_millis(300));
     let mut s = connect_from(direct, addr);
     assert!(closed_at_once(&mut s));
-    wait_log(&log, "refused client=127.0.0.65:", 1);
+    log.wait_count("refused client=127.0.0.65:", 1);
 }
 
 /// A silent client's handler ends at the request timeout (10 s by
@@ -163,7 +146,7 @@ fn a_silent_client_is_let_go_at_the_request_timeout() {
     let dir = TempDir::new("limits-silent");
     let conf = conf(&dir);
     let (mut guard, addr) = spawn_listen(&["--ident", "off", "--log-stderr", "-f", &conf, "--max-per-source", "1"]);
-    let log = collect(&mut guard);
+    let log = Log::of(&mut guard.0);
     let who = Ipv4Addr::new(127, 0, 0, 66);
     let started = Instant::now();
     let mut s = connect_from(who, addr);
@@ -176,7 +159,7 @@ fn a_silent_client_is_let_go_at_the_request_timeout() {
         took >= Duration::from_secs(9) && took < Duration::from_secs(20),
         "let go after {took:?}"
     );
-    let text = wait_log(&log, "reason=request-timeout", 1);
+    let text = log.wait_count("reason=request-timeout", 1);
     assert!(text.contains("decision client=127.0.0.66:"), "{text}");
     // The slot is free again, once the handler has exited.
     let echo = echo_server();

@@ -5,9 +5,6 @@
 //! stand in for a multi-homed host's interfaces; destination servers
 //! record the peer they see.
 
-mod common;
-mod support;
-
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -16,8 +13,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
-use support::TempDir;
+use crate::common::*;
 
 const EXIT: Duration = Duration::from_secs(20);
 

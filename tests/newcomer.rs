@@ -2,28 +2,17 @@
 //! an identd. Each hint is one line on stderr (never when stderr is the
 //! client), and `--check-config` says the same.
 
-mod common;
-
 use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Starts `socks4d --listen` with `args` and `setup`, reads its stderr
 /// for `wait`, kills it and returns what it wrote.
 fn first_words(args: &[&str], wait: Duration, setup: impl FnOnce(&mut Command)) -> String {
-    let port = free_port();
-    let mut cmd = Command::new(bin());
-    cmd.arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    let (mut cmd, _) = listen_command(args);
     setup(&mut cmd);
     let mut guard = Guard(cmd.spawn().unwrap());
     let stderr = guard.0.stderr.take().unwrap();
@@ -71,8 +60,8 @@ fn check_config_says_when_the_logger_cannot_be_reached() {
     if !require_root() {
         return;
     }
-    let conf = std::env::temp_dir().join(format!("socks4d-newcomer-{}.conf", std::process::id()));
-    std::fs::write(&conf, "deny 0/0\n").unwrap();
+    let dir = TempDir::new("newcomer");
+    let conf = dir.write("socks4d.conf", "deny 0/0\n");
     let run = |log: Option<&std::path::Path>| {
         let mut cmd = Command::new(bin());
         cmd.arg("--check-config").arg("-f").arg(&conf);
@@ -87,7 +76,6 @@ fn check_config_says_when_the_logger_cannot_be_reached() {
     let syslog = FakeSyslog::start();
     let out = run(Some(&syslog.path));
     assert!(!out.contains("syslog:"), "{out}");
-    let _ = std::fs::remove_file(&conf);
 }
 
 /// Under --listen with ident required (the default) and no identd on this
@@ -96,31 +84,19 @@ fn check_config_says_when_the_logger_cannot_be_reached() {
 /// on 127.0.0.1:113 whatever the host runs.
 #[test]
 fn listen_with_ident_required_and_no_local_identd_says_so() {
-    if !require_root() || !require("ip") {
+    if !require_root() {
         return;
     }
-    let in_own_net = |cmd: &mut Command| {
-        // SAFETY: unshare(2) and exec of `ip` are made before socks4d
-        // starts; only async-signal-safe calls here.
-        unsafe {
-            cmd.pre_exec(|| {
-                if nix::libc::unshare(nix::libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    };
     // Loopback is down in a new namespace; the check then fails with
     // "Network is unreachable", which is as much "nothing answers".
-    let text = first_words(&["--log-stderr"], Duration::from_secs(2), in_own_net);
+    let text = first_words(&["--log-stderr"], Duration::from_secs(2), own_network);
     let said = text
         .lines()
         .find(|l| l.contains("nothing answers on 127.0.0.1:113"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(said.contains("gets 92") && said.ends_with("add --ident off"), "{said}");
     // Not with --ident off.
-    let text = first_words(&["--log-stderr", "--ident", "off"], Duration::from_secs(2), in_own_net);
+    let text = first_words(&["--log-stderr", "--ident", "off"], Duration::from_secs(2), own_network);
     assert!(!text.contains("127.0.0.1:113"), "{text}");
 }
 

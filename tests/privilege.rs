@@ -1,20 +1,14 @@
 //! Started as root, socks4d becomes `--user` before it reads from the
 //! client, and cannot become root again.
 
-mod common;
-
 use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const EXIT: Duration = Duration::from_secs(20);
 const ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 /// The four uids (real, effective, saved, fs) from /proc/PID/status.
 fn uids(pid: u32) -> Vec<u32> {
@@ -35,16 +29,17 @@ fn root_drops_to_nobody_before_reading_the_request() {
 
 #[test]
 fn numeric_user_and_group_drop_the_same_way() {
-    let Some(nobody) = nix::unistd::User::from_name("nobody").unwrap() else {
+    let nobody = nix::unistd::User::from_name("nobody").unwrap();
+    if !require_that(nobody.is_some(), "no user nobody") {
         return;
-    };
+    }
+    let nobody = nobody.unwrap();
     drops_before_reading_the_request(&format!("{}:{}", nobody.uid, nobody.gid));
 }
 
 #[test]
 fn numeric_root_ids_are_refused() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (CI runs as root)");
+    if !require_root() {
         return;
     }
     for (user, why) in [("0:65534", "is root"), ("65534:0", "group 0")] {
@@ -61,8 +56,7 @@ fn numeric_root_ids_are_refused() {
 /// Started as root with `--user user` (`nobody` by name or number), the
 /// handler has become nobody while it waits for the request, and serves.
 fn drops_before_reading_the_request(user: &str) {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (CI runs as root)");
+    if !require_root() {
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
@@ -96,8 +90,7 @@ fn drops_before_reading_the_request(user: &str) {
 
 #[test]
 fn unknown_user_is_a_setup_error_and_only_a_refusal_is_sent() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (CI runs as root)");
+    if !require_root() {
         return;
     }
     let args: Vec<&str> = ARGS.iter().copied().chain(["--user", "no-such-user-here"]).collect();
@@ -122,8 +115,7 @@ fn unknown_user_is_a_setup_error_and_only_a_refusal_is_sent() {
 
 #[test]
 fn listen_mode_children_run_as_the_user() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root (CI runs as root)");
+    if !require_root() {
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();

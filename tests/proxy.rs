@@ -6,18 +6,14 @@
 //! The trusted balancer is 127.0.0.1, where the harness connects from;
 //! the clients the headers name are other loopback addresses.
 
-mod common;
-mod support;
-
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, Shutdown, SocketAddr};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use socks4d::proxy::{encode_v1, encode_v2};
-use support::TempDir;
 
 const EXIT: Duration = Duration::from_secs(20);
 
@@ -46,11 +42,6 @@ fn balanced(rules: &str, extra: &[&str]) -> Server {
     ];
     args.extend_from_slice(extra);
     spawn_stdin(&args)
-}
-
-fn lines_of<'a>(log: &'a str, event: &str) -> Vec<&'a str> {
-    let tag = format!("]: {event} ");
-    log.lines().filter(|l| l.contains(&tag)).collect()
 }
 
 #[test]
@@ -144,21 +135,11 @@ fn ipv6_clients_in_both_versions() {
     }
 }
 
-/// A fake identd for one query, on port 113 of a loopback address of its
-/// own: returns that address and a receiver of (query line, where the
-/// query came from); `None` when not root. It answers USERID `user`.
-fn identd(user: &'static str) -> Option<(Ipv4Addr, mpsc::Receiver<(String, SocketAddr)>)> {
-    let (l, ip) = identd_listener()?;
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let (mut s, from) = l.accept().unwrap();
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        let mut q = String::new();
-        let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut q);
-        let _ = s.write_all(format!("{} : USERID : UNIX : {user}\r\n", q.trim_end()).as_bytes());
-        let _ = tx.send((q, from));
-    });
-    Some((ip, rx))
+/// A fake identd on port 113 of a loopback address of its own that
+/// answers USERID `user`: returns that address and a receiver of (query
+/// line, where the query came from); `None` when not root.
+fn identd(user: &str) -> Option<(Ipv4Addr, mpsc::Receiver<(String, SocketAddr)>)> {
+    fake_identd(Identd::Answer(format!("USERID : UNIX : {user}")))
 }
 
 /// Ident asks the header's client about the port it connected to (on the
@@ -353,6 +334,6 @@ fn an_untrusted_peer_gets_no_say() {
     assert_eq!(read_reply(&mut s.client)[1], 0x5A);
     s.client.shutdown(Shutdown::Write).unwrap();
     let (_, log) = finish(&mut s, EXIT);
-    assert_eq!(lines_of(&log, "decision").len(), 1);
+    assert_eq!(lines(&log, "decision").len(), 1);
     assert!(line(&log, "decision").contains("reason=granted"), "{log}");
 }

@@ -1,15 +1,13 @@
 //! The relay on its own, driven on loopback socket pairs, for both ways of
 //! moving bytes: copy (recv/send) and splice.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use socks4d::relay::{self, End, Mode, Summary};
 
 const MODES: [Mode; 2] = [Mode::Copy, Mode::Splice];

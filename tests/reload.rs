@@ -4,57 +4,33 @@
 //! its error line, until it is fixed; a compiled (frozen) file likewise.
 //! The same for a listening socket passed in (Accept=no, inetd `wait`).
 
-mod common;
-mod support;
-
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use common::*;
-use support::TempDir;
+use crate::common::*;
 
 /// A `--listen` socks4d's log, read as it comes.
 struct Logged {
     guard: Guard,
     addr: SocketAddr,
-    text: Arc<Mutex<String>>,
+    log: Log,
 }
 
 impl Logged {
     fn new(guard: Guard, addr: SocketAddr) -> Logged {
         let mut guard = guard;
-        let text = Arc::new(Mutex::new(String::new()));
-        let stderr = guard.0.stderr.take().unwrap();
-        let sink = text.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut t = sink.lock().unwrap();
-                t.push_str(&line);
-                t.push('\n');
-            }
-        });
-        Logged { guard, addr, text }
+        let log = Log::of(&mut guard.0);
+        Logged { guard, addr, log }
     }
 
     fn text(&self) -> String {
-        self.text.lock().unwrap().clone()
+        self.log.text()
     }
 
     fn wait_for(&self, what: &str, count: usize) -> String {
-        let start = Instant::now();
-        loop {
-            let t = self.text();
-            if t.matches(what).count() >= count {
-                return t;
-            }
-            assert!(start.elapsed() < IO_TIMEOUT, "{count} x {what:?} not in:\n{t}");
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.log.wait_count(what, count)
     }
 
     /// One CONNECT as `user` to an echo server: the reply code, and the

@@ -1,68 +1,37 @@
 //! The rules file end to end: decisions, config errors (never fail
 //! open), commands and hooks, --check-config and --explain.
 
-mod common;
-
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
-const EXIT: Duration = Duration::from_secs(30);
 const ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
-
-/// A fresh directory for this test's files.
-fn tempdir(tag: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("socks4d-rules-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    // Commands run as the dropped user (nobody, when tests run as root).
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
-    dir.display().to_string()
-}
-
-fn write_conf(dir: &str, text: &str) -> String {
-    let path = format!("{dir}/socks4d.conf");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// One CONNECT as `user` to an echo destination, under `conf`; returns
 /// the reply code and the log.
 fn connect_with(conf: &str, extra: &[&str], user: &[u8]) -> (u8, String) {
     let dst = echo_dest();
-    connect_to_dst(conf, extra, user, &connect_req(dst.addr, user))
+    connect_to_dst(conf, extra, &connect_req(dst.addr, user))
 }
 
-fn connect_to_dst(conf: &str, extra: &[&str], _user: &[u8], req: &[u8]) -> (u8, String) {
+/// `req` sent to socks4d under `conf` and `extra`: the reply code and the
+/// log; socks4d must exit normally.
+fn connect_to_dst(conf: &str, extra: &[&str], req: &[u8]) -> (u8, String) {
     let mut args: Vec<&str> = ARGS.to_vec();
     args.extend_from_slice(&["-f", conf]);
     args.extend_from_slice(extra);
-    let mut s = spawn_stdin(&args);
-    s.client.write_all(req).unwrap();
-    let code = read_reply(&mut s.client)[1];
-    let _ = s.client.shutdown(std::net::Shutdown::Write);
-    let (status, log) = finish(&mut s, EXIT);
-    assert_eq!(status.code(), Some(0));
-    (code, log)
-}
-
-fn socks4d(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).stdin(Stdio::null()).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let e = one_request(&args, req, |_| {});
+    assert_eq!(e.status.code(), Some(0));
+    (e.code(), e.log)
 }
 
 #[test]
 fn first_match_wins_and_no_match_denies() {
-    let dir = tempdir("first");
-    let conf = write_conf(
-        &dir,
+    let dir = TempDir::shared("rules-first");
+    let conf = dir.write(
+        "socks4d.conf",
         "# comment\npermit *=alice 127.0.0.0/8\ndeny 127.0.0.1 255.255.255.255\npermit 127.0.0.0/8\n",
     );
     let (code, log) = connect_with(&conf, &[], b"alice");
@@ -77,7 +46,7 @@ fn first_match_wins_and_no_match_denies() {
         "{d}"
     );
 
-    let conf = write_conf(&dir, "permit 10.0.0.0/8\n");
+    let conf = dir.write("socks4d.conf", "permit 10.0.0.0/8\n");
     let (code, log) = connect_with(&conf, &[], b"bob");
     assert_eq!(code, 0x5B);
     let d = line(&log, "decision");
@@ -89,43 +58,43 @@ fn first_match_wins_and_no_match_denies() {
 
 #[test]
 fn port_operator_and_destination_mask() {
-    let dir = tempdir("port");
+    let dir = TempDir::shared("rules-port");
     let dst = echo_dest();
     let port = dst.addr.port();
-    let conf = write_conf(
-        &dir,
+    let conf = dir.write(
+        "socks4d.conf",
         &format!("deny 127.0.0.0 255.0.0.0 127.0.0.1 255.255.255.255 eq {port}\npermit 0.0.0.0/0\n"),
     );
-    let (code, log) = connect_to_dst(&conf, &[], b"", &connect_req(dst.addr, b""));
+    let (code, log) = connect_to_dst(&conf, &[], &connect_req(dst.addr, b""));
     assert_eq!(code, 0x5B, "{log}");
-    let conf = write_conf(
-        &dir,
+    let conf = dir.write(
+        "socks4d.conf",
         &format!("deny 127.0.0.0/8 127.0.0.1/32 neq {port}\npermit 0.0.0.0/0\n"),
     );
-    let (code, log) = connect_to_dst(&conf, &[], b"", &connect_req(dst.addr, b""));
+    let (code, log) = connect_to_dst(&conf, &[], &connect_req(dst.addr, b""));
     assert_eq!(code, 0x5A, "{log}");
 }
 
 #[test]
 fn socks4a_is_decided_on_the_resolved_address() {
-    let dir = tempdir("4a");
-    let conf = write_conf(&dir, "deny 0.0.0.0/0 127.0.0.1/32\npermit 0.0.0.0/0\n");
+    let dir = TempDir::shared("rules-4a");
+    let conf = dir.write("socks4d.conf", "deny 0.0.0.0/0 127.0.0.1/32\npermit 0.0.0.0/0\n");
     let dst = echo_dest();
-    let (code, log) = connect_to_dst(&conf, &[], b"", &connect_4a("localhost", dst.addr.port(), b""));
+    let (code, log) = connect_to_dst(&conf, &[], &connect_4a("localhost", dst.addr.port(), b""));
     assert_eq!(code, 0x5B, "{log}");
     assert!(line(&log, "decision").contains(&format!("rule={conf}:1")), "{log}");
 }
 
 #[test]
 fn userlist_files_and_an_unreadable_one() {
-    let dir = tempdir("users");
+    let dir = TempDir::shared("rules-users");
     std::fs::write(format!("{dir}/users"), "alice bob # staff\n# carol\ndave\n").unwrap();
-    let conf = write_conf(&dir, &format!("permit *=erin,{dir}/users 127.0.0.0/8\n"));
+    let conf = dir.write("socks4d.conf", &format!("permit *=erin,{dir}/users 127.0.0.0/8\n"));
     for (user, want) in [("alice", 0x5A), ("dave", 0x5A), ("erin", 0x5A), ("carol", 0x5B)] {
         let (code, log) = connect_with(&conf, &[], user.as_bytes());
         assert_eq!(code, want, "{user}: {log}");
     }
-    let conf = write_conf(&dir, &format!("\npermit *={dir}/missing 127.0.0.0/8\n"));
+    let conf = dir.write("socks4d.conf", &format!("\npermit *={dir}/missing 127.0.0.0/8\n"));
     let (code, log) = connect_with(&conf, &[], b"alice");
     assert_eq!(code, 0x5B);
     let d = line(&log, "decision");
@@ -137,7 +106,7 @@ fn userlist_files_and_an_unreadable_one() {
 
 #[test]
 fn named_missing_or_malformed_file_means_no_service() {
-    let dir = tempdir("broken");
+    let dir = TempDir::shared("rules-broken");
     let missing = format!("{dir}/nope.conf");
     let (code, log) = connect_with(&missing, &[], b"alice");
     assert_eq!(code, 0x5B);
@@ -145,7 +114,10 @@ fn named_missing_or_malformed_file_means_no_service() {
     assert!(line(&log, "decision").contains("reason=config-error"), "{log}");
 
     // One good line does not help: a file with any error gives no service.
-    let conf = write_conf(&dir, "permit 127.0.0.0/8\npermit 127.0.0.0 255.0.0.0 frob 80\n");
+    let conf = dir.write(
+        "socks4d.conf",
+        "permit 127.0.0.0/8\npermit 127.0.0.0 255.0.0.0 frob 80\n",
+    );
     let (code, log) = connect_with(&conf, &[], b"alice");
     assert_eq!(code, 0x5B);
     assert!(line(&log, "decision").contains(&format!("{conf}:2:")), "{log}");
@@ -154,7 +126,7 @@ fn named_missing_or_malformed_file_means_no_service() {
     let mut junk = vec![b'p'; 2000];
     junk.extend_from_slice(b"\n\x00\xff\xfe garbage\n");
     std::fs::write(&conf, &junk).unwrap();
-    let (code, _, err) = socks4d(&["--check-config", "-f", &conf]);
+    let (code, _, err) = run_socks4d(&["--check-config", "-f", &conf]);
     assert_eq!(code, 1);
     assert!(err.contains(&format!("{conf}:1: line longer than 1023 bytes")), "{err}");
     assert!(err.contains(&format!("{conf}:2:")), "{err}");
@@ -162,12 +134,12 @@ fn named_missing_or_malformed_file_means_no_service() {
 
 #[test]
 fn check_config_reports_each_error_with_its_line() {
-    let dir = tempdir("check");
-    let conf = write_conf(
-        &dir,
+    let dir = TempDir::shared("rules-check");
+    let conf = dir.write(
+        "socks4d.conf",
         "permit 127.0.0.0/8\nallow 10.0.0.0/8\npermit 10.0.0.0/33\npermit 10.0.0.0/8 eq nosuchservice\n",
     );
-    let (code, out, err) = socks4d(&["--check-config", "-f", &conf]);
+    let (code, out, err) = run_socks4d(&["--check-config", "-f", &conf]);
     assert_eq!(code, 1, "{out}");
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 3, "{err}");
@@ -178,7 +150,7 @@ fn check_config_reports_each_error_with_its_line() {
         "{err}"
     );
 
-    let (code, out, _) = socks4d(&["--check-config", "-f", "examples/socks4d.conf"]);
+    let (code, out, _) = run_socks4d(&["--check-config", "-f", "examples/socks4d.conf"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("OK"), "{out}");
 }
@@ -188,8 +160,8 @@ const CLASSIC: &str = include_str!("data/classic-sockd.conf");
 
 #[test]
 fn explain_names_the_deciding_line_of_a_classic_file() {
-    let dir = tempdir("explain");
-    let conf = write_conf(&dir, CLASSIC);
+    let dir = TempDir::shared("rules-explain");
+    let conf = dir.write("socks4d.conf", CLASSIC);
     let cases = [
         (
             ["clyde", "128.12.6.34", "112.3.24.1", "21"],
@@ -215,21 +187,21 @@ fn explain_names_the_deciding_line_of_a_classic_file() {
     for (args, rule, decision) in cases {
         let mut a = vec!["-f", conf.as_str(), "--explain"];
         a.extend_from_slice(&args);
-        let (code, out, err) = socks4d(&a);
+        let (code, out, err) = run_socks4d(&a);
         assert_eq!(code, 0, "{err}");
         assert!(
             out.contains(&format!("{conf}{rule}")) && out.contains(decision),
             "{args:?}: {out}"
         );
     }
-    let (_, out, _) = socks4d(&["-f", &conf, "--explain", "bonnie", "128.12.6.9", "10.53.23.1", "70"]);
+    let (_, out, _) = run_socks4d(&["-f", &conf, "--explain", "bonnie", "128.12.6.9", "10.53.23.1", "70"]);
     assert!(out.contains("command: /bin/echo rejected %u >>/tmp/x"), "{out}");
-    let (_, out, _) = socks4d(&["-f", &conf, "--explain", "don", "23.2.6.127", "10.53.23.1", "70"]);
+    let (_, out, _) = run_socks4d(&["-f", &conf, "--explain", "don", "23.2.6.127", "10.53.23.1", "70"]);
     assert!(
         out.contains("no rule matches") && out.contains("decision: deny"),
         "{out}"
     );
-    let (_, out, _) = socks4d(&["-f", &conf, "-i", "--explain", "sam", "128.12.36.7", "10.53.23.1", "70"]);
+    let (_, out, _) = run_socks4d(&["-f", &conf, "-i", "--explain", "sam", "128.12.36.7", "10.53.23.1", "70"]);
     assert!(out.contains("ident: optional"), "{out}");
 }
 
@@ -249,12 +221,15 @@ fn wait_for_file(path: &str) -> String {
 
 #[test]
 fn rule_command_runs_with_sanitised_substitutions() {
-    let dir = tempdir("cmd");
+    let dir = TempDir::shared("rules-cmd");
     let out = format!("{dir}/out");
-    let conf = write_conf(&dir, &format!("permit 127.0.0.0/8 : echo %c %a %u %s %U %%>{out}\n"));
+    let conf = dir.write(
+        "socks4d.conf",
+        &format!("permit 127.0.0.0/8 : echo %c %a %u %s %U %%>{out}\n"),
+    );
     let user = b"eve;touch /tmp/pwned`id`$(id)";
     // Commands run confined: they may write only under --writable.
-    let (code, _) = connect_with(&conf, &["--writable", &dir], user);
+    let (code, _) = connect_with(&conf, &["--writable", &dir.to_string()], user);
     assert_eq!(code, 0x5A);
     let got = wait_for_file(&out);
     let parts: Vec<&str> = got.split_whitespace().collect();
@@ -268,22 +243,21 @@ fn rule_command_runs_with_sanitised_substitutions() {
 
 #[test]
 fn deny_command_and_no_identd_hook_run() {
-    let dir = tempdir("hooks");
+    let dir = TempDir::shared("rules-hooks");
     let denied = format!("{dir}/denied");
     let hook = format!("{dir}/hook");
-    let conf = write_conf(
-        &dir,
-        &format!("deny *=mallory 127.0.0.0/8 : echo denied %u >{denied}\npermit ?=I 127.0.0.0/8\n#NO_IDENTD: echo no identd on %a for %u >{hook}\n"),
+    let conf = dir.write("socks4d.conf", &format!("deny *=mallory 127.0.0.0/8 : echo denied %u >{denied}\npermit ?=I 127.0.0.0/8\n#NO_IDENTD: echo no identd on %a for %u >{hook}\n"),
     );
-    let (code, _) = connect_with(&conf, &["--writable", &dir], b"mallory");
+    let (code, _) = connect_with(&conf, &["--writable", &dir.to_string()], b"mallory");
     assert_eq!(code, 0x5B);
     assert_eq!(wait_for_file(&denied), "denied mallory\n");
 
     // Required ident by the rule; nothing listens on the client address's
     // ident port.
     let dst = echo_dest();
+    let writable = dir.to_string();
     let mut args: Vec<&str> = ARGS.to_vec();
-    args.extend_from_slice(&["-f", &conf, "--writable", &dir]);
+    args.extend_from_slice(&["-f", &conf, "--writable", &writable]);
     let from = quiet_address();
     let mut s = spawn_on(socket_pair_from(from, "127.0.0.1"), &args, &[]);
     s.client.write_all(&connect_req(dst.addr, b"alice")).unwrap();
@@ -295,8 +269,8 @@ fn deny_command_and_no_identd_hook_run() {
 #[test]
 fn default_file_absent_means_builtin_policy() {
     // Only when this machine has no /etc/socks4d.conf.
-    if std::path::Path::new("/etc/socks4d.conf").exists() {
-        eprintln!("SKIPPED: /etc/socks4d.conf exists here");
+    let absent = !std::path::Path::new("/etc/socks4d.conf").exists();
+    if !require_that(absent, "/etc/socks4d.conf exists here") {
         return;
     }
     let dst = echo_dest();
@@ -310,7 +284,7 @@ fn default_file_absent_means_builtin_policy() {
     // said where it helps, when --listen starts and by --check-config.
     assert_eq!(log.lines().count(), 2, "{log}");
     assert!(!log.contains("built-in policy"), "{log}");
-    let (code, out, _) = socks4d(&["--check-config", "--log-stderr"]);
+    let (code, out, _) = run_socks4d(&["--check-config", "--log-stderr"]);
     assert_eq!(code, 0);
     assert!(out.contains("built-in policy"), "{out}");
     let (mut guard, _) = spawn_listen(ARGS);
@@ -337,8 +311,8 @@ fn a_command_does_not_hold_the_client_connection_open() {
     // for the deciding rule must not inherit it, or a connection that
     // socks4d closes (here at the idle timeout) would stay open until the
     // command ends.
-    let dir = tempdir("cloexec");
-    let conf = write_conf(&dir, "permit 127.0.0.0/8 : sleep 8\n");
+    let dir = TempDir::shared("rules-cloexec");
+    let conf = dir.write("socks4d.conf", "permit 127.0.0.0/8 : sleep 8\n");
     let dst = dest(|mut s| {
         let _ = read_all(&mut s);
     });
@@ -364,18 +338,21 @@ fn a_command_does_not_hold_the_client_connection_open() {
 
 #[test]
 fn explain_takes_dash_f_after_explain_as_the_man_page_shows() {
-    let dir = tempdir("explain-f");
-    let conf = write_conf(&dir, "deny 10.0.0.1 255.255.255.255\npermit 10.0.0.0 255.0.0.0\n");
-    let (code, out, err) = socks4d(&["--explain", "-f", &conf, "alice", "10.0.0.1", "10.0.0.2", "80"]);
+    let dir = TempDir::shared("rules-explain-f");
+    let conf = dir.write(
+        "socks4d.conf",
+        "deny 10.0.0.1 255.255.255.255\npermit 10.0.0.0 255.0.0.0\n",
+    );
+    let (code, out, err) = run_socks4d(&["--explain", "-f", &conf, "alice", "10.0.0.1", "10.0.0.2", "80"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains(&format!("{conf}:1: deny")) && out.contains("decision: deny"),
         "{out}"
     );
-    let (code, out, _) = socks4d(&["--explain", "alice", "10.0.0.9", "10.0.0.2", "80", "-f", &conf]);
+    let (code, out, _) = run_socks4d(&["--explain", "alice", "10.0.0.9", "10.0.0.2", "80", "-f", &conf]);
     assert_eq!(code, 0);
     assert!(out.contains(&format!("{conf}:2: permit")), "{out}");
-    let (code, _, err) = socks4d(&["--explain", "-f", &conf, "alice", "10.0.0.1", "10.0.0.2"]);
+    let (code, _, err) = run_socks4d(&["--explain", "-f", &conf, "alice", "10.0.0.1", "10.0.0.2"]);
     assert_eq!(code, 64);
     assert!(err.contains("missing PORT"), "{err}");
 }

@@ -5,8 +5,6 @@
 //! which then holds every connection's decision and end line); otherwise
 //! to stderr, which is /dev/null.
 
-mod common;
-
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,16 +12,18 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const CONCURRENCY: usize = 64;
+/// How long the children of a load get to exit and be reaped.
+const REAPED: Duration = Duration::from_secs(20);
 const ARGS: &[&str] = &["--ident", "off"];
 
 /// Where the load's log lines go: a fake syslog when the test may give
 /// socks4d a /dev/log of its own (root), else stderr to /dev/null.
 fn logging() -> (Option<FakeSyslog>, Vec<&'static str>) {
     let mut args = ARGS.to_vec();
-    if nix::unistd::geteuid().is_root() {
+    if is_root() {
         (Some(FakeSyslog::start()), args)
     } else {
         args.push("--log-stderr");
@@ -99,27 +99,6 @@ fn run_load(proxy: SocketAddr, n: usize) -> (u64, u64) {
     (sent.load(Ordering::Relaxed), good.load(Ordering::Relaxed))
 }
 
-/// Children of `pid`: (alive, zombies).
-fn children_of(pid: u32) -> (usize, usize) {
-    let mut alive = 0;
-    let mut zombies = 0;
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else { continue };
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
-            if fields[0] == "Z" {
-                zombies += 1;
-            } else {
-                alive += 1;
-            }
-        }
-    }
-    (alive, zombies)
-}
-
 fn fd_count(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
 }
@@ -141,18 +120,6 @@ fn fd_list(pid: u32) -> Vec<String> {
     v
 }
 
-/// Waits until `pid` has no children left, at most 20 s.
-fn wait_no_children(pid: u32) -> (usize, usize) {
-    let start = Instant::now();
-    loop {
-        let c = children_of(pid);
-        if c == (0, 0) || start.elapsed() > Duration::from_secs(20) {
-            return c;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn soak_listen_mode() {
     let (syslog, mut args) = logging();
@@ -165,7 +132,7 @@ fn soak_listen_mode() {
     // so that the baseline is taken in the serving loop, once its child
     // (and spawn_listen's probe child) have gone.
     run_load(proxy, 1);
-    wait_no_children(pid);
+    wait_all_reaped(pid, REAPED);
     let fds_before = fd_count(pid);
     let list_before = fd_list(pid);
     let n = connections();
@@ -173,7 +140,8 @@ fn soak_listen_mode() {
     let (sent, good) = run_load(proxy, n);
     eprintln!("listen mode: {n} connections, {sent} bytes each way, {:?}", t.elapsed());
     assert_eq!(good, sent, "lost or corrupted bytes");
-    assert_eq!(wait_no_children(pid), (0, 0), "children left (alive, zombies)");
+    // No child left, alive or unreaped.
+    wait_all_reaped(pid, REAPED);
     assert_eq!(
         fd_count(pid),
         fds_before,
@@ -199,7 +167,8 @@ fn soak_socket_activate_inetd() {
         t.elapsed()
     );
     assert_eq!(good, sent, "lost or corrupted bytes");
-    assert_eq!(wait_no_children(pid), (0, 0), "socks4d processes left (alive, zombies)");
+    // No socks4d left, alive or unreaped.
+    wait_all_reaped(pid, REAPED);
     check_audit(&syslog, n);
 }
 

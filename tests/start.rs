@@ -2,14 +2,12 @@
 //! (src/start.rs): the standard descriptors are open before anything else
 //! is, and SIGPIPE does not kill a handler.
 
-mod common;
-
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 const EXIT: Duration = Duration::from_secs(20);
 
@@ -39,7 +37,9 @@ fn a_closed_stderr_is_not_taken_by_the_destination_socket() {
 fn a_log_pipe_without_a_reader_refuses_instead_of_killing_the_handler() {
     // SIGPIPE would end the process at its first log line, before any
     // reply; ignored, the write fails and the grant becomes a refusal.
-    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    // Close-on-exec: a read end inherited by what another test starts
+    // meanwhile would be a reader.
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
     drop(read_end);
     let dst = echo_dest();
     let mut s = spawn_on_with(socket_pair(), &["--ident", "off", "--log-stderr"], &[], |cmd| {

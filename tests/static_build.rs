@@ -1,17 +1,15 @@
 //! What differs between the glibc build and the static musl build
-//! (`cargo test --target x86_64-unknown-linux-musl` runs every test file
+//! (`cargo test --target x86_64-unknown-linux-musl` runs every group
 //! against the latter): the static binary loads nothing at run time, takes
 //! its options from `main`'s own arguments, and says where it looked when
 //! a host name is not found, since it has no NSS.
-
-mod common;
 
 use std::io::Write;
 use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// `PT_INTERP`: the program header that names a dynamic loader.
 const PT_INTERP: u32 = 3;
@@ -97,14 +95,10 @@ fn a_name_the_resolver_does_not_find_gets_5b_and_a_line_saying_where_it_looked()
     // A network namespace of this thread's own whose name server on
     // 127.0.0.1:53 says NXDOMAIN to everything, and an /etc/resolv.conf
     // naming it for socks4d.
-    let dir = support_dir();
-    let conf = dir.join("resolv.conf");
+    let dir = TempDir::new("static");
+    let conf = dir.path().join("resolv.conf");
     std::fs::write(&conf, "nameserver 127.0.0.1\noptions timeout:5 attempts:1\n").unwrap();
-    let result = thread::spawn(move || {
-        // SAFETY: unshare(2) of this thread's network namespace only.
-        assert_eq!(unsafe { nix::libc::unshare(nix::libc::CLONE_NEWNET) }, 0, "unshare");
-        let up = Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap();
-        assert!(up.success());
+    let result = in_own_network(move || {
         let dns = std::net::UdpSocket::bind("127.0.0.1:53").unwrap();
         thread::spawn(move || nxdomain_server(dns));
         let mut s = spawn_on_with(
@@ -119,10 +113,7 @@ fn a_name_the_resolver_does_not_find_gets_5b_and_a_line_saying_where_it_looked()
         let reply = read_reply(&mut s.client);
         let (status, log) = finish(&mut s, Duration::from_secs(20));
         (reply, status, log)
-    })
-    .join()
-    .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    });
     let (reply, status, log) = result;
     assert_eq!(reply[1], 0x5B, "{log}");
     assert_eq!(status.code(), Some(0), "{log}");
@@ -139,10 +130,4 @@ fn a_name_the_resolver_does_not_find_gets_5b_and_a_line_saying_where_it_looked()
         "{log}"
     );
     assert!(!d.contains("timed out"), "{log}");
-}
-
-fn support_dir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("socks4d-static-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

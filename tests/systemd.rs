@@ -10,19 +10,14 @@
 //! minute or so). Skipped with the reason where the machine cannot boot a
 //! container, except under CI=true, where it must run.
 
-mod common;
-mod container;
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bin, checksum, connect_req, encode, payload, Cd, Request};
-use container::Container;
-use support::{Burst, Expect};
+use crate::common::*;
+use crate::container::{self, Container};
 
 const PROXY: &str = "127.0.0.1:1080";
 /// The inetd line's address in the container.
@@ -51,12 +46,8 @@ permit 127.0.0.0/8
 
 #[test]
 fn socks4d_under_systemd_as_pid1() {
-    let c = match container::boot("socks4d-systemd-test") {
-        Ok(c) => c,
-        Err(why) => {
-            eprintln!("SKIPPED: cannot boot a systemd container here: {why}");
-            return;
-        }
+    let Some(c) = container::boot("socks4d-systemd-test") else {
+        return;
     };
     let probes = Probes::start(&c);
     install(&c, &probes);
@@ -176,11 +167,7 @@ impl Probes {
         // under /tmp or /home, which the sandboxed Accept=no service has
         // private or hidden.
         let path = std::path::PathBuf::from("/usr/local/libexec/socks4d-test/confine-probe");
-        c.sh_ok(&format!(
-            "install -D -m 755 {} {}",
-            support::probe().display(),
-            path.display()
-        ));
+        c.sh_ok(&format!("install -D -m 755 {} {}", probe().display(), path.display()));
         Probes { path, addr, reports }
     }
 
@@ -277,7 +264,7 @@ fn confined(c: &Container, s: &Servers, probes: &Probes, proxy: &str, what: &str
         "kill_init",
     ]
     .iter()
-    .chain(support::SECCOMP_DENIED)
+    .chain(SECCOMP_DENIED)
     {
         let o = outcome(name);
         assert!(
@@ -315,20 +302,9 @@ impl Servers {
     fn start(c: &Container) -> Servers {
         let body = payload(4 << 20, 90);
         let b = body.clone();
-        let web = c.in_net(None, move || support::http_server(b));
-        let echo = c.in_net(None, common::echo_server);
-        let held = Arc::new(Mutex::new(Vec::new()));
-        let h = held.clone();
-        let hold = c.in_net(None, move || {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = l.local_addr().unwrap();
-            thread::spawn(move || {
-                for s in l.incoming().flatten() {
-                    h.lock().unwrap().push(s);
-                }
-            });
-            addr
-        });
+        let web = c.in_net(None, move || http_server(b));
+        let echo = c.in_net(None, echo_server);
+        let (hold, held) = c.in_net(None, holder);
         Servers {
             body,
             web,
@@ -549,7 +525,7 @@ fn audit_lines(c: &Container, ports: &[u16]) {
 }
 
 /// 1000 connections within about 2 s through `proxy` (see
-/// [`support::burst`]), from the container's network; checks what was served.
+/// [`crate::common::burst`]), from the container's network; checks what was served.
 fn burst(c: &Container, s: &Servers, proxy: &str, kind: Burst, expect: Expect) {
     let proxy: SocketAddr = proxy.parse().unwrap();
     // Held connections go to the holder; the others to the echo server,
@@ -559,7 +535,7 @@ fn burst(c: &Container, s: &Servers, proxy: &str, kind: Burst, expect: Expect) {
     } else {
         s.echo
     };
-    let outcome = c.in_net(None, move || support::burst(proxy, dest, kind, expect));
+    let outcome = c.in_net(None, move || crate::common::burst(proxy, dest, kind, expect));
     s.held.lock().unwrap().clear();
     outcome.check(kind, expect);
 }

@@ -5,37 +5,29 @@
 //! there is no service (0x5B, reason=config-error) and the log names the
 //! file and why. No file is opened in a way that could block.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
-const EXIT: Duration = Duration::from_secs(30);
 const ARGS: &[&str] = &["--ident", "off", "--log-stderr"];
 /// A refusal comes at once: nothing may wait on a FIFO.
 const PROMPT: Duration = Duration::from_secs(5);
 
-/// A fresh directory of root's, mode 0755 (as /etc is): no sticky bit to
-/// lean on.
-fn tempdir(tag: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("socks4d-trust-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    chmod(&dir.display().to_string(), 0o755);
-    dir.display().to_string()
-}
+/// The mode of each test's directory, root's as /etc is: no sticky bit
+/// to lean on.
+const DIR_MODE: u32 = 0o755;
 
-fn chmod(path: &str, mode: u32) {
+fn chmod(path: impl AsRef<Path>, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-fn chown(path: &str, uid: u32) {
-    nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
+fn chown(path: impl AsRef<Path>, uid: u32) {
+    nix::unistd::chown(path.as_ref(), Some(nix::unistd::Uid::from_raw(uid)), None).unwrap();
 }
 
 /// Writes `text` to `path`, mode `mode` exactly (the umask aside).
@@ -63,21 +55,10 @@ fn inetd(conf: &str, extra: &[&str], user: &[u8]) -> (u8, Duration, String) {
     let mut args: Vec<&str> = ARGS.to_vec();
     args.extend_from_slice(&["-f", conf]);
     args.extend_from_slice(extra);
-    let mut s = spawn_stdin(&args);
-    let start = Instant::now();
-    s.client.write_all(&connect_req(dst.addr, user)).unwrap();
-    let mut reply = [0u8; 8];
-    let got = s.client.read_exact(&mut reply);
-    let took = start.elapsed();
-    if let Err(e) = got {
-        let _ = s.child.kill();
-        let (_, log) = finish(&mut s, EXIT);
-        panic!("no reply within {took:?} ({e}):\n{log}");
-    }
-    let _ = s.client.shutdown(std::net::Shutdown::Write);
-    let (status, log) = finish(&mut s, EXIT);
-    assert_eq!(status.code(), Some(0), "{log}");
-    (reply[1], took, log)
+    let e = one_request(&args, &connect_req(dst.addr, user), |_| {});
+    let code = e.code();
+    assert_eq!(e.status.code(), Some(0), "{}", e.log);
+    (code, e.took, e.log)
 }
 
 /// `socks4d --check-config` plus `args`, which must end within `PROMPT`:
@@ -126,7 +107,7 @@ fn a_user_list_anyone_may_write_is_not_believed() {
     if !require_root() {
         return;
     }
-    let dir = tempdir("mallory");
+    let dir = TempDir::with_mode("trust-mallory", DIR_MODE);
     let users = write(&format!("{dir}/users"), "alice\n", 0o666);
     let conf = write(
         &format!("{dir}/socks4d.conf"),
@@ -158,7 +139,6 @@ fn a_user_list_anyone_may_write_is_not_believed() {
     chmod(&users, 0o644);
     let (code, _, log) = inetd(&conf, &[], b"mallory");
     assert_eq!(code, 0x5A, "{log}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -166,7 +146,7 @@ fn a_user_list_of_the_service_user_is_not_believed() {
     if !require_root() {
         return;
     }
-    let dir = tempdir("owner");
+    let dir = TempDir::with_mode("trust-owner", DIR_MODE);
     let users = write(&format!("{dir}/users"), "alice\n", 0o644);
     chown(&users, nobody());
     let conf = write(
@@ -203,7 +183,6 @@ fn a_user_list_of_the_service_user_is_not_believed() {
     let (code, _) = l.connect(b"alice");
     let log = l.wait_log(connect_ended);
     assert_refused(code.expect("a reply"), &log, &format!("{users}: owned by uid 1"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -211,7 +190,7 @@ fn a_group_writable_rules_file_is_not_believed() {
     if !require_root() {
         return;
     }
-    let dir = tempdir("group");
+    let dir = TempDir::with_mode("trust-group", DIR_MODE);
     let conf = write(&format!("{dir}/socks4d.conf"), "permit 127.0.0.0/8\n", 0o664);
     let why = format!("{conf}: writable by group (mode 0664)");
     let (code, _, log) = inetd(&conf, &[], b"alice");
@@ -224,7 +203,6 @@ fn a_group_writable_rules_file_is_not_believed() {
     let (code, _) = l.connect(b"alice");
     let log = l.wait_log(connect_ended);
     assert_refused(code.expect("a reply"), &log, &why);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -233,7 +211,7 @@ fn a_rules_file_in_a_directory_others_may_change_is_not_believed() {
         return;
     }
     // The service user's directory: it may rename another file into place.
-    let dir = tempdir("dir");
+    let dir = TempDir::with_mode("trust-dir", DIR_MODE);
     let conf = write(&format!("{dir}/socks4d.conf"), "permit 127.0.0.0/8\n", 0o644);
     chown(&dir, nobody());
     let why = format!(
@@ -280,7 +258,6 @@ fn a_rules_file_in_a_directory_others_may_change_is_not_believed() {
         &log,
         &format!("{link}: symbolic link {link}: owned by uid {}", nobody()),
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -288,7 +265,7 @@ fn a_fifo_never_blocks() {
     if !require_root() {
         return;
     }
-    let dir = tempdir("fifo");
+    let dir = TempDir::with_mode("trust-fifo", DIR_MODE);
     let users = mkfifo(&format!("{dir}/users"));
     let conf = write(
         &format!("{dir}/socks4d.conf"),
@@ -323,7 +300,6 @@ fn a_fifo_never_blocks() {
     assert!(took < PROMPT, "{took:?}");
     let log = l.wait_log(connect_ended);
     assert_refused(code.expect("a reply"), &log, &why);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -331,7 +307,7 @@ fn a_route_file_is_held_to_the_same() {
     if !require_root() {
         return;
     }
-    let dir = tempdir("route");
+    let dir = TempDir::with_mode("trust-route", DIR_MODE);
     let conf = write(&format!("{dir}/socks4d.conf"), "permit 127.0.0.0/8\n", 0o644);
     let routes = write(&format!("{dir}/socks4d.route"), "127.0.0.1 0.0.0.0/0\n", 0o646);
     let why = format!("{routes}: writable by others (mode 0646)");
@@ -347,7 +323,6 @@ fn a_route_file_is_held_to_the_same() {
     chmod(&routes, 0o644);
     let (code, _, log) = inetd(&conf, &["--route", &routes], b"alice");
     assert_eq!(code, 0x5A, "{log}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -357,7 +332,7 @@ fn started_unprivileged_its_own_files_are_believed() {
     }
     // socks4d started as uid 1 (daemon): root's files and its own are
     // believed, unless it is also the --user.
-    let dir = tempdir("self");
+    let dir = TempDir::with_mode("trust-self", DIR_MODE);
     let conf = write(&format!("{dir}/socks4d.conf"), "permit 127.0.0.0/8\n", 0o644);
     chown(&conf, 1);
     let run = |extra: &[&str]| {
@@ -389,5 +364,4 @@ fn started_unprivileged_its_own_files_are_believed() {
         &log,
         &format!("{conf}: owned by uid 2, neither root nor uid 1 that socks4d runs as"),
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -42,55 +42,32 @@ pub fn root_dir() -> PathBuf {
     target.join("container").join("bookworm")
 }
 
-use crate::common::have;
+use crate::common::{have, require_root, require_that, ServersOfTest};
 
-/// Why this machine cannot boot the container, if it cannot.
-fn cannot_boot() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { nix::libc::geteuid() } != 0 {
-        return Some("needs root (systemd-nspawn, debootstrap)".into());
+/// The root, built first if needed; `None` (a skip, a failure under
+/// `CI=true`) where this machine cannot boot a container.
+fn ready_root() -> Option<PathBuf> {
+    if !require_root() {
+        return None;
     }
     for p in ["systemd-nspawn", "debootstrap", "nsenter", "timeout"] {
-        if !have(p) {
-            return Some(format!(
-                "{p} is missing (apt-get install systemd-container debootstrap util-linux)"
-            ));
+        let hint = "apt-get install systemd-container debootstrap util-linux";
+        if !require_that(have(p), format!("{p} is not installed ({hint})")) {
+            return None;
         }
     }
-    if !Path::new("/sys/fs/cgroup").is_dir() {
-        return Some("no /sys/fs/cgroup".into());
-    }
-    None
-}
-
-/// Under `CI=true` a container that cannot run is a failure; elsewhere
-/// the test is skipped with the reason.
-fn skip_or_fail(why: String) -> Result<Container, String> {
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the container must run under CI=true: {why}");
-    }
-    Err(why)
-}
-
-/// The root, built first if needed.
-fn ready_root() -> Result<PathBuf, String> {
-    if let Some(why) = cannot_boot() {
-        return Err(why);
+    if !require_that(Path::new("/sys/fs/cgroup").is_dir(), "no /sys/fs/cgroup") {
+        return None;
     }
     let root = root_dir();
     let mk = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/container/mkroot.sh");
-    let out = Command::new(&mk)
-        .arg(&root)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("{}: {e}", mk.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "building the root failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(root)
+    let out = Command::new(&mk).arg(&root).stdin(Stdio::null()).output();
+    let built = out.as_ref().is_ok_and(|o| o.status.success());
+    let why = match &out {
+        Ok(o) => format!("building the root failed: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => format!("{}: {e}", mk.display()),
+    };
+    require_that(built, why).then_some(root)
 }
 
 /// systemd-nspawn over `root` with a private network and a volatile
@@ -119,65 +96,50 @@ fn nspawn(name: &str, root: &Path) -> Command {
 /// The same root with no init at all: `sleep` is PID 1, nothing runs
 /// that the test does not start, and /run/systemd/system is absent, as on
 /// a host without systemd (inetd's). Commands run in it as in a booted
-/// one.
-pub fn start_without_systemd(name: &str) -> Result<Container, String> {
-    let root = match ready_root() {
-        Ok(root) => root,
-        Err(why) => return skip_or_fail(why),
-    };
-    let log = root.with_file_name(format!("{name}.log"));
-    let nspawn = nspawn(name, &root)
-        .args(["/bin/sleep", "infinity"])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&log).map_err(|e| e.to_string())?)
-        .stderr(Stdio::from(fs::File::options().append(true).open(&log).unwrap()))
-        .spawn()
-        .map_err(|e| format!("systemd-nspawn: {e}"))?;
-    let mut c = Container {
-        nspawn,
-        leader: 0,
-        root,
-        log,
-    };
-    let start = Instant::now();
-    loop {
-        if let Some(status) = c.nspawn.try_wait().unwrap() {
-            let log = fs::read_to_string(&c.log).unwrap_or_default();
-            return skip_or_fail(format!("systemd-nspawn exited ({status}): {log}"));
-        }
-        if let Some(pid) = descendant_named(c.nspawn.id(), "sleep") {
-            c.leader = pid;
-            if c.sh("true").status.success() {
-                return Ok(c);
-            }
-        }
-        if start.elapsed() > BOOT_LIMIT {
-            let log = fs::read_to_string(&c.log).unwrap_or_default();
-            return skip_or_fail(format!("no container after {BOOT_LIMIT:?}: {log}"));
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
+/// one. `None` where this machine cannot (a skip, a failure under
+/// `CI=true`).
+pub fn start_without_systemd(name: &str) -> Option<Container> {
+    start(name, &["/bin/sleep", "infinity"], "sleep", |c| {
+        c.sh("true").status.success()
+    })
 }
 
-/// Boots the container, building its root first if needed. `Err` says
-/// why this machine cannot; under `CI=true` that is a failure, not a skip.
-pub fn boot(name: &str) -> Result<Container, String> {
-    let root = match ready_root() {
-        Ok(root) => root,
-        Err(why) => return skip_or_fail(why),
-    };
-    let log = root.with_file_name(format!("{name}.log"));
-    let mut cmd = nspawn(name, &root);
-    cmd.arg("-b");
+/// Boots the container, building its root first if needed. `None` where
+/// this machine cannot (a skip, a failure under `CI=true`).
+pub fn boot(name: &str) -> Option<Container> {
     // The console goes to the log file (a pty nobody read would fill up
     // and block the container's systemd); no status lines on it.
-    cmd.arg("systemd.show_status=no");
-    let nspawn = cmd
+    start(name, &["-b", "systemd.show_status=no"], "systemd", |c| {
+        let state = c.sh("systemctl is-system-running --wait");
+        let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
+        if state == "degraded" {
+            let failed = c.sh_ok("systemctl --failed --no-legend");
+            panic!("the container booted degraded: {failed}");
+        }
+        state == "running"
+    })
+}
+
+/// systemd-nspawn over the root with `args`, its output in a log file
+/// beside the root; the container once its init, the first process named
+/// `init`, is there and `ready`.
+fn start(name: &str, args: &[&str], init: &str, ready: impl Fn(&Container) -> bool) -> Option<Container> {
+    let root = ready_root()?;
+    let log = root.with_file_name(format!("{name}.log"));
+    let out = fs::File::create(&log).unwrap();
+    let nspawn = nspawn(name, &root)
+        .args(args)
         .stdin(Stdio::null())
-        .stdout(fs::File::create(&log).map_err(|e| e.to_string())?)
-        .stderr(Stdio::from(fs::File::options().append(true).open(&log).unwrap()))
-        .spawn()
-        .map_err(|e| format!("systemd-nspawn: {e}"))?;
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn();
+    let nspawn = match nspawn {
+        Ok(child) => child,
+        Err(e) => {
+            require_that(false, format!("systemd-nspawn: {e}"));
+            return None;
+        }
+    };
     let mut c = Container {
         nspawn,
         leader: 0,
@@ -186,27 +148,25 @@ pub fn boot(name: &str) -> Result<Container, String> {
     };
     let start = Instant::now();
     loop {
-        if let Some(status) = c.nspawn.try_wait().unwrap() {
+        let failed = if let Some(status) = c.nspawn.try_wait().unwrap() {
+            Some(format!("systemd-nspawn exited ({status})"))
+        } else if start.elapsed() > BOOT_LIMIT {
+            Some(format!("no {init} ready in the container after {BOOT_LIMIT:?}"))
+        } else {
+            None
+        };
+        if let Some(why) = failed {
             let log = fs::read_to_string(&c.log).unwrap_or_default();
-            return skip_or_fail(format!("systemd-nspawn exited ({status}): {log}"));
+            require_that(false, format!("{why}: {log}"));
+            return None;
         }
-        if let Some(pid) = descendant_named(c.nspawn.id(), "systemd") {
+        if let Some(pid) = descendant_named(c.nspawn.id(), init) {
             c.leader = pid;
-            let state = c.sh("systemctl is-system-running --wait");
-            let state = String::from_utf8_lossy(&state.stdout).trim().to_string();
-            if state == "running" || state == "degraded" {
-                if state == "degraded" {
-                    let failed = c.sh_ok("systemctl --failed --no-legend");
-                    panic!("the container booted degraded: {failed}");
-                }
-                return Ok(c);
+            if ready(&c) {
+                return Some(c);
             }
         }
-        if start.elapsed() > BOOT_LIMIT {
-            let log = fs::read_to_string(&c.log).unwrap_or_default();
-            return skip_or_fail(format!("no booted systemd after {BOOT_LIMIT:?}: {log}"));
-        }
-        thread::sleep(Duration::from_millis(200));
+        thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -272,7 +232,10 @@ impl Container {
     /// to that user, which is what identd reports.
     pub fn in_net<T: Send + 'static>(&self, fsuid: Option<u32>, f: impl FnOnce() -> T + Send + 'static) -> T {
         let ns = fs::File::open(format!("/proc/{}/ns/net", self.leader)).expect("open the net namespace");
+        // Servers it starts serve until the test ends, not the thread.
+        let servers = ServersOfTest::current();
         thread::spawn(move || {
+            servers.adopt();
             // SAFETY: setns and setfsuid change only this thread, which
             // ends after `f`.
             unsafe {

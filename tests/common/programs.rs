@@ -1,130 +1,18 @@
-//! Helpers for the tests that drive socks4d through outside programs:
-//! super-servers, socket activation and real SOCKS clients.
-#![allow(dead_code)]
+//! The outside programs the interop groups drive (a command with a time
+//! limit, curl, the real oidentd), a burst of a thousand clients, and the
+//! confinement probe.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::common::{Guard, IO_TIMEOUT};
-
-/// The project's top directory.
-pub fn top() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A fresh empty directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("socks4d-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The first of `names` that is an executable file, looked up on PATH or
-/// taken as a path.
-pub fn find_program(names: &[&str]) -> Option<PathBuf> {
-    for name in names {
-        let p = Path::new(name);
-        if p.is_absolute() {
-            if p.is_file() {
-                return Some(p.to_path_buf());
-            }
-            continue;
-        }
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]) {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    None
-}
-
-/// Like `common::require`, for a program found by [`find_program`]: skips
-/// when it is missing, fails under CI.
-pub fn require_program(what: &str, names: &[&str]) -> Option<PathBuf> {
-    if let Some(p) = find_program(names) {
-        return Some(p);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is not installed; .ci/run should install it");
-    }
-    eprintln!("SKIPPED: {what} is not installed");
-    None
-}
-
-/// The name of the user the tests run as.
-pub fn current_user() -> String {
-    let uid = nix::unistd::getuid();
-    nix::unistd::User::from_uid(uid)
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| panic!("no passwd entry for uid {uid}"))
-}
-
-/// The user a super-server should start socks4d as: the examples' `nobody`
-/// when the tests run as root, else the tests' own user, since only root
-/// can switch users.
-pub fn service_user() -> String {
-    if nix::unistd::getuid().is_root() {
-        "nobody".into()
-    } else {
-        current_user()
-    }
-}
-
-/// A tiny HTTP/1.0 server on 127.0.0.1 that serves `body` to any GET, for
-/// as long as the test runs.
-pub fn http_server(body: Vec<u8>) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let body = body.clone();
-            thread::spawn(move || {
-                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-                s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-                let mut req = Vec::new();
-                let mut b = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => req.extend_from_slice(&b[..n]),
-                    }
-                }
-                let head = format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
-                let _ = s.write_all(head.as_bytes());
-                let _ = s.write_all(&body);
-            });
-        }
-    });
-    addr
-}
+use super::net::{connect_from, connect_req, wait_listening, IDENT_PORT};
+use super::spawn::Guard;
+use super::IO_TIMEOUT;
 
 /// Runs `cmd` with `input` on its stdin, within `limit`; kills it and
 /// panics if it takes longer. Returns its status and output.
@@ -192,52 +80,20 @@ pub fn curl_via(mode: &str, proxy: SocketAddr, url: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// Whether a process with this pid still exists (and is not a zombie of
-/// ours already reaped).
-pub fn alive(pid: u32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
-}
-
-/// The pids of the live children of `parent`, from /proc.
-pub fn children_of(parent: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces, so split after
-        // the last ')'.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next();
-        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(parent) && state != Some("Z") {
-            found.push(pid);
-        }
-    }
-    found
-}
-
-/// Waits until `parent` has no live children, at most `limit`; panics with
-/// their pids if some remain.
-pub fn wait_no_children(parent: u32, limit: Duration) {
-    let start = Instant::now();
-    loop {
-        let left = children_of(parent);
-        if left.is_empty() {
-            return;
-        }
-        assert!(start.elapsed() < limit, "children of {parent} still running: {left:?}");
-        thread::sleep(Duration::from_millis(20));
-    }
+/// The real oidentd on port 113 of `ip`, in the foreground, until
+/// dropped; once it listens. Needs root (port 113).
+pub fn oidentd(ip: Ipv4Addr) -> Guard {
+    let child = Command::new("oidentd")
+        .args(["-i", "-a", &ip.to_string(), "-p", &IDENT_PORT.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start oidentd");
+    let guard = Guard(child);
+    wait_listening(SocketAddr::new(ip.into(), IDENT_PORT));
+    guard
 }
 
 /// Where the connections of a [`burst`] come from.
@@ -305,12 +161,12 @@ pub fn burst(proxy: SocketAddr, dest: SocketAddr, kind: Burst, expect: Expect) -
                 for i in 0..per {
                     let n = t * per + i;
                     let src = match kind {
-                        Burst::OneAddress => std::net::Ipv4Addr::new(127, 0, 1, 1),
-                        Burst::ManyAddresses => std::net::Ipv4Addr::new(127, 0, 1, 2 + (n % 100) as u8),
+                        Burst::OneAddress => Ipv4Addr::new(127, 0, 1, 1),
+                        Burst::ManyAddresses => Ipv4Addr::new(127, 0, 1, 2 + (n % 100) as u8),
                     };
                     let t0 = Instant::now();
-                    let mut sock = crate::common::connect_from(src, proxy);
-                    let served = sock.write_all(&crate::common::connect_req(dest, b"")).is_ok() && {
+                    let mut sock = connect_from(src, proxy);
+                    let served = sock.write_all(&connect_req(dest, b"")).is_ok() && {
                         let mut r = [0u8; 8];
                         match sock.read_exact(&mut r) {
                             Ok(()) => r[1] == 0x5A,
@@ -386,9 +242,9 @@ pub const SECCOMP_DENIED: &[&str] = &[
 ];
 
 /// The probe: target/<profile>/examples/confine-probe, next to this
-/// test binary's deps directory. `cargo test` builds it; a run limited to this
-/// test (`cargo test --test confine`) does not, so it is built here when
-/// missing or older than its source.
+/// test binary's deps directory. `cargo test` builds it; a run of the
+/// suite alone (`cargo test --test suite`) does not, so it is built here
+/// when missing or older than its source.
 pub fn probe() -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
     let exe = std::env::current_exe().unwrap();
