@@ -22,7 +22,7 @@ fn bench_client() -> PathBuf {
 
 #[test]
 fn bench_runs_and_writes_its_table() {
-    if !common::require("systemd-socket-activate") {
+    if common::left_out(common::Slow::Bench) || !common::require("systemd-socket-activate") {
         return;
     }
     let out = std::env::temp_dir().join(format!("socks4d-bench-smoke-{}.txt", std::process::id()));
@@ -108,6 +108,9 @@ fn bench_runs_and_writes_its_table() {
 
 #[test]
 fn handlers_mode_measures_each_build_started_alone() {
+    if common::left_out(common::Slow::Bench) {
+        return;
+    }
     // A second name for the same build: a build compared with itself.
     let other = std::env::temp_dir().join(format!("socks4d-bench-other-{}", std::process::id()));
     let _ = std::fs::remove_file(&other);

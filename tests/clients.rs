@@ -609,6 +609,9 @@ fn java_sends_user_name_and_resolves_names_itself() {
 
 #[test]
 fn chromium_sends_socks4_with_an_empty_user_id() {
+    if left_out(Slow::Browsers) {
+        return;
+    }
     let Some(chromium) = require_program("chromium", &["chromium"]) else {
         return;
     };
@@ -685,6 +688,9 @@ fn firefox_prefs(proxy: SocketAddr, remote_dns: bool) -> String {
 
 #[test]
 fn firefox_sends_an_empty_user_id_and_asks_by_name_with_remote_dns() {
+    if left_out(Slow::Browsers) {
+        return;
+    }
     let Some(firefox) = require_program("firefox-esr", &["firefox-esr", "firefox"]) else {
         return;
     };

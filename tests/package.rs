@@ -143,6 +143,9 @@ fn run_ok(cmd: &mut Command) -> String {
 /// none at the error level, and none the README does not name.
 #[test]
 fn lintian_reports_only_the_tags_the_readme_explains() {
+    if left_out(Slow::Container) {
+        return;
+    }
     let Some(p) = packages() else { return };
     if !require("lintian") {
         return;
@@ -484,6 +487,9 @@ fn named_socks4d(c: &Container) -> String {
 
 #[test]
 fn apt_installs_upgrades_removes_and_purges_it_under_systemd() {
+    if left_out(Slow::Container) {
+        return;
+    }
     let Some(p) = packages() else { return };
     let Some(c) = container::boot("socks4d-package-test") else {
         return;
@@ -647,6 +653,9 @@ impl Syslog {
 
 #[test]
 fn without_systemd_it_installs_and_the_inetd_example_serves() {
+    if left_out(Slow::Container) {
+        return;
+    }
     let Some(p) = packages() else { return };
     let Some(c) = container::start_without_systemd("socks4d-package-inetd") else {
         return;

@@ -122,6 +122,9 @@ fn fd_list(pid: u32) -> Vec<String> {
 
 #[test]
 fn soak_listen_mode() {
+    if left_out(Slow::Soak) {
+        return;
+    }
     let (syslog, mut args) = logging();
     // The whole load comes from one address, 64 at a time.
     args.extend(["--max-per-source", "1000"]);
@@ -153,7 +156,7 @@ fn soak_listen_mode() {
 
 #[test]
 fn soak_socket_activate_inetd() {
-    if !require("systemd-socket-activate") {
+    if left_out(Slow::Soak) || !require("systemd-socket-activate") {
         return;
     }
     let (syslog, args) = logging();

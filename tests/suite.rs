@@ -5,6 +5,9 @@
 //! so no test changes what the process holds for the others (the
 //! environment, the current directory, the umask, its limits or ids); a
 //! child is changed before it runs, or a thread of the test's own.
+//!
+//! `cargo test` runs them all; `SOCKS4D_QUICK=1 cargo test` leaves the
+//! slow ones out, except under `CI=true` (`common::Slow`).
 
 mod common;
 mod container;

@@ -46,6 +46,9 @@ permit 127.0.0.0/8
 
 #[test]
 fn socks4d_under_systemd_as_pid1() {
+    if left_out(Slow::Container) {
+        return;
+    }
     let Some(c) = container::boot("socks4d-systemd-test") else {
         return;
     };

@@ -1,5 +1,5 @@
 //! The helpers every group shares, by job: when a test cannot run here
-//! (`skip.rs`), starting socks4d (`spawn.rs`),
+//! and which groups are slow (`skip.rs`), starting socks4d (`spawn.rs`),
 //! sockets, peers and the SOCKS client (`net.rs`), log lines and their
 //! collectors (`log.rs`), processes, users and namespaces (`host.rs`),
 //! files (`files.rs`) and the outside programs the interop groups drive

@@ -1,4 +1,4 @@
-//! When a test cannot run here.
+//! When a test cannot run here, and the slow groups.
 //!
 //! One policy for everything a test needs from the machine (an outside
 //! program, root, a container, a setting of the host): where it is
@@ -11,11 +11,18 @@
 //! What a kernel offers (Landlock's ABI) is not something CI can install:
 //! a check that needs more than the kernel has is left out with a line
 //! `NOT CHECKED test: why`, under CI too ([`unchecked`]).
+//!
+//! `SOCKS4D_QUICK=1` leaves the slow groups ([`Slow`]) out on a
+//! developer's machine, each left-out test with a `SKIPPED` line. Under
+//! `CI=true` it is refused: a slow test fails rather than hide.
 
 use std::fmt::Display;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+
+/// The variable that leaves the slow groups out.
+pub const QUICK: &str = "SOCKS4D_QUICK";
 
 /// Whether this run is CI's (`CI=true`): nothing may be skipped.
 pub fn under_ci() -> bool {
@@ -108,4 +115,36 @@ pub fn find_program(names: &[&str]) -> Option<PathBuf> {
 
 fn executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The slow groups, which `SOCKS4D_QUICK=1` leaves out.
+#[derive(Clone, Copy, Debug)]
+pub enum Slow {
+    /// tests/soak.rs: thousands of connections through each start mode.
+    Soak,
+    /// tests/systemd.rs and tests/package.rs: a container booted, Debian
+    /// packages built (a release build, `cargo deb`, lintian).
+    Container,
+    /// tests/bench_smoke.rs: the bench client built and run.
+    Bench,
+    /// tests/clients.rs: Chromium and Firefox started.
+    Browsers,
+}
+
+/// Whether this test, of the slow group `group`, is left out: only when
+/// SOCKS4D_QUICK=1, which then says so in a `SKIPPED` line. Under
+/// `CI=true` the variable fails the test instead: CI runs every group.
+pub fn left_out(group: Slow) -> bool {
+    let quick = std::env::var_os(QUICK).is_some_and(|v| !v.is_empty() && v != "0");
+    if !quick {
+        return false;
+    }
+    if under_ci() {
+        panic!("{QUICK} is set under CI=true: CI runs every group, the slow ones ({group:?}) too");
+    }
+    say(
+        "SKIPPED",
+        format_args!("a slow test ({group:?}), left out by {QUICK}=1"),
+    );
+    true
 }
