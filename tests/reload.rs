@@ -19,9 +19,13 @@ struct Logged {
 }
 
 impl Logged {
+    /// Once it serves: its port accepts as soon as it is bound, but
+    /// until its `listening` line, signals are not yet its to handle
+    /// (SIGHUP would end it).
     fn new(guard: Guard, addr: SocketAddr) -> Logged {
         let mut guard = guard;
         let log = Log::of(&mut guard.0);
+        log.wait_contains("listening addr=");
         Logged { guard, addr, log }
     }
 
