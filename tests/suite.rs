@@ -42,3 +42,26 @@ mod start;
 mod static_build;
 mod systemd;
 mod trust;
+
+/// Every file in tests/ is a group declared above: with autotests off, a
+/// file that is not would never be built, and its tests never run.
+#[test]
+fn every_file_in_tests_is_a_group_of_the_suite() {
+    let declared: Vec<&str> = include_str!("suite.rs")
+        .lines()
+        .filter_map(|l| l.strip_prefix("mod ")?.strip_suffix(';'))
+        .collect();
+    let dir = common::top().join("tests");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(group) = name.strip_suffix(".rs").filter(|g| *g != "suite") {
+            assert!(
+                declared.contains(&group),
+                "tests/{name} is not a group of tests/suite.rs: add `mod {group};` there"
+            );
+        }
+    }
+}
