@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -538,43 +537,6 @@ fn frozen_rules_refuse_every_spelling_too() {
     assert!(!log.contains(".frozen not used"), "{log}");
 }
 
-/// Runs `cmd` in a mount namespace whose /etc/hosts is `hosts`. Needs root.
-fn private_hosts(cmd: &mut Command, hosts: &std::path::Path) {
-    use std::ffi::CString;
-    let (root, target) = (CString::new("/").unwrap(), CString::new("/etc/hosts").unwrap());
-    let source = CString::new(hosts.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: only async-signal-safe system calls on memory made before
-    // the fork.
-    unsafe {
-        cmd.pre_exec(move || {
-            use nix::libc;
-            let check = |rc: libc::c_int| {
-                if rc < 0 {
-                    Err(std::io::Error::last_os_error())
-                } else {
-                    Ok(())
-                }
-            };
-            check(libc::unshare(libc::CLONE_NEWNS))?;
-            let null = std::ptr::null();
-            check(libc::mount(
-                null,
-                root.as_ptr(),
-                null,
-                libc::MS_REC | libc::MS_PRIVATE,
-                null.cast(),
-            ))?;
-            check(libc::mount(
-                source.as_ptr(),
-                target.as_ptr(),
-                null,
-                libc::MS_BIND,
-                null.cast(),
-            ))
-        });
-    }
-}
-
 /// A SOCKS4a name with two addresses, each permitted by a line of its
 /// own: the first refuses connections, the second needs ident for
 /// "admin". The request must not reach the second on the first line's
@@ -615,7 +577,7 @@ fn each_address_of_a_name_is_decided_on_its_own_line() {
         let mut a = args(&conf);
         a.extend(["--writable", &writable, "--ident-timeout", "2"]);
         let pair = pair_from("127.0.0.44");
-        let mut s = spawn_on_with(pair, &a, &[], |cmd| private_hosts(cmd, &hosts));
+        let mut s = spawn_on_with(pair, &a, &[], |cmd| bind_over(cmd, &hosts, "/etc/hosts"));
         s.client.write_all(&connect_4a("twohomed", port, user)).unwrap();
         let code = reply_code(&mut s.client);
         let _ = s.client.shutdown(std::net::Shutdown::Both);
@@ -668,7 +630,7 @@ fn bind_expects_only_the_addresses_of_the_deciding_line() {
         hostname: Some(b"twohomed".to_vec()),
     });
     let mut s = spawn_on_with(pair_from("127.0.0.1"), &args(&conf), &[], |cmd| {
-        private_hosts(cmd, &hosts)
+        bind_over(cmd, &hosts, "/etc/hosts")
     });
     s.client.write_all(&req).unwrap();
     let first = read_reply(&mut s.client);

@@ -522,7 +522,7 @@ fn a_stalled_name_server_gets_5b_within_the_connect_timeout_and_the_handler_exit
             socket_pair(),
             &["--ident", "off", "--log-stderr", "--connect-timeout", "2"],
             &[],
-            |c| bind_resolv_conf(c, &conf),
+            |c| bind_over(c, &conf, "/etc/resolv.conf"),
         );
         let t = Instant::now();
         s.client.write_all(&connect_4a("stall.example.org", 80, b"")).unwrap();

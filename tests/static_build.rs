@@ -105,7 +105,7 @@ fn a_name_the_resolver_does_not_find_gets_5b_and_a_line_saying_where_it_looked()
             socket_pair(),
             &["--ident", "off", "--log-stderr", "--connect-timeout", "8"],
             &[],
-            |c| bind_resolv_conf(c, &conf),
+            |c| bind_over(c, &conf, "/etc/resolv.conf"),
         );
         s.client
             .write_all(&connect_4a("no-such-host.example", 80, b""))

@@ -18,16 +18,21 @@ use std::time::{Duration, Instant};
 use super::net::ServersOfTest;
 
 /// The system user `name`, added with `useradd` when it is missing (tests
-/// that run identd as root need a second local user).
+/// that run identd as root need a second local user). One test at a
+/// time: of two useradd of the same user at once, one fails ("already
+/// exists"); one made meanwhile by another process is taken as it is.
 pub fn system_user(name: &str) -> nix::unistd::User {
-    if nix::unistd::User::from_name(name).unwrap().is_none() {
-        let ok = Command::new("useradd")
+    static USERADD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = USERADD.lock().unwrap_or_else(|e| e.into_inner());
+    let user = || nix::unistd::User::from_name(name).unwrap();
+    if user().is_none() {
+        let added = Command::new("useradd")
             .args(["--system", "--no-create-home", name])
             .status()
             .unwrap();
-        assert!(ok.success(), "useradd {name}");
+        assert!(added.success() || user().is_some(), "useradd {name}: {added}");
     }
-    nix::unistd::User::from_name(name).unwrap().unwrap()
+    user().unwrap()
 }
 
 /// The name of the user the tests run as.
@@ -146,11 +151,11 @@ pub fn private_dev(cmd: &mut Command, log: Option<&Path>) {
     }
 }
 
-/// Runs the command in a mount namespace of its own where `conf` is
-/// /etc/resolv.conf.
-pub fn bind_resolv_conf(cmd: &mut Command, conf: &Path) {
-    let src = CString::new(conf.as_os_str().as_encoded_bytes()).unwrap();
-    let (root, target) = (CString::new("/").unwrap(), CString::new("/etc/resolv.conf").unwrap());
+/// Runs the command in a mount namespace of its own where `file` is
+/// mounted over `target` (/etc/resolv.conf, /etc/hosts). Needs root.
+pub fn bind_over(cmd: &mut Command, file: &Path, target: &str) {
+    let src = CString::new(file.as_os_str().as_encoded_bytes()).unwrap();
+    let (root, target) = (CString::new("/").unwrap(), CString::new(target).unwrap());
     // SAFETY: only system calls on memory made before the fork.
     unsafe {
         cmd.pre_exec(move || {
