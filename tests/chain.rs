@@ -13,8 +13,6 @@
 //! would get: the relayed bytes, the parent's answer as the audit line's
 //! `detail=` would carry it, and what the parent logged.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -24,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use socks4d::net::Deadline;
 use socks4d::parent::{self, Ask, Call, Credentials, Failed, Hop, Protocol, Target};
 use socks4d::request::Command as Cd;
@@ -32,26 +30,8 @@ use socks4d::request::Command as Cd;
 /// A directory of root's for one test's files (0755, under the sticky
 /// temp dir, so that socks4d believes a rules file in it), removed when
 /// dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("socks4d-chain-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Scratch(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn scratch(tag: &str) -> TempDir {
+    TempDir::with_mode(&format!("chain-{tag}"), 0o755)
 }
 
 fn write(path: &Path, text: &str) {
@@ -65,7 +45,7 @@ struct Daemon {
     _guard: Guard,
     addr: SocketAddr,
     log: PathBuf,
-    _dir: Scratch,
+    _dir: TempDir,
 }
 
 impl Daemon {
@@ -99,7 +79,7 @@ fn dante_with(tag: &str, method: &str, blocked: u16, setup: impl FnOnce(&mut Com
     if !require_root() || !require("danted") {
         return None;
     }
-    let dir = Scratch::new(tag);
+    let dir = scratch(tag);
     let port = free_port();
     let log = dir.join("danted.log");
     let conf = dir.join("danted.conf");
@@ -146,7 +126,7 @@ fn tinyproxy(tag: &str, port: u16) -> Option<Daemon> {
     if !require_root() || !require("tinyproxy") {
         return None;
     }
-    let dir = Scratch::new(tag);
+    let dir = scratch(tag);
     let listen = free_port();
     let log = dir.join("tinyproxy.log");
     let conf = dir.join("tinyproxy.conf");
@@ -185,11 +165,11 @@ fn tinyproxy(tag: &str, port: u16) -> Option<Daemon> {
 struct Socks4d {
     log: Listening,
     addr: SocketAddr,
-    _dir: Scratch,
+    _dir: TempDir,
 }
 
 fn socks4d(tag: &str, rules: &str) -> Socks4d {
-    let dir = Scratch::new(tag);
+    let dir = scratch(tag);
     let file = dir.join("socks4d.conf");
     write(&file, rules);
     let p = Listening::start(&["-f", file.to_str().unwrap()]);
@@ -787,12 +767,12 @@ fn the_source_address_of_the_connection_to_the_parent() {
 struct Chained {
     _guard: Guard,
     addr: SocketAddr,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-    dir: Scratch,
+    log: Log,
+    dir: TempDir,
 }
 
 fn chained(tag: &str, rules: &str, chain: &str, setup: impl FnOnce(&mut Command)) -> Chained {
-    let dir = Scratch::new(tag);
+    let dir = scratch(tag);
     let (conf, file) = (dir.join("socks4d.conf"), dir.join("socks4d.chain"));
     write(&conf, rules);
     write(&file, chain);
@@ -806,7 +786,7 @@ fn chained(tag: &str, rules: &str, chain: &str, setup: impl FnOnce(&mut Command)
         file.to_str().unwrap(),
     ];
     let (mut guard, addr) = spawn_listen_with(&args, setup);
-    let log = collect(&mut guard);
+    let log = Log::of(&mut guard.0);
     Chained {
         _guard: guard,
         addr,
@@ -818,16 +798,13 @@ fn chained(tag: &str, rules: &str, chain: &str, setup: impl FnOnce(&mut Command)
 impl Chained {
     /// The first line of `event` that contains `text`, once logged.
     fn line(&self, event: &str, text: &str) -> String {
-        let start = Instant::now();
         let event = format!(": {event} ");
-        loop {
-            let log = self.log.lock().unwrap().clone();
-            if let Some(l) = log.lines().find(|l| l.contains(&event) && l.contains(text)) {
-                return l.to_string();
-            }
-            assert!(start.elapsed() < IO_TIMEOUT, "no{event}line with {text:?}:\n{log}");
-            thread::sleep(Duration::from_millis(20));
-        }
+        let find = |log: &str| {
+            log.lines()
+                .find(|l| l.contains(&event) && l.contains(text))
+                .map(str::to_string)
+        };
+        find(&self.log.wait_for(|log| find(log).is_some())).unwrap()
     }
 
     fn decision(&self, text: &str) -> String {
@@ -906,63 +883,11 @@ fn curl(proxy: &str, url: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// A git daemon on a free loopback port serving a bare repository with
-/// one commit: the daemon, its port and the commit.
-fn git_daemon(dir: &Path) -> (Guard, u16, String) {
-    let git = |args: &[&str], cwd: &Path| {
-        let out = Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-            .args(args)
-            .current_dir(cwd)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let work = dir.join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git(&["init", "-q", "--bare", "r.git"], dir);
-    git(&["init", "-q"], &work);
-    git(&["commit", "-q", "--allow-empty", "-m", "one"], &work);
-    git(&["push", "-q", "../r.git", "HEAD:refs/heads/main"], &work);
-    let head = git(&["rev-parse", "HEAD"], &work).trim().to_string();
-    let port = free_port();
-    let daemon = Command::new("git")
-        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", dir.display()))
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start git daemon");
-    let guard = Guard(daemon);
-    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
-    (guard, port, head)
-}
-
 /// `git ls-remote git://HOST:PORT/r.git` through socks4d at `proxy`, the
 /// connection made by socat in SOCKS4a (the name sent): its output.
 fn git_ls_remote(dir: &Path, proxy: SocketAddr, host: &str, port: u16) -> String {
     let script = dir.join("socks4a-proxy");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\nexec socat - \"SOCKS4A:{}:$1:$2,socksport={}\"\n",
-            proxy.ip(),
-            proxy.port()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    socks4a_proxy_command(&script, proxy);
     let out = Command::new("git")
         .args(["ls-remote", &format!("git://{host}:{port}/r.git")])
         .env("GIT_CONFIG_NOSYSTEM", "1")
@@ -1014,8 +939,10 @@ fn curl_and_git_through_socks4d_chained_to_dante_in_socks4() {
 
     // git by name: a SOCKS4 parent takes addresses only, so socks4d looks
     // the name up and asks by address.
-    let tmp = Scratch::new("e2e4-git");
-    let (_daemon, port, head) = git_daemon(&tmp.0);
+    let tmp = scratch("e2e4-git");
+    let head = git_repo(&tmp.0);
+    let (_daemon, git) = git_daemon(&tmp.0);
+    let port = git.port();
     let listed = git_ls_remote(&tmp.0, s.addr, "localhost", port);
     assert!(listed.contains(&head), "{listed}");
     let line = s.decision(r#"host="localhost""#);
@@ -1052,14 +979,14 @@ fn names_go_unresolved_to_a_socks5_parent_with_a_password_past_a_dead_one() {
         return;
     }
     // Only the parent knows the names under chain.example.
-    let hosts_dir = Scratch::new("e2e5-hosts");
+    let hosts_dir = scratch("e2e5-hosts");
     let hosts = hosts_dir.join("hosts");
     write(
         &hosts,
         "127.0.0.1 localhost\n127.0.0.1 web.chain.example\n127.0.0.1 git.chain.example\n",
     );
     let Some(d) = dante_with("e2e5", "username", closed_port().port(), |cmd| {
-        private_hosts(cmd, &hosts)
+        bind_over(cmd, &hosts, "/etc/hosts")
     }) else {
         return;
     };
@@ -1103,8 +1030,10 @@ fn names_go_unresolved_to_a_socks5_parent_with_a_password_past_a_dead_one() {
         "{line}"
     );
     // git by a name only the parent knows.
-    let tmp = Scratch::new("e2e5-git");
-    let (_daemon, port, head) = git_daemon(&tmp.0);
+    let tmp = scratch("e2e5-git");
+    let head = git_repo(&tmp.0);
+    let (_daemon, git) = git_daemon(&tmp.0);
+    let port = git.port();
     let listed = git_ls_remote(&tmp.0, s.addr, "git.chain.example", port);
     assert!(listed.contains(&head), "{listed}");
     s.decision(r#"host="git.chain.example""#);
@@ -1132,7 +1061,7 @@ fn names_go_unresolved_to_a_socks5_parent_with_a_password_past_a_dead_one() {
         )),
         "{line}"
     );
-    let log = s.log.lock().unwrap().clone();
+    let log = s.log.text();
     assert!(!log.contains("pass word") && !log.contains("not it"), "{log}");
 }
 
@@ -1151,8 +1080,10 @@ fn curl_and_git_through_a_second_socks4d_and_tinyproxy() {
         &format!("socks4a @={} .localhost\nhttp @={} 0/0\n", p.addr, t.addr),
         |_| {},
     );
-    let tmp = Scratch::new("e2e-s4tp-git");
-    let (_daemon, port, head) = git_daemon(&tmp.0);
+    let tmp = scratch("e2e-s4tp-git");
+    let head = git_repo(&tmp.0);
+    let (_daemon, git) = git_daemon(&tmp.0);
+    let port = git.port();
 
     // By name, to the second socks4d, which looks the name up itself.
     let url = format!("http://localhost:{}/f", web.addr.port());
@@ -1309,7 +1240,7 @@ fn socks4d_says(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn check_config_and_explain_cover_the_chain_file() {
-    let dir = Scratch::new("e2ex");
+    let dir = scratch("e2ex");
     let (conf, chain) = (dir.join("socks4d.conf"), dir.join("socks4d.chain"));
     write(&conf, PERMIT_LOOPBACK);
     write(

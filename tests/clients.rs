@@ -9,10 +9,8 @@
 use std::fs;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -364,29 +362,6 @@ fn ssh_proxycommand_ncat_asks_by_name_and_sends_proxy_auth() {
     }
 }
 
-/// A bare git repository with one commit on `main`, under `dir/r.git`,
-/// ready for the dumb HTTP protocol and git daemon.
-fn git_repo(dir: &Path) -> String {
-    let git = |args: &[&str], cwd: &Path| {
-        ok(Command::new("git")
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
-            .args(args)
-            .current_dir(cwd)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", dir))
-    };
-    let work = dir.join("work");
-    fs::create_dir_all(&work).unwrap();
-    git(&["init", "-q", "--bare", "r.git"], dir);
-    git(&["init", "-q"], &work);
-    git(&["commit", "-q", "--allow-empty", "-m", "one"], &work);
-    git(&["push", "-q", "../r.git", "HEAD:refs/heads/main"], &work);
-    git(&["update-server-info"], &dir.join("r.git"));
-    fs::write(dir.join("r.git/git-daemon-export-ok"), "").unwrap();
-    let head = git(&["rev-parse", "HEAD"], &work);
-    String::from_utf8(head.stdout).unwrap().trim().to_string()
-}
-
 /// A static HTTP/1.0 file server on 127.0.0.1 for the files under `root`
 /// (the query string ignored), enough for git's dumb HTTP protocol.
 fn file_server(root: PathBuf) -> SocketAddr {
@@ -468,21 +443,8 @@ fn git_protocol_through_a_proxy_command_that_runs_socat() {
     }
     let tmp = TempDir::new("git-daemon");
     let head = git_repo(&tmp.0);
-    let port = free_port();
-    let daemon = Command::new("git")
-        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-        .arg(format!("--port={port}"))
-        .arg(format!("--base-path={}", tmp.0.display()))
-        .arg(&tmp.0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("start git daemon");
-    let _daemon = Guard(daemon);
-    let dst: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(dst);
+    let (_daemon, dst) = git_daemon(&tmp.0);
+    let port = dst.port();
 
     let script = tmp.0.join("socks4a-proxy");
     let url = format!("git://localhost:{port}/r.git");
@@ -490,16 +452,7 @@ fn git_protocol_through_a_proxy_command_that_runs_socat() {
         let proxy = Proxy::start("git-daemon", &[]);
         // git runs it with the host and the port; the connection is its
         // standard input and output.
-        fs::write(
-            &script,
-            format!(
-                "#!/bin/sh\nexec socat - \"SOCKS4A:{}:$1:$2,socksport={}\"\n",
-                proxy.addr.ip(),
-                proxy.addr.port()
-            ),
-        )
-        .unwrap();
-        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        socks4a_proxy_command(&script, proxy.addr);
         let mut cmd = git_cmd(&tmp.0);
         cmd.env("LOGNAME", "carol");
         if how == "GIT_PROXY_COMMAND" {

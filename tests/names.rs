@@ -5,16 +5,12 @@
 //! to. In inetd mode and under `--listen`, from the text and from a
 //! compiled file, and in `--explain` and `--check-config`.
 
-mod common;
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::thread;
 
-use common::*;
-use support::TempDir;
+use crate::common::*;
 
 const EXIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -55,7 +51,7 @@ fn echo_at_2() -> SocketAddr {
 /// the reply code and the log.
 fn ask(conf: &str, hosts: &std::path::Path, req: &[u8]) -> (u8, String) {
     let args = ["--ident", "off", "--log-stderr", "-f", conf];
-    let mut s = spawn_on_with(socket_pair(), &args, &[], |cmd| private_hosts(cmd, hosts));
+    let mut s = spawn_on_with(socket_pair(), &args, &[], |cmd| bind_over(cmd, hosts, "/etc/hosts"));
     s.client.write_all(req).unwrap();
     let mut reply = [0u8; 8];
     s.client.read_exact(&mut reply).unwrap();
@@ -197,8 +193,8 @@ fn names_decide_alike_under_listen_and_from_a_compiled_file() {
     }
     // Under --listen.
     let args = ["--ident", "off", "--log-stderr", "-f", &s.conf];
-    let (mut guard, addr) = spawn_listen_with(&args, |cmd| private_hosts(cmd, &s.hosts));
-    let log = collect(&mut guard);
+    let (mut guard, addr) = spawn_listen_with(&args, |cmd| bind_over(cmd, &s.hosts, "/etc/hosts"));
+    let log = Log::of(&mut guard.0);
     for (what, req, want, rule, looked_up) in cases(s.echo) {
         let mut c = connect_to(addr);
         let tag = format!("client={} ", socks4d::audit::addr(c.local_addr().unwrap()));
@@ -206,20 +202,13 @@ fn names_decide_alike_under_listen_and_from_a_compiled_file() {
         let mut reply = [0u8; 8];
         c.read_exact(&mut reply).unwrap();
         drop(c);
-        let start = std::time::Instant::now();
-        let mine = loop {
-            let text = log.lock().unwrap().clone();
-            let mine: String = text
-                .lines()
+        let mine = |text: &str| -> String {
+            text.lines()
                 .filter(|l| l.contains(&tag))
                 .map(|l| format!("{l}\n"))
-                .collect();
-            if mine.contains("]: end ") {
-                break mine;
-            }
-            assert!(start.elapsed() < EXIT, "{what}: no end line in:\n{text}");
-            thread::sleep(std::time::Duration::from_millis(10));
+                .collect()
         };
+        let mine = mine(&log.wait_for(|text| mine(text).contains("]: end ")));
         check_case(what, reply[1], &mine, want, rule, looked_up);
     }
 }

@@ -14,6 +14,7 @@ mod container;
 
 mod bench_smoke;
 mod bind;
+mod chain;
 mod classic;
 mod clients;
 mod commands;
@@ -29,6 +30,7 @@ mod ident;
 mod interop;
 mod limits;
 mod multihome;
+mod names;
 mod newcomer;
 mod package;
 mod privilege;

@@ -49,6 +49,11 @@ impl TempDir {
         &self.0
     }
 
+    /// The path of `name` in it.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
     /// The path of `name` in it, as a string (for an argument).
     pub fn file(&self, name: &str) -> String {
         self.0.join(name).display().to_string()

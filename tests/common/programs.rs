@@ -286,3 +286,71 @@ fn build_probe(profile_dir: &Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A bare git repository with one commit on `main`, under `dir/r.git`,
+/// ready for the dumb HTTP protocol and git daemon: the commit.
+pub fn git_repo(dir: &Path) -> String {
+    let git = |args: &[&str], cwd: &Path| {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.org"])
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("HOME", dir)
+            .output()
+            .expect("run git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git(&["init", "-q", "--bare", "r.git"], dir);
+    git(&["init", "-q"], &work);
+    git(&["commit", "-q", "--allow-empty", "-m", "one"], &work);
+    git(&["push", "-q", "../r.git", "HEAD:refs/heads/main"], &work);
+    git(&["update-server-info"], &dir.join("r.git"));
+    std::fs::write(dir.join("r.git/git-daemon-export-ok"), "").unwrap();
+    git(&["rev-parse", "HEAD"], &work).trim().to_string()
+}
+
+/// git daemon on a free port of 127.0.0.1 serving the repositories under
+/// `dir` (see [`git_repo`]): the daemon and its address.
+pub fn git_daemon(dir: &Path) -> (Guard, SocketAddr) {
+    let port = super::net::free_port();
+    let daemon = Command::new("git")
+        .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg(format!("--base-path={}", dir.display()))
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("start git daemon");
+    let guard = Guard(daemon);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_listening(addr);
+    (guard, addr)
+}
+
+/// A script at `path` for git's proxy command: socat connects through the
+/// SOCKS4a proxy at `proxy` to the host and port git gives it (the name
+/// sent, unresolved).
+pub fn socks4a_proxy_command(path: &Path, proxy: SocketAddr) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(
+        path,
+        format!(
+            "#!/bin/sh\nexec socat - \"SOCKS4A:{}:$1:$2,socksport={}\"\n",
+            proxy.ip(),
+            proxy.port()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
