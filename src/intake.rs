@@ -8,7 +8,7 @@
 use std::fs::OpenOptions;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::socket::{getsockopt, sockopt, SockType};
@@ -41,7 +41,7 @@ pub enum Found {
 /// Whether a passed socket may be there, so that diagnostics must not go
 /// to stdout or stderr.
 pub fn socket_passed() -> bool {
-    std::env::var_os("LISTEN_FDS").is_some() || is_socket(io::stdin().as_fd())
+    std::env::var_os("LISTEN_FDS").is_some() || std_fd(0, is_socket)
 }
 
 /// Looks for the client socket: the first `LISTEN_FDS` fd when that is
@@ -80,7 +80,7 @@ pub fn find() -> Found {
         }
         return check(first, "fd 3 (LISTEN_FDS)");
     }
-    if is_socket(io::stdin().as_fd()) {
+    if std_fd(0, is_socket) {
         // SAFETY: fd 0 is a socket handed to us by inetd; this is the only
         // place that takes ownership of it.
         let fd = unsafe { OwnedFd::from_raw_fd(0) };
@@ -119,6 +119,18 @@ fn listeners(fds: Vec<OwnedFd>, what: &str, stderr_allowed: bool) -> Found {
     Found::Listeners(out, stderr_allowed)
 }
 
+/// fd 0 or 1, borrowed for the length of `f`. Not through `io::stdin()`
+/// or `io::stdout()`: those make std's buffers (8 KiB and 1 KiB) on first
+/// use, and every handler held open then carries them: 16 KiB more PSS
+/// per held connection (bench/README.md, "Renovation").
+fn std_fd<R>(fd: RawFd, f: impl FnOnce(BorrowedFd<'_>) -> R) -> R {
+    debug_assert!(fd == 0 || fd == 1);
+    // SAFETY: fds 0-2 are open from before main (start.rs opens /dev/null
+    // on any that was closed); fd 0 is closed only after find() has taken
+    // it, past its last use here, and fd 1 is only ever replaced by dup2.
+    f(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
 fn is_socket(fd: BorrowedFd<'_>) -> bool {
     fstat(fd)
         .map(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK)
@@ -148,7 +160,7 @@ fn check(fd: OwnedFd, what: &str) -> Found {
 /// socket is really closed when its owner is dropped.
 fn quiet_std_fds(socket: &impl AsFd) {
     let (on_out, on_err) = (
-        same_file(socket, io::stdout().as_fd()),
+        std_fd(1, |out| same_file(socket, out)),
         same_file(socket, io::stderr().as_fd()),
     );
     if !(on_out || on_err) {
