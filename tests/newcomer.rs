@@ -2,7 +2,7 @@
 //! an identd. Each hint is one line on stderr (never when stderr is the
 //! client), and `--check-config` says the same.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -162,4 +162,51 @@ fn syslog_lines_carry_local_time_as_syslog3_writes_it() {
         hour == (utc_hour + 9) % 24 || hour == (utc_hour + 10) % 24,
         "{stamp}: not UTC+9 (UTC hour {utc_hour})"
     );
+}
+
+/// The event and the keys of a log line, in order, from `decision` or
+/// `end` on: `decision client=... user=...` gives `["decision",
+/// "client", "user", ...]`.
+fn keys(line: &str) -> Vec<&str> {
+    let from = line
+        .find("decision ")
+        .or_else(|| line.find("end "))
+        .expect("a decision or end line");
+    let mut words = line[from..].split(' ');
+    let event = words.next().unwrap();
+    std::iter::once(event)
+        .chain(words.filter_map(|w| w.split_once('=').map(|(k, _)| k)))
+        .collect()
+}
+
+/// The README's sample lines (Try it, Logs) have the keys socks4d writes,
+/// in its order: a newcomer compares them with what the terminal shows.
+#[test]
+fn the_readmes_sample_lines_have_the_keys_socks4d_writes() {
+    let readme = std::fs::read_to_string(top().join("README.md")).unwrap();
+    let samples: Vec<&str> = readme
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| {
+            let l = l.strip_prefix("socks4d[30000]: ").unwrap_or(l);
+            l.starts_with("decision client=") || l.starts_with("end client=")
+        })
+        .collect();
+    assert_eq!(samples.len(), 4, "the Try it and Logs samples: {samples:?}");
+
+    let dir = TempDir::new("readme-lines");
+    let rules = dir.write("socks4d.conf", "permit 127.0.0.0/8 0/0\n");
+    let s = Listening::start(&["-f", &rules]);
+    let dst = echo_dest();
+    let mut c = connect_to(s.addr);
+    c.write_all(&connect_4a("localhost", dst.addr.port(), b"")).unwrap();
+    assert_eq!(read_reply(&mut c)[1], 0x5A, "{}", s.log.text());
+    assert_eq!(send_and_read(&mut c, b"ping"), b"ping");
+    drop(c);
+    let log = s.wait_log(|l| l.contains("]: end "));
+    for sample in samples {
+        let event = keys(sample)[0];
+        let written = line(&log, event);
+        assert_eq!(keys(written), keys(sample), "README: {sample}\nsocks4d: {written}");
+    }
 }
