@@ -99,18 +99,11 @@ impl Proxy {
         match &self.listen {
             Some((_, (v4, v6), log)) => {
                 let mut c = connect_from_any(from, if from.contains(':') { *v6 } else { *v4 });
-                let tag = format!("client={} ", audit_addr(c.local_addr().unwrap()));
+                let client = c.local_addr().unwrap();
                 let _ = c.write_all(req);
                 let code = reply_code(&mut c);
                 drop(c);
-                let mine = |text: &str| -> String {
-                    text.lines()
-                        .filter(|l| l.contains(&tag))
-                        .map(|l| format!("{l}\n"))
-                        .collect()
-                };
-                let text = log.wait_for(|t| mine(t).contains("]: end "));
-                (code, mine(&text))
+                (code, log.wait_client(client))
             }
             None => {
                 let refs: Vec<&str> = self.args.iter().map(String::as_str).collect();
@@ -137,11 +130,6 @@ impl Proxy {
 fn reply_code(c: &mut TcpStream) -> Option<u8> {
     let mut r = [0u8; 8];
     c.read_exact(&mut r).ok().map(|()| r[1])
-}
-
-/// How the audit line writes an address.
-fn audit_addr(a: SocketAddr) -> String {
-    socks4d::audit::addr(a)
 }
 
 /// A connected pair whose client end is at `from` (a loopback address of

@@ -197,18 +197,12 @@ fn names_decide_alike_under_listen_and_from_a_compiled_file() {
     let log = Log::of(&mut guard.0);
     for (what, req, want, rule, looked_up) in cases(s.echo) {
         let mut c = connect_to(addr);
-        let tag = format!("client={} ", socks4d::audit::addr(c.local_addr().unwrap()));
+        let client = c.local_addr().unwrap();
         c.write_all(&req).unwrap();
         let mut reply = [0u8; 8];
         c.read_exact(&mut reply).unwrap();
         drop(c);
-        let mine = |text: &str| -> String {
-            text.lines()
-                .filter(|l| l.contains(&tag))
-                .map(|l| format!("{l}\n"))
-                .collect()
-        };
-        let mine = mine(&log.wait_for(|text| mine(text).contains("]: end ")));
+        let mine = log.wait_client(client);
         check_case(what, reply[1], &mine, want, rule, looked_up);
     }
 }

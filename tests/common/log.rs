@@ -76,6 +76,19 @@ impl Log {
         }
     }
 
+    /// The lines about the client at `client` (its audit lines say
+    /// `client=ADDR`), once its end line is written.
+    pub fn wait_client(&self, client: std::net::SocketAddr) -> String {
+        let tag = format!("client={} ", socks4d::audit::addr(client));
+        let mine = |text: &str| -> String {
+            text.lines()
+                .filter(|l| l.contains(&tag))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        };
+        mine(&self.wait_for(|text| mine(text).contains("]: end ")))
+    }
+
     /// The text once it holds `what`.
     pub fn wait_contains(&self, what: &str) -> String {
         self.wait_count(what, 1)
