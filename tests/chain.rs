@@ -1212,6 +1212,49 @@ fn the_chain_refuses_what_no_line_sends_and_what_a_deny_line_names() {
     assert_eq!(code, Some(0x5A));
     assert_eq!(send_and_read(&mut c, b"ping"), b"ping");
     assert!(s.decision(&format!("dst={echo}")).contains("hop=direct"));
+    // Other spellings of what the lines name, in every start mode: the
+    // name in capitals with a trailing dot is still denied by name; the
+    // mapped spelling of 127.0.0.1 takes the direct line; the unspecified
+    // address is refused before the chain is asked.
+    let conf = s.dir.join("socks4d.conf");
+    let args = [
+        "--ident",
+        "off",
+        "--log-stderr",
+        "-f",
+        conf.to_str().unwrap(),
+        "--chain",
+        file.to_str().unwrap(),
+    ];
+    let spellings = [
+        ("WWW.Evil.EXAMPLE.", 0x5B, "reason=chain-denied"),
+        ("::ffff:127.0.0.1", 0x5A, "hop=direct"),
+        ("::FFFF:7f00:1", 0x5A, "hop=direct"),
+        ("0.0.0.0", 0x5B, "reason=dst-unspecified"),
+    ];
+    for (name, want, says) in spellings {
+        let req = connect_4a(name, echo.port(), b"alice");
+        let host = format!("host={name:?}");
+        let (code, mut c) = s.ask(&req);
+        assert_eq!(code, Some(want), "--listen, {name}");
+        if want == 0x5A {
+            assert_eq!(send_and_read(&mut c, b"ping"), b"ping");
+        }
+        let decided = s.decision(&host);
+        assert!(decided.contains(says), "--listen, {name}: {decided}");
+        for (mode, mut server) in [("inetd", spawn_stdin(&args)), ("fd 3", spawn_fd3(&args))] {
+            server.client.write_all(&req).unwrap();
+            let reply = read_reply(&mut server.client);
+            assert_eq!(reply[1], want, "{mode}, {name}");
+            if want == 0x5A {
+                assert_eq!(send_and_read(&mut server.client, b"ping"), b"ping");
+            }
+            let (status, log) = finish(&mut server, EXIT);
+            assert_eq!(status.code(), Some(0), "{mode}, {name}: {log}");
+            let line = crate::common::line(&log, "decision");
+            assert!(line.contains(&host) && line.contains(says), "{mode}, {name}: {line}");
+        }
+    }
     // A long-running socks4d reads the chain file again when it changes.
     write(&file, "deny 0/0\n");
     let (code, _) = s.ask(&connect_req(echo, b"bob"));
